@@ -1,0 +1,120 @@
+//! `rlvr verify --verifier KIND --input FILE.jsonl [--output FILE]`: one verdict per input line.
+//!
+//! A line that is not valid JSON, or lacks `completion`, gets its own `Malformed` verdict naming the
+//! line; every other line is still scored. Lines are scored in chunks on the verifier's pool and
+//! written in input order.
+
+use anyhow::{Context, Result};
+use rlvr_verifiers::{score_batch, Outcome, Task, Verdict, VerifierSpec};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+
+/// Arguments of `rlvr verify`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// `math`, `code`, `format`, `length`, or `external:<command>`.
+    #[arg(long)]
+    pub verifier: String,
+    /// JSONL input: `{"completion", "answer"}` (math) or `{"completion", "tests": {...}}` (code).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the verdicts (stdout by default).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Verifier settings: a JSON object of the kind's config fields, inline or as a file path.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// How many lines are checked at once (default: the number of CPUs).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    completion: String,
+    #[serde(flatten)]
+    task: Task,
+}
+
+const CHUNK: usize = 512;
+
+fn settings(arg: Option<&str>) -> Result<Option<serde_json::Value>> {
+    let Some(arg) = arg else { return Ok(None) };
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_string()
+    } else {
+        std::fs::read_to_string(arg).with_context(|| format!("reading --config {arg}"))?
+    };
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("--config {arg}: not a JSON object"))?))
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let spec = VerifierSpec::from_cli(&args.verifier, settings(args.config.as_deref())?)
+        .with_context(|| "--verifier")?;
+    let verifier = spec.build().with_context(|| format!("starting verifier `{}`", args.verifier))?;
+    let input = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let parallel = args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut stats = Stats::default();
+    let mut lines = std::io::BufReader::new(input).lines().enumerate().peekable();
+    while lines.peek().is_some() {
+        // (line number, parsed item or the verdict for an unreadable line)
+        let mut chunk: Vec<(usize, Result<(Task, String), Verdict>)> = Vec::with_capacity(CHUNK);
+        for (i, line) in lines.by_ref().take(CHUNK) {
+            let line = line.with_context(|| format!("reading {}", args.input.display()))?;
+            chunk.push((i + 1, parse_line(&line, i + 1)));
+        }
+        let items: Vec<(Task, String)> = chunk.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+        let mut scored = score_batch(verifier.as_ref(), &items, parallel).into_iter();
+        for (_, item) in chunk {
+            let verdict = item.map_or_else(|bad| bad, |_| scored.next().expect("one verdict per item"));
+            stats.add(&verdict);
+            serde_json::to_writer(&mut out, &verdict)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    eprintln!("{}", stats.summary(verifier.name()));
+    Ok(())
+}
+
+fn parse_line(line: &str, number: usize) -> Result<(Task, String), Verdict> {
+    let malformed = |msg: String| Verdict::zero(Outcome::Malformed, json!({ "error": format!("line {number}: {msg}") }));
+    if line.trim().is_empty() {
+        return Err(malformed("empty line".into()));
+    }
+    match serde_json::from_str::<Line>(line) {
+        Ok(l) => Ok((l.task, l.completion)),
+        Err(e) => Err(malformed(e.to_string())),
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    n: usize,
+    reward: f64,
+    outcomes: BTreeMap<String, usize>,
+}
+
+impl Stats {
+    fn add(&mut self, v: &Verdict) {
+        self.n += 1;
+        self.reward += v.reward as f64;
+        *self.outcomes.entry(format!("{:?}", v.outcome)).or_default() += 1;
+    }
+
+    fn summary(&self, name: &str) -> String {
+        let mean = if self.n == 0 { 0.0 } else { self.reward / self.n as f64 };
+        let counts: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("rlvr verify: {name}: {} lines, mean reward {mean:.4} ({})", self.n, counts.join(", "))
+    }
+}

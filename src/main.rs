@@ -1,0 +1,33 @@
+//! The `rlvr` command line (DESIGN.md §7).
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Reinforcement learning with verifiable rewards for DeepSeek-V3.2-architecture models.
+#[derive(Parser)]
+#[command(name = "rlvr", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's architecture, parameter counts, stored dtypes and the device libtorch sees.
+    Inspect(cmd::inspect::Args),
+    /// Score completions with a verifier: one verdict JSON per input line.
+    Verify(cmd::verify::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("rlvr: error: {err:#}");
+        std::process::exit(1);
+    }
+}

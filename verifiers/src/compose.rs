@@ -1,0 +1,55 @@
+//! Weighted sums of verifiers, with a per-verifier breakdown in the verdict's detail.
+
+use crate::{Outcome, Task, Verdict, Verifier, VerifyError};
+use serde_json::json;
+
+/// `reward = Σ w_i · reward_i`. The outcome is that of the first (primary) verifier; `detail`
+/// holds every part's name, weight and verdict, so metrics can report each reward separately.
+pub struct Weighted {
+    name: String,
+    parts: Vec<(f32, Box<dyn Verifier>)>,
+}
+
+impl Weighted {
+    /// A composition of `(weight, verifier)` parts; the first part is the primary one.
+    pub fn new(parts: Vec<(f32, Box<dyn Verifier>)>) -> Self {
+        let name = parts
+            .iter()
+            .map(|(_, v)| v.name())
+            .collect::<Vec<_>>()
+            .join("+");
+        Weighted { name, parts }
+    }
+}
+
+impl Verifier for Weighted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
+        let mut reward = 0.0f32;
+        let mut outcome = None;
+        let mut breakdown = Vec::with_capacity(self.parts.len());
+        for (weight, verifier) in &self.parts {
+            // A broken part costs its own share of the reward, not the whole verdict.
+            let verdict = verifier
+                .verify(task, completion)
+                .unwrap_or_else(|e| Verdict::from_error(&e));
+            reward += weight * verdict.reward;
+            outcome.get_or_insert(verdict.outcome);
+            breakdown.push(json!({
+                "name": verifier.name(),
+                "weight": weight,
+                "reward": verdict.reward,
+                "outcome": verdict.outcome,
+                "detail": verdict.detail,
+            }));
+        }
+        Ok(Verdict {
+            reward,
+            outcome: outcome.unwrap_or(Outcome::Error),
+            detail: json!({ "parts": breakdown }),
+        })
+    }
+}

@@ -65,6 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let parallel = args.parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut stats = Stats::default();
+    let started = std::time::Instant::now();
     let mut lines = std::io::BufReader::new(input).lines().enumerate().peekable();
     while lines.peek().is_some() {
         // (line number, parsed item or the verdict for an unreadable line)
@@ -83,6 +84,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     out.flush()?;
+    stats.seconds = started.elapsed().as_secs_f64();
     eprintln!("{}", stats.summary(verifier.name()));
     Ok(())
 }
@@ -102,6 +104,7 @@ fn parse_line(line: &str, number: usize) -> Result<(Task, String), Verdict> {
 struct Stats {
     n: usize,
     reward: f64,
+    seconds: f64,
     outcomes: BTreeMap<String, usize>,
 }
 
@@ -115,6 +118,12 @@ impl Stats {
     fn summary(&self, name: &str) -> String {
         let mean = if self.n == 0 { 0.0 } else { self.reward / self.n as f64 };
         let counts: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        format!("rlvr verify: {name}: {} lines, mean reward {mean:.4} ({})", self.n, counts.join(", "))
+        let rate = self.n as f64 / self.seconds.max(1e-9);
+        format!(
+            "rlvr verify: {name}: {} lines, mean reward {mean:.4} ({}); scored in {:.4} s ({rate:.0} lines/s)",
+            self.n,
+            counts.join(", "),
+            self.seconds
+        )
     }
 }

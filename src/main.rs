@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Print a model's architecture, parameter counts, stored dtypes and the device libtorch sees.
     Inspect(cmd::inspect::Args),
+    /// Random-initialise a model directory in the Hugging Face layout.
+    Init(cmd::init::Args),
     /// Score completions with a verifier: one verdict JSON per input line.
     Verify(cmd::verify::Args),
 }
@@ -23,6 +25,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => cmd::init::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Verify(args) => cmd::verify::run(args),
     };

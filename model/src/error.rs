@@ -29,6 +29,15 @@ pub enum ModelError {
         /// What is wrong, naming the tensor when there is one.
         message: String,
     },
+    /// A checkpoint does not fit the model: every missing, unexpected, mis-shaped or unreadable
+    /// tensor found, each naming the tensor and the file it lives in.
+    #[error("{} does not match the model ({} problem{}):\n  {}", dir.display(), problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.join("\n  "))]
+    Mismatch {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
 }
 
 impl ModelError {

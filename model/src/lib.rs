@@ -3,6 +3,7 @@
 //! Today this crate reads configs (both rope forms), lists a checkpoint's tensors from the config,
 //! counts parameters, and reads safetensors headers; the tch model itself builds on these.
 
+pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;

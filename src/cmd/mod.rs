@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub mod init;
 pub mod inspect;
 pub mod verify;

@@ -18,6 +18,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Random-initialise a model directory in the Hugging Face layout.
     Init(cmd::init::Args),
+    /// Teacher-forced log-probabilities of token sequences under a model.
+    Score(cmd::score::Args),
     /// Score completions with a verifier: one verdict JSON per input line.
     Verify(cmd::verify::Args),
 }
@@ -27,6 +29,7 @@ fn main() {
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Score(args) => cmd::score::run(args),
         Command::Verify(args) => cmd::verify::run(args),
     };
     if let Err(err) = result {

@@ -2,4 +2,5 @@
 
 pub mod init;
 pub mod inspect;
+pub mod score;
 pub mod verify;

@@ -1,0 +1,160 @@
+//! Generation caches (reference §2.5.5): per sequence slot and layer, the normed KV latent
+//! (`kv_lora_rank`), the rotated rope key (`qk_rope_head_dim`) and the indexer key
+//! (`index_head_dim`, f32), allocated once for a fixed number of slots and a maximum length; a step
+//! writes its tokens in place and never re-allocates.
+//!
+//! Each slot keeps its own length, so one call can extend slots of different lengths (prefill on
+//! top of an existing prefix, or one decode step for many sequences). Rows of one call all add the
+//! same number of tokens.
+//!
+//! Left out: FP8 KV storage, paging, and eviction (a finished slot is [`KvCache::reset`]).
+
+use crate::attention::Keys;
+use crate::config::ModelConfig;
+use tch::{Device, Kind, Tensor};
+
+/// One layer's cached keys for every slot.
+#[derive(Debug)]
+pub struct LayerCache {
+    /// Normed KV latent: (N, S_max, C).
+    pub latent: Tensor,
+    /// Rotated rope key: (N, S_max, d_rope).
+    pub pe: Tensor,
+    /// Indexer keys: (N, S_max, d_I) f32.
+    pub index: Tensor,
+}
+
+/// The cache of a whole model over a fixed set of sequence slots.
+#[derive(Debug)]
+pub struct KvCache {
+    /// Per layer.
+    pub layers: Vec<LayerCache>,
+    lengths: Vec<i64>,
+    capacity: i64,
+}
+
+impl KvCache {
+    /// Room for `slots` sequences of up to `capacity` tokens, latent and rope key in `kind`.
+    pub fn new(
+        cfg: &ModelConfig,
+        slots: usize,
+        capacity: usize,
+        kind: Kind,
+        device: Device,
+    ) -> Self {
+        let (n, s) = (slots as i64, capacity as i64);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| LayerCache {
+                latent: Tensor::zeros([n, s, cfg.kv_lora_rank as i64], (kind, device)),
+                pe: Tensor::zeros([n, s, cfg.qk_rope_head_dim as i64], (kind, device)),
+                index: Tensor::zeros([n, s, cfg.index_head_dim as i64], (Kind::Float, device)),
+            })
+            .collect();
+        KvCache {
+            layers,
+            lengths: vec![0; slots],
+            capacity: s,
+        }
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Longest sequence a slot can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Tokens cached in `slot`.
+    pub fn len(&self, slot: usize) -> usize {
+        self.lengths[slot] as usize
+    }
+
+    /// Whether `slot` holds no tokens.
+    pub fn is_empty(&self, slot: usize) -> bool {
+        self.lengths[slot] == 0
+    }
+
+    /// Empties `slot` (its old entries are overwritten by the next sequence).
+    pub fn reset(&mut self, slot: usize) {
+        self.lengths[slot] = 0;
+    }
+
+    /// Positions `(B, T)` of `t` new tokens appended to each of `slots`.
+    pub(crate) fn positions(&self, slots: &[usize], t: i64, device: Device) -> Tensor {
+        let mut sorted = slots.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            slots.len(),
+            "a cache slot appears twice in one call: {slots:?}"
+        );
+        let mut pos = Vec::with_capacity(slots.len() * t as usize);
+        for &slot in slots {
+            let start = self.lengths[slot];
+            assert!(
+                start + t <= self.capacity,
+                "slot {slot} would hold {} tokens, capacity {}",
+                start + t,
+                self.capacity
+            );
+            pos.extend(start..start + t);
+        }
+        Tensor::from_slice(&pos)
+            .view([slots.len() as i64, t])
+            .to_device(device) // (B, T)
+    }
+
+    fn slot_index(slots: &[usize], device: Device) -> Tensor {
+        let ids: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
+        Tensor::from_slice(&ids).to_device(device) // (B)
+    }
+
+    /// Stores `keys (B, T, ·)` of layer `layer` at `q_pos (B, T)` in `slots`.
+    pub(crate) fn write(&mut self, layer: usize, slots: &[usize], q_pos: &Tensor, keys: &Keys) {
+        let c = &mut self.layers[layer];
+        let rows = Self::slot_index(slots, q_pos.device())
+            .unsqueeze(1)
+            .expand_as(q_pos); // (B, T)
+        let at = [Some(rows), Some(q_pos.shallow_clone())];
+        let index = keys
+            .index
+            .as_ref()
+            .expect("cached calls compute the indexer keys");
+        let _ = c
+            .latent
+            .index_put_(&at, &keys.latent.to_kind(c.latent.kind()), false);
+        let _ = c.pe.index_put_(&at, &keys.pe.to_kind(c.pe.kind()), false);
+        let _ = c.index.index_put_(&at, &index.to_kind(Kind::Float), false);
+    }
+
+    /// Keys of `slots` at positions `0..S` (S = the longest slot after this call's tokens at
+    /// `q_pos (B, T)`); entries past a slot's own length are masked causally by the caller.
+    pub(crate) fn read(&self, layer: usize, slots: &[usize], q_pos: &Tensor) -> Keys {
+        let c = &self.layers[layer];
+        let t = q_pos.size()[1];
+        let s = slots
+            .iter()
+            .map(|&slot| self.lengths[slot])
+            .max()
+            .unwrap_or(0)
+            + t;
+        let rows = Self::slot_index(slots, q_pos.device());
+        let take = |x: &Tensor| x.index_select(0, &rows).narrow(1, 0, s); // (B, S, ·)
+        Keys {
+            latent: take(&c.latent),
+            pe: take(&c.pe),
+            index: Some(take(&c.index)),
+        }
+    }
+
+    /// Records that `slots` grew by `t` tokens.
+    pub(crate) fn advance(&mut self, slots: &[usize], t: i64) {
+        for &slot in slots {
+            self.lengths[slot] += t;
+        }
+    }
+}

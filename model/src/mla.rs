@@ -1,0 +1,224 @@
+//! Multi-head Latent Attention with DSA (reference §2.5, §2.7; fixtures README "MLA").
+//!
+//! `q = q_b(RMSNorm(q_a(x)))` split `[nope | rope]` per head; `kv_a(x)` split `[latent | k_pe]`,
+//! the latent RMS-normed (ε fixed at 1e-6), `k_pe` shared by all heads; interleaved RoPE on both
+//! rope parts; `kv_b(latent)` split `[k_nope | v]` per head. Softmax scale
+//! `qk_head_dim^-0.5 · mscale(factor, mscale_all_dim)²`.
+//!
+//! [`AttentionMode::Dense`] attends to every causal key and never runs the indexer.
+//! [`AttentionMode::Sparse`] is the architecture's own DSA: when there are more keys than
+//! `index_topk`, the indexer picks each query's keys and attention gathers just those; otherwise
+//! DSA selects every causal key, so the dense path is exact.
+//!
+//! Left out: the indexer's training modes (warm-up KL, sparse-stage detach), FP8 KV.
+
+use crate::attention::{self, causal, Keys, KvB, Queries};
+use crate::config::ModelConfig;
+use crate::indexer::{Indexer, Selection};
+use crate::mlp::{linear, linear_weight};
+use crate::norm::RmsNorm;
+use crate::rope::{rotate_interleaved, RopeTables};
+use tch::{nn, Tensor};
+
+/// Which keys attention reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionMode {
+    /// Every causal key; the indexer is unused.
+    Dense,
+    /// DeepSeek Sparse Attention: the indexer's top-`index_topk` keys per query.
+    Sparse,
+}
+
+/// How attention over the full (masked) key set is computed; the two agree to rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlaPath {
+    /// Up-project keys and values per head (training, prefill).
+    Naive,
+    /// Fold `kv_b` into query and output and attend over the latent (decode).
+    Absorbed,
+}
+
+/// Query positions of one call and their rope tables.
+#[derive(Debug)]
+pub struct Positions {
+    /// Absolute positions: (B, T) i64.
+    pub q_pos: Tensor,
+    /// cos at `q_pos`: (B, T, d_rope/2).
+    pub cos: Tensor,
+    /// sin at `q_pos`: (B, T, d_rope/2).
+    pub sin: Tensor,
+}
+
+impl Positions {
+    /// Tables for positions `q_pos (B, T)`.
+    pub fn new(rope: &RopeTables, q_pos: Tensor) -> Self {
+        let (cos, sin) = rope.cos_sin(&q_pos);
+        Positions { q_pos, cos, sin }
+    }
+}
+
+/// `model.layers.{i}.self_attn`.
+#[derive(Debug)]
+pub struct Mla {
+    /// `q_a_proj.weight`: (q_lora_rank, d).
+    pub q_a_proj: Tensor,
+    /// `q_a_layernorm` (ε = 1e-6).
+    pub q_a_layernorm: RmsNorm,
+    /// `q_b_proj.weight`: (H·(d_nope+d_rope), q_lora_rank).
+    pub q_b_proj: Tensor,
+    /// `kv_a_proj_with_mqa.weight`: (C + d_rope, d).
+    pub kv_a_proj_with_mqa: Tensor,
+    /// `kv_a_layernorm` (ε = 1e-6).
+    pub kv_a_layernorm: RmsNorm,
+    /// `kv_b_proj.weight`: (H·(d_nope+d_v), C).
+    pub kv_b_proj: Tensor,
+    /// `o_proj.weight`: (d, H·d_v).
+    pub o_proj: Tensor,
+    /// The DSA lightning indexer.
+    pub indexer: Indexer,
+    heads: i64,
+    nope: i64,
+    rope: i64,
+    v: i64,
+    rank: i64,
+    scale: f64,
+}
+
+impl Mla {
+    /// The attention block under `path` (= `model.layers.{i}.self_attn`).
+    pub fn new(path: &nn::Path, cfg: &ModelConfig, rope: &RopeTables) -> Self {
+        let d = cfg.hidden_size as i64;
+        let q_rank = cfg.q_lora_rank.expect("validated config has q_lora_rank") as i64;
+        let (h, nope, r, v) = (
+            cfg.num_attention_heads,
+            cfg.qk_nope_head_dim,
+            cfg.qk_rope_head_dim,
+            cfg.v_head_dim,
+        );
+        let (h, nope, r, v) = (h as i64, nope as i64, r as i64, v as i64);
+        let rank = cfg.kv_lora_rank as i64;
+        Mla {
+            q_a_proj: linear_weight(&(path / "q_a_proj"), d, q_rank),
+            q_a_layernorm: RmsNorm::new(&(path / "q_a_layernorm"), q_rank, 1e-6),
+            q_b_proj: linear_weight(&(path / "q_b_proj"), q_rank, h * (nope + r)),
+            kv_a_proj_with_mqa: linear_weight(&(path / "kv_a_proj_with_mqa"), d, rank + r),
+            kv_a_layernorm: RmsNorm::new(&(path / "kv_a_layernorm"), rank, 1e-6),
+            kv_b_proj: linear_weight(&(path / "kv_b_proj"), rank, h * (nope + v)),
+            o_proj: linear_weight(&(path / "o_proj"), h * v, d),
+            indexer: Indexer::new(&(path / "indexer"), cfg),
+            heads: h,
+            nope,
+            rope: r,
+            v,
+            rank,
+            scale: ((nope + r) as f64).powf(-0.5) * rope.softmax_mscale,
+        }
+    }
+
+    /// Queries of normed tokens `x (B, T, d)`.
+    pub fn queries(&self, x: &Tensor, pos: &Positions) -> Queries {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let latent = self.q_a_layernorm.forward(&linear(x, &self.q_a_proj)); // (B, T, q_rank)
+        let q = linear(&latent, &self.q_b_proj).view([b, t, self.heads, self.nope + self.rope]); // (B, T, H, d_nope+d_rope)
+        let pe = rotate_interleaved(
+            &q.narrow(-1, self.nope, self.rope),
+            &pos.cos.unsqueeze(2),
+            &pos.sin.unsqueeze(2),
+        );
+        Queries {
+            nope: q.narrow(-1, 0, self.nope),
+            pe,
+            latent,
+        }
+    }
+
+    /// Keys of normed tokens `x (B, T, d)`; the indexer keys only when `with_index`.
+    pub fn keys(&self, x: &Tensor, pos: &Positions, with_index: bool) -> Keys {
+        let kv = linear(x, &self.kv_a_proj_with_mqa); // (B, T, C + d_rope)
+        let latent = self.kv_a_layernorm.forward(&kv.narrow(-1, 0, self.rank)); // (B, T, C)
+        let pe = rotate_interleaved(&kv.narrow(-1, self.rank, self.rope), &pos.cos, &pos.sin); // (B, T, d_rope)
+        let index = with_index.then(|| self.indexer.keys(x, &pos.cos, &pos.sin));
+        Keys { latent, pe, index }
+    }
+
+    /// Whether `mode` needs the indexer over `s` keys.
+    pub fn uses_indexer(&self, mode: AttentionMode, s: i64) -> bool {
+        mode == AttentionMode::Sparse && s > self.indexer.topk
+    }
+
+    /// `kv_b_proj` viewed per head for the absorbed path.
+    pub fn kv_b(&self) -> KvB {
+        let w = self
+            .kv_b_proj
+            .view([self.heads, self.nope + self.v, self.rank]); // (H, d_nope+d_v, C)
+        KvB {
+            uk: w.narrow(1, 0, self.nope),
+            uv: w.narrow(1, self.nope, self.v),
+        }
+    }
+
+    /// The DSA selection of queries `q` (from normed tokens `x (B, T, d)`) over `keys`.
+    /// Outside autograd: top-k passes no gradient (reference §2.7).
+    pub fn select(&self, x: &Tensor, q: &Queries, keys: &Keys, pos: &Positions) -> Selection {
+        let index_keys = keys
+            .index
+            .as_ref()
+            .expect("sparse attention needs the indexer keys");
+        tch::no_grad(|| {
+            let iq = self.indexer.queries(&q.latent, &pos.cos, &pos.sin);
+            let w = self.indexer.head_weights(x);
+            let scores = self.indexer.scores(&iq, &w, index_keys, &pos.q_pos);
+            self.indexer.select(&scores, &pos.q_pos)
+        })
+    }
+
+    /// Attention output (B, T, d) of normed tokens `x (B, T, d)` with queries `q` over `keys`
+    /// (positions `0..S`), and the DSA selection when the indexer ran.
+    pub fn attend(
+        &self,
+        x: &Tensor,
+        q: &Queries,
+        keys: &Keys,
+        pos: &Positions,
+        mode: AttentionMode,
+        path: MlaPath,
+    ) -> (Tensor, Option<Selection>) {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let s = keys.latent.size()[1];
+        let (o, selection) = if self.uses_indexer(mode, s) {
+            let sel = self.select(x, q, keys, pos);
+            let o = attention::absorbed_gathered(
+                q,
+                keys,
+                &self.kv_b(),
+                &sel.indices,
+                &sel.valid,
+                self.scale,
+            );
+            (o, Some(sel))
+        } else {
+            let allowed = causal(&pos.q_pos, s); // (B, T, S)
+            let o = match path {
+                MlaPath::Naive => {
+                    let kv = linear(&keys.latent, &self.kv_b_proj).view([
+                        b,
+                        s,
+                        self.heads,
+                        self.nope + self.v,
+                    ]); // (B, S, H, d_nope+d_v)
+                    let (k_nope, v) = (
+                        kv.narrow(-1, 0, self.nope),
+                        kv.narrow(-1, self.nope, self.v),
+                    );
+                    attention::naive(q, &k_nope, &keys.pe, &v, &allowed, self.scale)
+                }
+                MlaPath::Absorbed => {
+                    attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
+                }
+            };
+            (o, None)
+        };
+        let o = o.reshape([b, t, self.heads * self.v]); // (B, T, H·d_v)
+        (linear(&o, &self.o_proj), selection)
+    }
+}

@@ -1,0 +1,150 @@
+//! DeepSeekMoE (reference §2.9; fixtures README "MoE routing"): a sigmoid router whose
+//! `e_score_correction_bias` steers selection only, group-limited top-k (group score = sum of the
+//! top-2 biased scores), gate weights from the unbiased scores, normalised with `+1e-20` and scaled
+//! by `routed_scaling_factor`; routed experts plus the always-on shared experts.
+//!
+//! The router runs in f32 whatever the weights' dtype. A [`Routing`] can be returned (rollout
+//! "keep routing") and fed back to [`Moe::forward_routed`] (training replay).
+//!
+//! Left out: the aux-loss-free bias update and the sequence-wise balance loss (trainer's job),
+//! expert parallelism, and grouped-GEMM dispatch (one matmul per active expert here).
+
+use crate::config::ModelConfig;
+use crate::mlp::Mlp;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Which experts each token uses and with what weight.
+#[derive(Debug)]
+pub struct Routing {
+    /// Expert ids: (N, K) i64, in the router's top-k order.
+    pub experts: Tensor,
+    /// Gate weights aligned with `experts`: (N, K) f32 (normalised and scaled).
+    pub weights: Tensor,
+}
+
+/// One MoE feed-forward block (`model.layers.{i}.mlp`).
+#[derive(Debug)]
+pub struct Moe {
+    /// `gate.weight`: (E, d), the router.
+    pub gate: Tensor,
+    /// `gate.e_score_correction_bias`: (E) f32, a non-trainable buffer used for selection only.
+    pub e_score_correction_bias: Tensor,
+    /// `experts.{e}`.
+    pub experts: Vec<Mlp>,
+    /// `shared_experts` (width `moe_intermediate_size · n_shared_experts`), when there are any.
+    pub shared_experts: Option<Mlp>,
+    n_group: i64,
+    topk_group: i64,
+    top_k: i64,
+    norm_topk_prob: bool,
+    routed_scaling_factor: f64,
+}
+
+impl Moe {
+    /// The block under `path` (= `model.layers.{i}.mlp`).
+    pub fn new(path: &nn::Path, cfg: &ModelConfig) -> Self {
+        let (d, e) = (cfg.hidden_size as i64, cfg.n_routed_experts as i64);
+        let inter = cfg.moe_intermediate_size as i64;
+        let gate_path = path / "gate";
+        let gate = gate_path.var("weight", &[e, d], nn::init::DEFAULT_KAIMING_UNIFORM);
+        let e_score_correction_bias = gate_path.zeros_no_train("e_score_correction_bias", &[e]);
+        let experts = (0..e)
+            .map(|j| Mlp::new(&(path / "experts" / j), d, inter))
+            .collect();
+        let shared_experts = (cfg.n_shared_experts > 0).then(|| {
+            Mlp::new(
+                &(path / "shared_experts"),
+                d,
+                inter * cfg.n_shared_experts as i64,
+            )
+        });
+        Moe {
+            gate,
+            e_score_correction_bias,
+            experts,
+            shared_experts,
+            n_group: cfg.n_group as i64,
+            topk_group: cfg.topk_group as i64,
+            top_k: cfg.num_experts_per_tok as i64,
+            norm_topk_prob: cfg.norm_topk_prob,
+            routed_scaling_factor: cfg.routed_scaling_factor,
+        }
+    }
+
+    /// Routes tokens `x (N, d)`.
+    pub fn route(&self, x: &Tensor) -> Routing {
+        let n = x.size()[0];
+        let e = self.experts.len() as i64;
+        let scores = x
+            .to_kind(Kind::Float)
+            .linear::<&Tensor>(&self.gate.to_kind(Kind::Float), None)
+            .sigmoid(); // (N, E)
+        let experts = tch::no_grad(|| {
+            let biased = scores.detach() + self.e_score_correction_bias.to_kind(Kind::Float);
+            let per_group = e / self.n_group;
+            let grouped = biased.view([n, self.n_group, per_group]); // (N, G, E/G)
+            let group_score = grouped
+                .topk(per_group.min(2), -1, true, true)
+                .0
+                .sum_dim_intlist(-1, false, Kind::Float); // (N, G)
+            let keep_idx = group_score.topk(self.topk_group, -1, true, true).1; // (N, topk_group)
+            let keep = Tensor::zeros([n, self.n_group], (Kind::Bool, x.device()))
+                .scatter_value(1, &keep_idx, 1);
+            let keep = keep
+                .unsqueeze(-1)
+                .expand([n, self.n_group, per_group], false)
+                .reshape([n, e]); // (N, E)
+            let masked = biased.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
+            masked.topk(self.top_k, -1, true, true).1 // (N, K)
+        });
+        let mut weights = scores.gather(1, &experts, false); // (N, K)
+        if self.norm_topk_prob {
+            weights = &weights / (weights.sum_dim_intlist(-1, true, Kind::Float) + 1e-20);
+        }
+        Routing {
+            experts,
+            weights: weights * self.routed_scaling_factor,
+        }
+    }
+
+    /// `x (B, T, d) → (B, T, d)`, with the routing it chose (rows in `B·T` order).
+    pub fn forward(&self, x: &Tensor) -> (Tensor, Routing) {
+        let flat = x.flatten(0, -2); // (B·T, d)
+        let routing = self.route(&flat);
+        (self.forward_routed(x, &routing), routing)
+    }
+
+    /// `x (B, T, d) → (B, T, d)` with a given routing (replayed or freshly chosen).
+    pub fn forward_routed(&self, x: &Tensor, routing: &Routing) -> Tensor {
+        let flat = x.flatten(0, -2); // (B·T, d)
+        let mut out = self.dispatch(&flat, routing);
+        if let Some(shared) = &self.shared_experts {
+            out += shared.forward(&flat);
+        }
+        out.view_as(x)
+    }
+
+    /// Σ_k w_k · expert_k(x) for tokens `x (N, d)`: gathers each expert's tokens and runs it once.
+    fn dispatch(&self, x: &Tensor, routing: &Routing) -> Tensor {
+        let k = routing.experts.size()[1];
+        let ids = Vec::<i64>::try_from(routing.experts.flatten(0, -1).to_device(Device::Cpu))
+            .expect("expert ids are i64");
+        let mut slots: Vec<Vec<i64>> = vec![Vec::new(); self.experts.len()];
+        for (flat, &e) in ids.iter().enumerate() {
+            slots[e as usize].push(flat as i64);
+        }
+        let weights = routing.weights.flatten(0, -1).to_kind(x.kind()); // (N·K)
+        let mut out = x.zeros_like();
+        for (expert, flats) in self.experts.iter().zip(&slots) {
+            if flats.is_empty() {
+                continue;
+            }
+            let flat = Tensor::from_slice(flats).to_device(x.device());
+            let tokens = flat.divide_scalar_mode(k, "floor"); // (n_e)
+            let w = weights.index_select(0, &flat).unsqueeze(-1); // (n_e, 1)
+            let y = expert.forward(&x.index_select(0, &tokens)) * w; // (n_e, d)
+            out = out.index_add(0, &tokens, &y);
+        }
+        out
+    }
+}

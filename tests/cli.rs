@@ -93,13 +93,18 @@ fn verify_scores_every_line_and_isolates_bad_ones() {
         ],
     );
     let output = dir.path().join("verdicts.jsonl");
-    let out = rlvr(&["verify", "--verifier", "math", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let out = rlvr(&[
+        "verify",
+        "--verifier",
+        "math",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let verdicts: Vec<Value> = std::fs::read_to_string(&output)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let verdicts: Vec<Value> =
+        std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let outcomes: Vec<&str> = verdicts.iter().map(|v| v["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, vec!["Correct", "Correct", "Malformed", "Incorrect", "Malformed"]);
     let rewards: Vec<f64> = verdicts.iter().map(|v| v["reward"].as_f64().unwrap()).collect();

@@ -279,9 +279,10 @@ impl ModelConfig {
                 return Err(ModelError::field("rope_parameters", "given together with rope_scaling; use one form"))
             }
             (Some(p), None) => {
-                let theta = p.rope_theta.or(self.rope_theta).ok_or_else(|| {
-                    ModelError::field("rope_parameters.rope_theta", "missing")
-                })?;
+                let theta = p
+                    .rope_theta
+                    .or(self.rope_theta)
+                    .ok_or_else(|| ModelError::field("rope_parameters.rope_theta", "missing"))?;
                 (theta, Some(p))
             }
             (None, scaling) => (self.rope_theta.unwrap_or(10_000.0), scaling.as_ref()),
@@ -309,7 +310,7 @@ impl ModelConfig {
         if let Some(kind) = self.mlp_layer_types().and_then(|types| types.get(i).cloned()) {
             return kind == "sparse";
         }
-        self.n_routed_experts > 0 && i >= self.first_k_dense_replace && i % self.moe_layer_freq == 0
+        self.n_routed_experts > 0 && i >= self.first_k_dense_replace && i.is_multiple_of(self.moe_layer_freq)
     }
 
     fn mlp_layer_types(&self) -> Option<Vec<String>> {
@@ -351,7 +352,7 @@ impl ModelConfig {
                 return Err(ModelError::field(name, "must be positive, got 0"));
             }
         }
-        if self.qk_rope_head_dim % 2 != 0 {
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
             return Err(ModelError::field("qk_rope_head_dim", &format!("must be even, got {}", self.qk_rope_head_dim)));
         }
         if self.index_head_dim < self.qk_rope_head_dim {
@@ -364,7 +365,10 @@ impl ModelConfig {
             if kv != self.num_attention_heads {
                 return Err(ModelError::field(
                     "num_key_value_heads",
-                    &format!("{kv} differs from num_attention_heads {}; MLA has no grouped KV heads", self.num_attention_heads),
+                    &format!(
+                        "{kv} differs from num_attention_heads {}; MLA has no grouped KV heads",
+                        self.num_attention_heads
+                    ),
                 ));
             }
         }
@@ -392,7 +396,10 @@ impl ModelConfig {
         }
         self.validate_moe()?;
         if self.scoring_func != "sigmoid" {
-            return Err(ModelError::field("scoring_func", &format!("`{}` is not supported (sigmoid)", self.scoring_func)));
+            return Err(ModelError::field(
+                "scoring_func",
+                &format!("`{}` is not supported (sigmoid)", self.scoring_func),
+            ));
         }
         if self.hidden_act != "silu" {
             return Err(ModelError::field("hidden_act", &format!("`{}` is not supported (silu)", self.hidden_act)));
@@ -404,7 +411,7 @@ impl ModelConfig {
         if self.n_routed_experts == 0 {
             return Ok(());
         }
-        if self.n_routed_experts % self.n_group != 0 {
+        if !self.n_routed_experts.is_multiple_of(self.n_group) {
             return Err(ModelError::field(
                 "n_group",
                 &format!("{} does not divide n_routed_experts {}", self.n_group, self.n_routed_experts),
@@ -420,10 +427,7 @@ impl ModelConfig {
         if self.num_experts_per_tok == 0 || self.num_experts_per_tok > reachable {
             return Err(ModelError::field(
                 "num_experts_per_tok",
-                &format!(
-                    "{} must be in 1..={reachable} (topk_group × experts per group)",
-                    self.num_experts_per_tok
-                ),
+                &format!("{} must be in 1..={reachable} (topk_group × experts per group)", self.num_experts_per_tok),
             ));
         }
         Ok(())
@@ -432,9 +436,9 @@ impl ModelConfig {
 
 fn yarn_from(f: &RopeFields) -> Result<Yarn, ModelError> {
     let factor = f.factor.ok_or_else(|| ModelError::field("rope factor", "yarn needs `factor`"))?;
-    let original = f.original_max_position_embeddings.ok_or_else(|| {
-        ModelError::field("rope original_max_position_embeddings", "yarn needs it")
-    })?;
+    let original = f
+        .original_max_position_embeddings
+        .ok_or_else(|| ModelError::field("rope original_max_position_embeddings", "yarn needs it"))?;
     if factor <= 0.0 {
         return Err(ModelError::field("rope factor", &format!("must be positive, got {factor}")));
     }

@@ -53,27 +53,20 @@ fn device_name(index: i64) -> String {
 }
 
 fn proc_gpu_names() -> Option<Vec<String>> {
-    let mut paths: Vec<_> = std::fs::read_dir("/proc/driver/nvidia/gpus")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut paths: Vec<_> =
+        std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     let names: Vec<String> = paths
         .iter()
         .filter_map(|p| std::fs::read_to_string(p.join("information")).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
-        })
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string())))
         .collect();
     (!names.is_empty()).then_some(names)
 }
 
 fn nvidia_smi_names() -> Option<Vec<String>> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader"])
-        .output()
-        .ok()?;
+    let out =
+        std::process::Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader"]).output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
     (out.status.success() && !names.is_empty()).then_some(names)

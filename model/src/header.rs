@@ -77,8 +77,8 @@ pub fn read_dir(dir: &Path) -> Result<CheckpointHeaders, ModelError> {
 
 fn read_sharded(dir: &Path, index: &Path) -> Result<CheckpointHeaders, ModelError> {
     let text = std::fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
-    let parsed: IndexFile = serde_json::from_str(&text)
-        .map_err(|e| ModelError::checkpoint(index, format!("invalid index: {e}")))?;
+    let parsed: IndexFile =
+        serde_json::from_str(&text).map_err(|e| ModelError::checkpoint(index, format!("invalid index: {e}")))?;
     let mut shards: Vec<&String> = parsed.weight_map.values().collect();
     shards.sort();
     shards.dedup();
@@ -103,7 +103,10 @@ fn read_sharded(dir: &Path, index: &Path) -> Result<CheckpointHeaders, ModelErro
                 return Err(ModelError::checkpoint(index, msg));
             }
             None => {
-                return Err(ModelError::checkpoint(index, format!("`{name}` is listed for {shard} but that file lacks it")))
+                return Err(ModelError::checkpoint(
+                    index,
+                    format!("`{name}` is listed for {shard} but that file lacks it"),
+                ))
             }
         }
     }

@@ -61,13 +61,6 @@ impl ParamCounts {
         for t in &main {
             *by_part.entry(format!("{:?}", t.part)).or_insert(0) += t.numel();
         }
-        ParamCounts {
-            total,
-            active,
-            mtp: mtp_own,
-            mtp_with_shared_copies: mtp_own + copies,
-            mtp_active,
-            by_part,
-        }
+        ParamCounts { total, active, mtp: mtp_own, mtp_with_shared_copies: mtp_own + copies, mtp_active, by_part }
     }
 }

@@ -94,10 +94,15 @@ fn bad_configs_name_the_field() {
         (tiny_with(|o| drop(o.insert("q_lora_rank".into(), serde_json::Value::Null))), "q_lora_rank"),
         (tiny_with(|o| drop(o.insert("rope_scaling".into(), serde_json::json!({"type": "yarn"})))), "rope_parameters"),
         (
-            tiny_with(|o| drop(o.insert("rope_parameters".into(), serde_json::json!({"rope_type": "llama3", "rope_theta": 1.0})))),
+            tiny_with(|o| {
+                drop(o.insert("rope_parameters".into(), serde_json::json!({"rope_type": "llama3", "rope_theta": 1.0})))
+            }),
             "llama3",
         ),
-        (tiny_with(|o| drop(o.insert("mlp_layer_types".into(), serde_json::json!(["dense", "moe"])))), "mlp_layer_types"),
+        (
+            tiny_with(|o| drop(o.insert("mlp_layer_types".into(), serde_json::json!(["dense", "moe"])))),
+            "mlp_layer_types",
+        ),
         (tiny_with(|o| drop(o.remove("hidden_size"))), "hidden_size"),
         (tiny_with(|o| drop(o.insert("vocab_size".into(), "many".into()))), "vocab_size"),
     ];

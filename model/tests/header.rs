@@ -59,7 +59,8 @@ fn fp8_fixture_lists_e4m3_weights_and_scales() {
     assert!(dtypes.contains_key("F8_E4M3"), "{dtypes:?}");
     for (name, h) in &headers.tensors {
         if format!("{:?}", h.dtype) == "F8_E4M3" {
-            let scale = headers.tensors.get(&format!("{name}_scale_inv")).unwrap_or_else(|| panic!("{name} has no scale"));
+            let scale =
+                headers.tensors.get(&format!("{name}_scale_inv")).unwrap_or_else(|| panic!("{name} has no scale"));
             let blocks: Vec<usize> = h.shape.iter().map(|d| d.div_ceil(128)).collect();
             assert_eq!(scale.shape, blocks, "{name}");
         }
@@ -93,7 +94,11 @@ fn garbage_header_and_missing_files_are_named() {
     assert!(err.contains("model-00001-of-00003.safetensors"), "{err}");
 
     std::fs::remove_file(tmp.path().join("model-00003-of-00003.safetensors")).unwrap();
-    std::fs::copy(fixture("tiny-sharded/model-00001-of-00003.safetensors"), tmp.path().join("model-00001-of-00003.safetensors")).unwrap();
+    std::fs::copy(
+        fixture("tiny-sharded/model-00001-of-00003.safetensors"),
+        tmp.path().join("model-00001-of-00003.safetensors"),
+    )
+    .unwrap();
     let err = read_dir(tmp.path()).unwrap_err().to_string();
     assert!(err.contains("model-00003-of-00003.safetensors"), "{err}");
 

@@ -135,17 +135,20 @@ fn print_table(
         cfg.qk_rope_head_dim,
         cfg.v_head_dim
     );
-    println!(
-        "DSA indexer  {} heads × {}, top-k {}",
-        cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk
-    );
+    println!("DSA indexer  {} heads × {}, top-k {}", cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk);
     println!(
         "MoE          {} routed (top {} of {} groups → {}), {} shared, scale {}",
-        cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group, cfg.n_shared_experts,
+        cfg.n_routed_experts,
+        cfg.num_experts_per_tok,
+        cfg.n_group,
+        cfg.topk_group,
+        cfg.n_shared_experts,
         cfg.routed_scaling_factor
     );
     match rope.yarn {
-        Some(y) => println!("RoPE         θ {} YaRN ×{} from {}", rope.theta, y.factor, y.original_max_position_embeddings),
+        Some(y) => {
+            println!("RoPE         θ {} YaRN ×{} from {}", rope.theta, y.factor, y.original_max_position_embeddings)
+        }
         None => println!("RoPE         θ {}", rope.theta),
     }
     println!("params       total {}  active {}", billions(counts.total), billions(counts.active));

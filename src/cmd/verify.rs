@@ -53,8 +53,8 @@ fn settings(arg: Option<&str>) -> Result<Option<serde_json::Value>> {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let spec = VerifierSpec::from_cli(&args.verifier, settings(args.config.as_deref())?)
-        .with_context(|| "--verifier")?;
+    let spec =
+        VerifierSpec::from_cli(&args.verifier, settings(args.config.as_deref())?).with_context(|| "--verifier")?;
     let verifier = spec.build().with_context(|| format!("starting verifier `{}`", args.verifier))?;
     let input = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
     let mut out: Box<dyn Write> = match &args.output {
@@ -90,7 +90,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn parse_line(line: &str, number: usize) -> Result<(Task, String), Verdict> {
-    let malformed = |msg: String| Verdict::zero(Outcome::Malformed, json!({ "error": format!("line {number}: {msg}") }));
+    let malformed =
+        |msg: String| Verdict::zero(Outcome::Malformed, json!({ "error": format!("line {number}: {msg}") }));
     if line.trim().is_empty() {
         return Err(malformed("empty line".into()));
     }

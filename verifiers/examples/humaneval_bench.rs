@@ -13,37 +13,21 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: humaneval_bench <HumanEval.jsonl.gz> [parallel]"))?;
+    let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: humaneval_bench <HumanEval.jsonl.gz> [parallel]"))?;
     let parallel: usize = args.next().map_or(Ok(2), |p| p.parse())?;
     let mut items = Vec::new();
     for line in BufReader::new(GzDecoder::new(std::fs::File::open(&path)?)).lines() {
         let p: serde_json::Value = serde_json::from_str(&line?)?;
-        let field = |k: &str| {
-            p[k].as_str()
-                .map(str::to_string)
-                .ok_or_else(|| anyhow::anyhow!("no {k}"))
-        };
+        let field = |k: &str| p[k].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no {k}"));
         let tests = CodeTests {
             assert: Some(field("test")?),
             entry_point: Some(field("entry_point")?),
             ..CodeTests::default()
         };
-        let task = Task {
-            tests: Some(tests),
-            ..Task::default()
-        };
-        items.push((
-            task,
-            format!("{}{}", field("prompt")?, field("canonical_solution")?),
-        ));
+        let task = Task { tests: Some(tests), ..Task::default() };
+        items.push((task, format!("{}{}", field("prompt")?, field("canonical_solution")?)));
     }
-    let config = CodeConfig {
-        timeout_s: 3.0,
-        max_parallel: parallel,
-        ..CodeConfig::default()
-    };
+    let config = CodeConfig { timeout_s: 3.0, max_parallel: parallel, ..CodeConfig::default() };
     let verifier = CodeVerifier::new(config)?;
     eprintln!("sandbox: {}", verifier.report().summary());
     let start = Instant::now();

@@ -13,11 +13,7 @@ pub struct Weighted {
 impl Weighted {
     /// A composition of `(weight, verifier)` parts; the first part is the primary one.
     pub fn new(parts: Vec<(f32, Box<dyn Verifier>)>) -> Self {
-        let name = parts
-            .iter()
-            .map(|(_, v)| v.name())
-            .collect::<Vec<_>>()
-            .join("+");
+        let name = parts.iter().map(|(_, v)| v.name()).collect::<Vec<_>>().join("+");
         Weighted { name, parts }
     }
 }
@@ -33,9 +29,7 @@ impl Verifier for Weighted {
         let mut breakdown = Vec::with_capacity(self.parts.len());
         for (weight, verifier) in &self.parts {
             // A broken part costs its own share of the reward, not the whole verdict.
-            let verdict = verifier
-                .verify(task, completion)
-                .unwrap_or_else(|e| Verdict::from_error(&e));
+            let verdict = verifier.verify(task, completion).unwrap_or_else(|e| Verdict::from_error(&e));
             reward += weight * verdict.reward;
             outcome.get_or_insert(verdict.outcome);
             breakdown.push(json!({
@@ -46,10 +40,6 @@ impl Verifier for Weighted {
                 "detail": verdict.detail,
             }));
         }
-        Ok(Verdict {
-            reward,
-            outcome: outcome.unwrap_or(Outcome::Error),
-            detail: json!({ "parts": breakdown }),
-        })
+        Ok(Verdict { reward, outcome: outcome.unwrap_or(Outcome::Error), detail: json!({ "parts": breakdown }) })
     }
 }

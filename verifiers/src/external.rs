@@ -58,11 +58,7 @@ struct Proc {
 
 fn write_requests(mut stdin: ChildStdin, requests: mpsc::Receiver<String>) {
     for request in requests {
-        if stdin
-            .write_all(request.as_bytes())
-            .and_then(|()| stdin.flush())
-            .is_err()
-        {
+        if stdin.write_all(request.as_bytes()).and_then(|()| stdin.flush()).is_err() {
             break;
         }
     }
@@ -91,11 +87,7 @@ impl Proc {
                 }
             }
         });
-        Ok(Proc {
-            child,
-            requests,
-            lines,
-        })
+        Ok(Proc { child, requests, lines })
     }
 
     /// Kills the process and everything in its group, and reaps it.
@@ -125,9 +117,7 @@ pub struct ExternalVerifier {
 impl ExternalVerifier {
     /// A verifier for `config`; processes start on first use.
     pub fn new(config: ExternalConfig) -> Self {
-        let slots = (0..config.processes.max(1))
-            .map(|_| Mutex::default())
-            .collect();
+        let slots = (0..config.processes.max(1)).map(|_| Mutex::default()).collect();
         ExternalVerifier {
             config,
             slots,
@@ -142,9 +132,7 @@ impl ExternalVerifier {
         let command = spec
             .strip_prefix("external:")
             .filter(|c| !c.trim().is_empty())
-            .ok_or_else(|| {
-                VerifyError::InvalidTask(format!("expected `external:<command>`, got `{spec}`"))
-            })?;
+            .ok_or_else(|| VerifyError::InvalidTask(format!("expected `external:<command>`, got `{spec}`")))?;
         Ok(Self::new(ExternalConfig {
             command: command.to_string(),
             timeout_s: default_timeout_s(),
@@ -167,18 +155,16 @@ impl ExternalVerifier {
                 return guard;
             }
         }
-        self.slots[start % n]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.slots[start % n].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One request/response exchange on a running process.
     fn exchange(&self, proc: &mut Proc, request: String, id: u64) -> Result<Verdict, VerifyError> {
         let timeout = Duration::from_secs_f64(self.config.timeout_s.max(0.001));
         let deadline = Instant::now() + timeout;
-        proc.requests.send(request).map_err(|_| {
-            VerifyError::Failed("external verifier stopped reading its input".into())
-        })?;
+        proc.requests
+            .send(request)
+            .map_err(|_| VerifyError::Failed("external verifier stopped reading its input".into()))?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match proc.lines.recv_timeout(left) {
@@ -188,11 +174,8 @@ impl ExternalVerifier {
                     return Err(VerifyError::Failed("external verifier exited".into()))
                 }
             };
-            let value: Value = serde_json::from_str(&line).map_err(|e| {
-                VerifyError::Failed(format!(
-                    "external verifier wrote a non-JSON line ({e}): {line}"
-                ))
-            })?;
+            let value: Value = serde_json::from_str(&line)
+                .map_err(|e| VerifyError::Failed(format!("external verifier wrote a non-JSON line ({e}): {line}")))?;
             // A late answer to an earlier, timed-out request (after a restart this cannot happen,
             // but a slow process may answer one request while the next is waiting).
             if value.get("id").and_then(Value::as_u64) != Some(id) {
@@ -206,10 +189,7 @@ impl ExternalVerifier {
 /// Reads a response line's verdict fields.
 fn parse_verdict(value: &Value) -> Result<Verdict, VerifyError> {
     let bad = |why: &str| VerifyError::Failed(format!("external verdict {value}: {why}"));
-    let reward = value
-        .get("reward")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| bad("no numeric `reward`"))?;
+    let reward = value.get("reward").and_then(Value::as_f64).ok_or_else(|| bad("no numeric `reward`"))?;
     if !reward.is_finite() {
         return Err(bad("reward is not finite"));
     }
@@ -227,11 +207,7 @@ fn parse_verdict(value: &Value) -> Result<Verdict, VerifyError> {
         },
     };
     let detail = value.get("detail").cloned().unwrap_or(Value::Null);
-    Ok(Verdict {
-        reward: reward as f32,
-        outcome,
-        detail,
-    })
+    Ok(Verdict { reward: reward as f32, outcome, detail })
 }
 
 impl Verifier for ExternalVerifier {
@@ -266,11 +242,7 @@ impl Verifier for ExternalVerifier {
 impl Drop for ExternalVerifier {
     fn drop(&mut self) {
         for slot in &mut self.slots {
-            let proc = slot
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .proc
-                .take();
+            let proc = slot.get_mut().unwrap_or_else(|e| e.into_inner()).proc.take();
             if let Some(p) = proc {
                 p.kill();
             }

@@ -71,24 +71,15 @@ impl FormatVerifier {
         if answer.contains(c.close.as_str()) {
             return Err("more than one closing tag");
         }
-        if reasoning
-            .trim_start_matches(c.open.as_str())
-            .trim()
-            .is_empty()
-        {
+        if reasoning.trim_start_matches(c.open.as_str()).trim().is_empty() {
             return Err("empty reasoning");
         }
         let mut answer = answer.trim();
         if let Some(open) = &c.answer_open {
-            answer = answer
-                .strip_prefix(open.as_str())
-                .ok_or("answer lacks its opening tag")?;
+            answer = answer.strip_prefix(open.as_str()).ok_or("answer lacks its opening tag")?;
         }
         if let Some(close) = &c.answer_close {
-            answer = answer
-                .trim_end()
-                .strip_suffix(close.as_str())
-                .ok_or("answer lacks its closing tag")?;
+            answer = answer.trim_end().strip_suffix(close.as_str()).ok_or("answer lacks its closing tag")?;
         }
         if answer.trim().is_empty() {
             return Err("empty answer");
@@ -104,11 +95,7 @@ impl Verifier for FormatVerifier {
 
     fn verify(&self, _task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
         Ok(match self.check(completion) {
-            Ok(()) => Verdict {
-                reward: 1.0,
-                outcome: Outcome::Correct,
-                detail: json!({}),
-            },
+            Ok(()) => Verdict { reward: 1.0, outcome: Outcome::Correct, detail: json!({}) },
             Err(reason) => Verdict::zero(Outcome::Malformed, json!({ "reason": reason })),
         })
     }

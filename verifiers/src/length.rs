@@ -38,11 +38,7 @@ pub struct LengthConfig {
 impl Default for LengthConfig {
     /// DAPO's setting: 20 480 max, 4 096 cache (in tokens in the paper).
     fn default() -> Self {
-        LengthConfig {
-            max_length: 20_480,
-            cache_length: 4_096,
-            unit: LengthUnit::Chars,
-        }
+        LengthConfig { max_length: 20_480, cache_length: 4_096, unit: LengthUnit::Chars }
     }
 }
 
@@ -65,10 +61,7 @@ impl LengthPenalty {
 
     /// The penalty for a completion of `len` units, in [−1, 0].
     pub fn penalty(&self, len: usize) -> f32 {
-        let (max, cache) = (
-            self.config.max_length as f64,
-            self.config.cache_length as f64,
-        );
+        let (max, cache) = (self.config.max_length as f64, self.config.cache_length as f64);
         let len = len as f64;
         if len <= max - cache {
             0.0
@@ -88,9 +81,9 @@ impl Verifier for LengthPenalty {
     fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
         let (len, unit) = match task.extra.get("completion_tokens") {
             Some(v) => {
-                let n = v.as_u64().ok_or_else(|| {
-                    VerifyError::InvalidTask(format!("completion_tokens must be a count, got {v}"))
-                })?;
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| VerifyError::InvalidTask(format!("completion_tokens must be a count, got {v}")))?;
                 (n as usize, "tokens")
             }
             None => match self.config.unit {
@@ -99,15 +92,7 @@ impl Verifier for LengthPenalty {
             },
         };
         let reward = self.penalty(len);
-        let outcome = if reward == 0.0 {
-            Outcome::Correct
-        } else {
-            Outcome::Incorrect
-        };
-        Ok(Verdict {
-            reward,
-            outcome,
-            detail: json!({ "length": len, "unit": unit }),
-        })
+        let outcome = if reward == 0.0 { Outcome::Correct } else { Outcome::Incorrect };
+        Ok(Verdict { reward, outcome, detail: json!({ "length": len, "unit": unit }) })
     }
 }

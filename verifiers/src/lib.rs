@@ -58,11 +58,7 @@ pub struct Verdict {
 impl Verdict {
     /// A verdict with reward 0 and the given outcome and detail.
     pub fn zero(outcome: Outcome, detail: serde_json::Value) -> Self {
-        Verdict {
-            reward: 0.0,
-            outcome,
-            detail,
-        }
+        Verdict { reward: 0.0, outcome, detail }
     }
 
     /// The verdict for a verifier that failed: reward 0, outcome `Error`, the message in `detail.error`.

@@ -1,11 +1,11 @@
 //! Verifier choice as data: a serde-tagged enum for recipes (`kind = "math" | "code" | ...`) and
 //! the CLI's `--verifier KIND` spelling (`math`, `code`, `format`, `length`, `external:<cmd>`).
 
+use crate::math::MathConfig;
 use crate::{
     CodeConfig, CodeVerifier, ExternalConfig, ExternalVerifier, FormatConfig, FormatVerifier, LengthConfig,
     LengthPenalty, MathVerifier, Verifier, VerifyError,
 };
-use crate::math::MathConfig;
 use serde::Deserialize;
 
 /// One verifier and its settings, as a recipe or `--config` file writes it.
@@ -30,7 +30,9 @@ impl VerifierSpec {
     pub fn from_cli(kind: &str, settings: Option<serde_json::Value>) -> Result<Self, VerifyError> {
         let mut object = match settings {
             Some(serde_json::Value::Object(map)) => map,
-            Some(other) => return Err(VerifyError::Config(format!("verifier settings must be a JSON object, got {other}"))),
+            Some(other) => {
+                return Err(VerifyError::Config(format!("verifier settings must be a JSON object, got {other}")))
+            }
             None => serde_json::Map::new(),
         };
         let name = match kind.split_once(':') {
@@ -38,7 +40,11 @@ impl VerifierSpec {
                 object.insert("command".into(), command.trim().into());
                 "external"
             }
-            Some(_) => return Err(VerifyError::Config(format!("unknown verifier `{kind}` (math, code, format, length, external:<cmd>)"))),
+            Some(_) => {
+                return Err(VerifyError::Config(format!(
+                    "unknown verifier `{kind}` (math, code, format, length, external:<cmd>)"
+                )))
+            }
             None => kind,
         };
         object.insert("kind".into(), name.into());

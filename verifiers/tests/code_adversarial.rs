@@ -1,44 +1,25 @@
 //! Hostile programs: each must score 0 within the timeout plus 2 s, leave no process behind, and
 //! leave the test process, its environment, its files and its sockets untouched.
 
-use rlvr_verifiers::{
-    CodeConfig, CodeTests, CodeVerifier, Outcome, StdioCase, Task, Verdict, Verifier,
-};
+use rlvr_verifiers::{CodeConfig, CodeTests, CodeVerifier, Outcome, StdioCase, Task, Verdict, Verifier};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const TIMEOUT_S: f64 = 2.0;
 
 fn verifier() -> CodeVerifier {
-    CodeVerifier::new(CodeConfig {
-        timeout_s: TIMEOUT_S,
-        ..CodeConfig::default()
-    })
-    .expect("python3 runs")
+    CodeVerifier::new(CodeConfig { timeout_s: TIMEOUT_S, ..CodeConfig::default() }).expect("python3 runs")
 }
 
 fn expecting(output: &str) -> Task {
-    let stdio = vec![StdioCase {
-        input: String::new(),
-        output: output.into(),
-    }];
-    Task {
-        tests: Some(CodeTests {
-            stdio,
-            ..CodeTests::default()
-        }),
-        ..Task::default()
-    }
+    let stdio = vec![StdioCase { input: String::new(), output: output.into() }];
+    Task { tests: Some(CodeTests { stdio, ..CodeTests::default() }), ..Task::default() }
 }
 
 /// A unique marker, put into the program's command line so that its processes can be found.
 fn marker(name: &str) -> String {
-    format!(
-        "rlvr-adv-{name}-{}-{:?}",
-        std::process::id(),
-        Instant::now()
-    )
-    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
+    format!("rlvr-adv-{name}-{}-{:?}", std::process::id(), Instant::now())
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
 }
 
 /// `body`, preceded by a re-exec that appends the marker to the command line.
@@ -72,58 +53,31 @@ fn run_hostile(name: &str, body: &str, task: &Task, outcomes: &[Outcome]) -> Ver
     let v = verifier.verify(task, &marked(&mark, body)).unwrap();
     let took = start.elapsed();
     assert_eq!(v.reward, 0.0, "{name}: {}", v.detail);
-    assert!(
-        outcomes.contains(&v.outcome),
-        "{name}: outcome {:?}, {}",
-        v.outcome,
-        v.detail
-    );
-    assert!(
-        took < Duration::from_secs_f64(TIMEOUT_S + 2.0),
-        "{name}: took {took:?}"
-    );
+    assert!(outcomes.contains(&v.outcome), "{name}: outcome {:?}, {}", v.outcome, v.detail);
+    assert!(took < Duration::from_secs_f64(TIMEOUT_S + 2.0), "{name}: took {took:?}");
     let deadline = Instant::now() + Duration::from_millis(500);
     while !processes_with(&mark).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(
-        processes_with(&mark),
-        Vec::<String>::new(),
-        "{name}: processes left behind"
-    );
+    assert_eq!(processes_with(&mark), Vec::<String>::new(), "{name}: processes left behind");
     v
 }
 
 #[test]
 fn infinite_loop_times_out() {
-    run_hostile(
-        "loop",
-        "while True:\n    pass\n",
-        &expecting("x"),
-        &[Outcome::Timeout],
-    );
+    run_hostile("loop", "while True:\n    pass\n", &expecting("x"), &[Outcome::Timeout]);
 }
 
 #[test]
 fn fork_bomb_is_contained() {
     let body = "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n";
-    run_hostile(
-        "forkbomb",
-        body,
-        &expecting("x"),
-        &[Outcome::Timeout, Outcome::Error],
-    );
+    run_hostile("forkbomb", body, &expecting("x"), &[Outcome::Timeout, Outcome::Error]);
 }
 
 #[test]
 fn memory_bomb_fails() {
     let body = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))\n";
-    let v = run_hostile(
-        "membomb",
-        body,
-        &expecting("x"),
-        &[Outcome::Error, Outcome::Timeout],
-    );
+    let v = run_hostile("membomb", body, &expecting("x"), &[Outcome::Error, Outcome::Timeout]);
     assert!(v.detail.to_string().contains("MemoryError"), "{}", v.detail);
 }
 
@@ -144,10 +98,7 @@ fn writing_outside_the_temp_dir_is_refused() {
         std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     let target = outside.path().join("escaped.txt");
-    let body = format!(
-        "open({:?}, 'w').write('pwned')\nprint('wrote')\n",
-        target.to_str().unwrap()
-    );
+    let body = format!("open({:?}, 'w').write('pwned')\nprint('wrote')\n", target.to_str().unwrap());
     run_hostile("write", &body, &expecting("wrote"), &[Outcome::Error]);
     assert!(!target.exists(), "the program wrote {}", target.display());
 }
@@ -200,17 +151,8 @@ fn a_daemonised_child_does_not_outlive_the_run() {
          \x20   os._exit(0)\n\
          import time\ntime.sleep(0.3)\nprint('done')\n"
     );
-    run_hostile(
-        "daemon",
-        &body,
-        &expecting("not done"),
-        &[Outcome::Incorrect],
-    );
-    assert_eq!(
-        processes_with(&mark),
-        Vec::<String>::new(),
-        "the daemon survived"
-    );
+    run_hostile("daemon", &body, &expecting("not done"), &[Outcome::Incorrect]);
+    assert_eq!(processes_with(&mark), Vec::<String>::new(), "the daemon survived");
 }
 
 #[test]
@@ -226,15 +168,6 @@ fn killing_the_parent_fails() {
          print('alive')\n"
     );
     // Whether the program dies by its own kill(-1) or prints, it does not print the expected text.
-    run_hostile(
-        "kill",
-        &body,
-        &expecting("parent killed"),
-        &[Outcome::Incorrect, Outcome::Timeout, Outcome::Error],
-    );
-    assert_eq!(
-        std::process::id(),
-        me,
-        "this process is still running the test"
-    );
+    run_hostile("kill", &body, &expecting("parent killed"), &[Outcome::Incorrect, Outcome::Timeout, Outcome::Error]);
+    assert_eq!(std::process::id(), me, "this process is still running the test");
 }

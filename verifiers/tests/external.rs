@@ -5,10 +5,7 @@ use rlvr_verifiers::{score_batch, ExternalConfig, ExternalVerifier, Outcome, Tas
 use std::time::{Duration, Instant};
 
 fn answer(a: &str) -> Task {
-    Task {
-        answer: Some(a.into()),
-        ..Task::default()
-    }
+    Task { answer: Some(a.into()), ..Task::default() }
 }
 
 fn example_command() -> String {
@@ -29,12 +26,7 @@ fn example_verifier_scores_a_batch() {
     let got: Vec<_> = verdicts.iter().map(|v| (v.reward, v.outcome)).collect();
     assert_eq!(
         got,
-        [
-            (1.0, Outcome::Correct),
-            (0.0, Outcome::Incorrect),
-            (0.0, Outcome::NoAnswer),
-            (0.0, Outcome::Malformed)
-        ]
+        [(1.0, Outcome::Correct), (0.0, Outcome::Incorrect), (0.0, Outcome::NoAnswer), (0.0, Outcome::Malformed)]
     );
     assert_eq!(verdicts[1].detail["got"], "41");
     assert_eq!(v.restarts(), 0);
@@ -65,10 +57,7 @@ fn processes_with(marker: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
         .count()
 }
 
@@ -86,17 +75,10 @@ fn crashes_hangs_and_junk_become_verdicts_and_restarts() {
     };
     let v = ExternalVerifier::new(config);
     let inputs = ["ok", "crash", "ok", "hang", "wrong", "junk", "ok"];
-    let items: Vec<_> = inputs
-        .iter()
-        .map(|c| (Task::default(), c.to_string()))
-        .collect();
+    let items: Vec<_> = inputs.iter().map(|c| (Task::default(), c.to_string())).collect();
     let start = Instant::now();
     let verdicts = score_batch(&v, &items, 1);
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "batch took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(10), "batch took {:?}", start.elapsed());
     let got: Vec<_> = verdicts.iter().map(|v| (v.reward, v.outcome)).collect();
     assert_eq!(
         got,
@@ -110,17 +92,9 @@ fn crashes_hangs_and_junk_become_verdicts_and_restarts() {
             (1.0, Outcome::Correct),
         ]
     );
-    assert_eq!(
-        v.restarts(),
-        3,
-        "restarted after the crash, the hang and the junk line"
-    );
+    assert_eq!(v.restarts(), 3, "restarted after the crash, the hang and the junk line");
     assert_eq!(v.name(), "flaky");
     assert_eq!(processes_with(&marker), 1, "only the live process remains");
     drop(v);
-    assert_eq!(
-        processes_with(&marker),
-        0,
-        "dropping the verifier stops its process"
-    );
+    assert_eq!(processes_with(&marker), 0, "dropping the verifier stops its process");
 }

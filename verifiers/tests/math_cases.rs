@@ -221,10 +221,7 @@ const CASES: &[(&str, &str, Outcome)] = &[
 ];
 
 fn task(gold: &str) -> Task {
-    Task {
-        answer: Some(gold.to_string()),
-        ..Default::default()
-    }
+    Task { answer: Some(gold.to_string()), ..Default::default() }
 }
 
 #[test]
@@ -233,138 +230,79 @@ fn table() {
     let verifier = MathVerifier::default();
     let mut failures = Vec::new();
     for (gold, completion, want) in CASES {
-        let verdict = verifier
-            .verify(&task(gold), completion)
-            .expect("a verdict, not an error");
+        let verdict = verifier.verify(&task(gold), completion).expect("a verdict, not an error");
         let reward = if *want == Outcome::Correct { 1.0 } else { 0.0 };
         if verdict.outcome != *want || verdict.reward != reward {
-            failures.push(format!(
-                "gold {gold:?} completion {completion:?}: want {want:?}, got {verdict:?}"
-            ));
+            failures.push(format!("gold {gold:?} completion {completion:?}: want {want:?}, got {verdict:?}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
 }
 
 #[test]
 fn detail_names_extraction_and_method() {
-    let v = MathVerifier::default()
-        .verify(&task("\\frac{1}{2}"), "so \\boxed{0.5}")
-        .unwrap();
+    let v = MathVerifier::default().verify(&task("\\frac{1}{2}"), "so \\boxed{0.5}").unwrap();
     assert_eq!(v.detail["extracted"], "0.5");
     assert_eq!(v.detail["gold"], "\\frac{1}{2}");
     assert_eq!(v.detail["normalized_gold"], "\\frac{1}{2}");
     assert_eq!(v.detail["normalized_pred"], "0.5");
     assert_eq!(v.detail["method"], "numeric");
-    let v = MathVerifier::default()
-        .verify(&task("1,234"), "\\boxed{1234}")
-        .unwrap();
+    let v = MathVerifier::default().verify(&task("1,234"), "\\boxed{1234}").unwrap();
     assert_eq!(v.detail["method"], "exact");
-    let v = MathVerifier::default()
-        .verify(&task("\\{1,2\\}"), "\\boxed{\\{2,1\\}}")
-        .unwrap();
+    let v = MathVerifier::default().verify(&task("\\{1,2\\}"), "\\boxed{\\{2,1\\}}").unwrap();
     assert_eq!(v.detail["method"], "structure");
-    let v = MathVerifier::default()
-        .verify(&task("3"), "\\boxed{4}")
-        .unwrap();
+    let v = MathVerifier::default().verify(&task("3"), "\\boxed{4}").unwrap();
     assert!(v.detail["method"].is_null());
 }
 
 #[test]
 fn missing_gold_is_an_error() {
-    let err = MathVerifier::default()
-        .verify(&Task::default(), "\\boxed{1}")
-        .unwrap_err();
+    let err = MathVerifier::default().verify(&Task::default(), "\\boxed{1}").unwrap_err();
     assert!(matches!(err, VerifyError::MissingField("answer")));
 }
 
 #[test]
 fn last_number_fallback_can_be_switched_off() {
-    let config = MathConfig {
-        last_number_fallback: false,
-        ..Default::default()
-    };
-    let v = MathVerifier::new(config)
-        .verify(&task("42"), "it is 42")
-        .unwrap();
+    let config = MathConfig { last_number_fallback: false, ..Default::default() };
+    let v = MathVerifier::new(config).verify(&task("42"), "it is 42").unwrap();
     assert_eq!(v.outcome, Outcome::NoAnswer);
-    let v = MathVerifier::new(MathConfig::default())
-        .verify(&task("42"), "it is 42")
-        .unwrap();
+    let v = MathVerifier::new(MathConfig::default()).verify(&task("42"), "it is 42").unwrap();
     assert_eq!(v.outcome, Outcome::Correct);
 }
 
 #[test]
 fn tolerance_and_reward_come_from_config() {
-    let loose = MathConfig {
-        rel_tol: 1e-2,
-        reward_correct: 0.5,
-        ..Default::default()
-    };
-    let v = MathVerifier::new(loose)
-        .verify(&task("\\pi"), "\\boxed{3.14}")
-        .unwrap();
+    let loose = MathConfig { rel_tol: 1e-2, reward_correct: 0.5, ..Default::default() };
+    let v = MathVerifier::new(loose).verify(&task("\\pi"), "\\boxed{3.14}").unwrap();
     assert_eq!((v.outcome, v.reward), (Outcome::Correct, 0.5));
-    let v = MathVerifier::default()
-        .verify(&task("\\pi"), "\\boxed{3.14}")
-        .unwrap();
+    let v = MathVerifier::default().verify(&task("\\pi"), "\\boxed{3.14}").unwrap();
     assert_eq!((v.outcome, v.reward), (Outcome::Incorrect, 0.0));
 }
 
 #[test]
 fn config_rejects_unknown_keys_and_fills_defaults() {
     let c: MathConfig = serde_json::from_str(r#"{"timeout_ms": 50}"#).unwrap();
-    assert_eq!(
-        c,
-        MathConfig {
-            timeout_ms: 50,
-            ..Default::default()
-        }
-    );
+    assert_eq!(c, MathConfig { timeout_ms: 50, ..Default::default() });
     assert!(serde_json::from_str::<MathConfig>(r#"{"rel_tol": 1e-3, "tol": 1}"#).is_err());
 }
 
 #[test]
 fn hostile_inputs_finish_within_the_bound() {
-    let verifier = MathVerifier::new(MathConfig {
-        timeout_ms: 200,
-        ..Default::default()
-    });
+    let verifier = MathVerifier::new(MathConfig { timeout_ms: 200, ..Default::default() });
     let deep = format!("\\boxed{{{}1{}}}", "\\sqrt{".repeat(5000), "}".repeat(5000));
-    let wide = format!(
-        "\\boxed{{\\{{{}\\}}}}",
-        vec!["2^{2^{2^{2^{2^{2}}}}}"; 3000].join(",")
-    );
+    let wide = format!("\\boxed{{\\{{{}\\}}}}", vec!["2^{2^{2^{2^{2^{2}}}}}"; 3000].join(","));
     let long = "9".repeat(200_000);
-    for completion in [
-        deep,
-        wide,
-        format!("\\boxed{{{long}}}"),
-        format!("{{{}", "{".repeat(100_000)),
-    ] {
+    for completion in [deep, wide, format!("\\boxed{{{long}}}"), format!("{{{}", "{".repeat(100_000))] {
         let start = std::time::Instant::now();
         let v = verifier.verify(&task("2"), &completion).unwrap();
-        assert!(
-            start.elapsed().as_millis() < 1000,
-            "took {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed().as_millis() < 1000, "took {:?}", start.elapsed());
         assert_ne!(v.outcome, Outcome::Correct);
     }
 }
 
 #[test]
 fn zero_budget_times_out() {
-    let verifier = MathVerifier::new(MathConfig {
-        timeout_ms: 0,
-        ..Default::default()
-    });
+    let verifier = MathVerifier::new(MathConfig { timeout_ms: 0, ..Default::default() });
     let v = verifier.verify(&task("2"), "\\boxed{2}").unwrap();
     assert_eq!((v.outcome, v.reward), (Outcome::Timeout, 0.0));
 }

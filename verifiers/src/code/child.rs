@@ -195,11 +195,7 @@ impl ChildSetup {
         // SAFETY: plain system call.
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
         for &(resource, limit) in &self.rlimits {
-            let hard = if resource == libc::RLIMIT_CPU {
-                limit + 1
-            } else {
-                limit
-            };
+            let hard = if resource == libc::RLIMIT_CPU { limit + 1 } else { limit };
             set_rlimit(resource, limit, hard)?;
         }
         if l.landlock || l.seccomp {
@@ -217,10 +213,7 @@ impl ChildSetup {
 }
 
 fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
+    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
     // SAFETY: plain system call with a live struct.
     check(unsafe { libc::setrlimit(resource, &lim) })
 }

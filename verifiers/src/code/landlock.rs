@@ -84,16 +84,8 @@ pub(crate) fn ruleset_for(dir: &Path, abi: u32) -> io::Result<OwnedFd> {
     let handled = write_rights(abi);
     let attr = RulesetAttr {
         handled_access_fs: handled,
-        handled_access_net: if abi >= 4 {
-            NET_BIND_TCP | NET_CONNECT_TCP
-        } else {
-            0
-        },
-        scoped: if abi >= 6 {
-            SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
-        } else {
-            0
-        },
+        handled_access_net: if abi >= 4 { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 },
+        scoped: if abi >= 6 { SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL } else { 0 },
     };
     // Older kernels know a shorter struct; pass only the part they understand.
     let size = match abi {
@@ -124,10 +116,7 @@ fn allow_beneath(ruleset: &OwnedFd, path: &Path, access: u64) -> io::Result<()> 
     }
     // SAFETY: `fd` was just opened and is owned here.
     let target = unsafe { OwnedFd::from_raw_fd(fd) };
-    let rule = PathBeneathAttr {
-        allowed_access: access,
-        parent_fd: target.as_raw_fd(),
-    };
+    let rule = PathBeneathAttr { allowed_access: access, parent_fd: target.as_raw_fd() };
     // SAFETY: both descriptors are open and `rule` is a valid path-beneath attribute.
     let rc = unsafe {
         libc::syscall(

@@ -107,9 +107,7 @@ impl CaseStatus {
             CaseStatus::Passed => Outcome::Correct,
             CaseStatus::Failed => Outcome::Incorrect,
             CaseStatus::Timeout => Outcome::Timeout,
-            CaseStatus::Crashed | CaseStatus::SyntaxError | CaseStatus::OutputLimit => {
-                Outcome::Error
-            }
+            CaseStatus::Crashed | CaseStatus::SyntaxError | CaseStatus::OutputLimit => Outcome::Error,
         }
     }
 }
@@ -137,14 +135,7 @@ fn case_detail(kind: &str, status: CaseStatus, out: &RunOutput) -> Value {
     let mut d = json!({ "kind": kind, "status": status, "wall_ms": out.wall.as_millis() as u64 });
     if status != CaseStatus::Passed {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err
-            .chars()
-            .rev()
-            .take(400)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail: String = err.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
         d["stderr_tail"] = json!(tail);
         d["exit_code"] = json!(out.code);
         d["signal"] = json!(out.signal);
@@ -193,12 +184,7 @@ impl CodeVerifier {
             seccomp: seccomp::filter(),
         };
         let pool = pool::Pool::new(config.max_parallel);
-        Ok(CodeVerifier {
-            config,
-            sandbox,
-            report,
-            pool,
-        })
+        Ok(CodeVerifier { config, sandbox, report, pool })
     }
 
     /// What the sandbox enforces on this machine.
@@ -206,37 +192,21 @@ impl CodeVerifier {
         &self.report
     }
 
-    fn run_stdio(
-        &self,
-        program: &str,
-        input: &str,
-        want: &str,
-    ) -> Result<(CaseStatus, Value), VerifyError> {
+    fn run_stdio(&self, program: &str, input: &str, want: &str) -> Result<(CaseStatus, Value), VerifyError> {
         let _slot = self.pool.acquire();
         let files = [("solution.py", program.as_bytes())];
-        let out = self
-            .sandbox
-            .run(&["-I", "-B", "solution.py"], &files, input.as_bytes())?;
+        let out = self.sandbox.run(&["-I", "-B", "solution.py"], &files, input.as_bytes())?;
         let got = String::from_utf8_lossy(&out.stdout);
         let status = classify(&out, out.code == Some(0) && same_output(&got, want));
         Ok((status, case_detail("stdio", status, &out)))
     }
 
-    fn run_assert(
-        &self,
-        program: &str,
-        tests: &str,
-        entry: Option<&str>,
-    ) -> Result<(CaseStatus, Value), VerifyError> {
+    fn run_assert(&self, program: &str, tests: &str, entry: Option<&str>) -> Result<(CaseStatus, Value), VerifyError> {
         let token = python::token()?;
         let script = assert_script(program, tests, entry, &token);
         let _slot = self.pool.acquire();
-        let out = self
-            .sandbox
-            .run(&["-I", "-B", "-"], &[], script.as_bytes())?;
-        let reached = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l == token);
+        let out = self.sandbox.run(&["-I", "-B", "-"], &[], script.as_bytes())?;
+        let reached = String::from_utf8_lossy(&out.stdout).lines().any(|l| l == token);
         let status = classify(&out, out.code == Some(0) && reached);
         Ok((status, case_detail("assert", status, &out)))
     }
@@ -248,23 +218,15 @@ impl Verifier for CodeVerifier {
     }
 
     fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
-        let tests = task
-            .tests
-            .as_ref()
-            .ok_or(VerifyError::MissingField("tests"))?;
+        let tests = task.tests.as_ref().ok_or(VerifyError::MissingField("tests"))?;
         let total = tests.stdio.len() + usize::from(tests.assert.is_some());
         if total == 0 {
-            return Err(VerifyError::InvalidTask(
-                "code tests have no stdio cases and no assert".into(),
-            ));
+            return Err(VerifyError::InvalidTask("code tests have no stdio cases and no assert".into()));
         }
         let program = extract_program(completion);
         let sandbox = self.report.summary();
         if program.trim().is_empty() {
-            return Ok(Verdict::zero(
-                Outcome::NoAnswer,
-                json!({ "error": "no program", "sandbox": sandbox }),
-            ));
+            return Ok(Verdict::zero(Outcome::NoAnswer, json!({ "error": "no program", "sandbox": sandbox })));
         }
         let all_pass = self.config.reward == RewardMode::AllPass;
         let mut cases = Vec::with_capacity(total);
@@ -286,10 +248,7 @@ impl Verifier for CodeVerifier {
         if let (true, Some(assert)) = (go_on, &tests.assert) {
             record(self.run_assert(&program, assert, tests.entry_point.as_deref())?);
         }
-        let passed = cases
-            .iter()
-            .filter(|(s, _)| *s == CaseStatus::Passed)
-            .count();
+        let passed = cases.iter().filter(|(s, _)| *s == CaseStatus::Passed).count();
         let reward = match (self.config.reward, first_fail) {
             (_, None) => 1.0,
             (RewardMode::AllPass, Some(_)) => 0.0,

@@ -17,10 +17,7 @@ pub(crate) struct Permit<'a> {
 impl Pool {
     /// A pool of `capacity` slots (at least one).
     pub(crate) fn new(capacity: usize) -> Self {
-        Pool {
-            free: Mutex::new(capacity.max(1)),
-            freed: Condvar::new(),
-        }
+        Pool { free: Mutex::new(capacity.max(1)), freed: Condvar::new() }
     }
 
     /// Blocks until a slot is free and takes it.

@@ -78,28 +78,19 @@ fn try_layers(python: &Path, layers: Layers, abi: Option<u32>) -> Result<(), Str
         seccomp: seccomp::filter(),
     };
     let code = format!("print({PROBE_TOKEN:?})");
-    let out = sandbox
-        .run(&["-I", "-c", &code], &[], b"")
-        .map_err(|e| e.to_string())?;
+    let out = sandbox.run(&["-I", "-c", &code], &[], b"").map_err(|e| e.to_string())?;
     if out.code == Some(0) && String::from_utf8_lossy(&out.stdout).trim() == PROBE_TOKEN {
         Ok(())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
-        Err(format!(
-            "probe exited with {:?}/{:?}: {tail}",
-            out.code, out.signal
-        ))
+        Err(format!("probe exited with {:?}/{:?}: {tail}", out.code, out.signal))
     }
 }
 
 fn detect(python: &Path) -> Result<SandboxReport, String> {
-    try_layers(python, Layers::default(), None).map_err(|e| {
-        format!(
-            "{} cannot run even without isolation: {e}",
-            python.display()
-        )
-    })?;
+    try_layers(python, Layers::default(), None)
+        .map_err(|e| format!("{} cannot run even without isolation: {e}", python.display()))?;
     let abi = landlock::abi();
     // SAFETY: plain system call.
     let is_root = unsafe { libc::geteuid() } == 0;
@@ -110,9 +101,7 @@ fn detect(python: &Path) -> Result<SandboxReport, String> {
         ("drop to uid 65534", is_root, |l| l.drop_uid = true),
         ("user namespace", true, |l| l.user_ns = true),
         ("pid namespace", true, |l| l.pid_ns = true),
-        ("mount namespace + private /proc", true, |l| {
-            l.mount_ns = true
-        }),
+        ("mount namespace + private /proc", true, |l| l.mount_ns = true),
         ("network namespace", true, |l| l.net_ns = true),
         ("ipc namespace", true, |l| l.ipc_ns = true),
         ("uts namespace", true, |l| l.uts_ns = true),
@@ -121,9 +110,7 @@ fn detect(python: &Path) -> Result<SandboxReport, String> {
     ];
     for (name, possible, switch) in steps {
         if !possible {
-            warnings.push(format!(
-                "{name}: not available here (needs root / kernel support)"
-            ));
+            warnings.push(format!("{name}: not available here (needs root / kernel support)"));
             continue;
         }
         let mut next = layers;
@@ -133,10 +120,7 @@ fn detect(python: &Path) -> Result<SandboxReport, String> {
             Err(e) => warnings.push(format!("{name}: {e}")),
         }
     }
-    let (net, signals) = abi
-        .filter(|_| layers.landlock)
-        .map(landlock::scopes)
-        .unwrap_or((false, false));
+    let (net, signals) = abi.filter(|_| layers.landlock).map(landlock::scopes).unwrap_or((false, false));
     Ok(SandboxReport {
         interpreter: python.to_path_buf(),
         layers,
@@ -150,8 +134,7 @@ fn detect(python: &Path) -> Result<SandboxReport, String> {
 /// Probes (once per interpreter and process) which layers work, printing a warning on stderr for
 /// each one that does not. `Err` when the interpreter cannot run at all.
 pub fn probe(python: &Path) -> Result<SandboxReport, String> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Result<SandboxReport, String>>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Result<SandboxReport, String>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(found) = cache.get(python) {

@@ -19,19 +19,12 @@ pub(crate) fn resolve(name: &str) -> io::Result<PathBuf> {
         std::env::split_paths(&path)
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("`{name}` is not on PATH"))
-            })?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("`{name}` is not on PATH")))?
     };
-    let out = Command::new(&found)
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()?;
+    let out = Command::new(&found).args(["-c", "import sys; print(sys.executable)"]).output()?;
     let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || exe.is_empty() {
-        return Err(io::Error::other(format!(
-            "{} did not report sys.executable",
-            found.display()
-        )));
+        return Err(io::Error::other(format!("{} did not report sys.executable", found.display())));
     }
     std::fs::canonicalize(exe)
 }
@@ -61,10 +54,7 @@ pub(crate) fn default_interpreter(will_drop_uid: bool) -> io::Result<(PathBuf, O
                     Ok(p) => format!("{} is not reachable for uid 65534", p.display()),
                     Err(e) => e.to_string(),
                 };
-                return Ok((
-                    exe.clone(),
-                    Some(format!("using {} ({why})", exe.display())),
-                ));
+                return Ok((exe.clone(), Some(format!("using {} ({why})", exe.display()))));
             }
         }
     }
@@ -102,12 +92,7 @@ pub fn extract_program(completion: &str) -> String {
 /// The script for an assert-style test: program, test code, `check(entry_point)` when an entry
 /// point is given, then the pass token written straight to fd 1. A program that exits early
 /// (`sys.exit(0)`, `os._exit(0)`) never reaches the token, so it cannot pass by exiting.
-pub(crate) fn assert_script(
-    program: &str,
-    tests: &str,
-    entry_point: Option<&str>,
-    token: &str,
-) -> String {
+pub(crate) fn assert_script(program: &str, tests: &str, entry_point: Option<&str>, token: &str) -> String {
     let mut s = String::with_capacity(program.len() + tests.len() + 200);
     s.push_str(program);
     s.push_str("\n\n");
@@ -125,10 +110,7 @@ pub(crate) fn exception_name(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
     let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
     let name = last.split(':').next()?.trim();
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.');
     ok.then(|| name.rsplit('.').next().unwrap_or(name).to_string())
 }
 

@@ -101,14 +101,7 @@ fn exit_signal(pid: i32) -> mpsc::Receiver<()> {
         loop {
             // SAFETY: waitid with WNOWAIT leaves the child to be reaped by `Child::wait`.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
+            let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
             if rc == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 break;
             }
@@ -148,12 +141,7 @@ impl Sandbox {
 
     /// Writes `files` into a fresh temp dir and runs `python <args>` there with `stdin` as input.
     /// `Err` only when the sandbox itself cannot work (temp dir, spawn).
-    pub(crate) fn run(
-        &self,
-        args: &[&str],
-        files: &[(&str, &[u8])],
-        stdin: &[u8],
-    ) -> io::Result<RunOutput> {
+    pub(crate) fn run(&self, args: &[&str], files: &[(&str, &[u8])], stdin: &[u8]) -> io::Result<RunOutput> {
         let dir = tempfile::Builder::new().prefix("rlvr-code-").tempdir()?;
         for (name, data) in files {
             std::fs::write(dir.path().join(name), data)?;
@@ -194,20 +182,8 @@ impl Sandbox {
         let over = Arc::new(AtomicBool::new(false));
         let reaped = Arc::new(AtomicBool::new(false));
         let cap = self.limits.max_output_bytes;
-        let out_rx = capture(
-            child.stdout.take().expect("piped"),
-            cap,
-            pid,
-            over.clone(),
-            reaped.clone(),
-        );
-        let err_rx = capture(
-            child.stderr.take().expect("piped"),
-            cap,
-            pid,
-            over.clone(),
-            reaped.clone(),
-        );
+        let out_rx = capture(child.stdout.take().expect("piped"), cap, pid, over.clone(), reaped.clone());
+        let err_rx = capture(child.stderr.take().expect("piped"), cap, pid, over.clone(), reaped.clone());
         let mut pipe_in = child.stdin.take().expect("piped");
         let input = stdin.to_vec();
         // Detached: a program that never reads its input must not block the verifier.

@@ -58,30 +58,19 @@ enum Form {
     /// One expression (or a word).
     Scalar(String),
     /// Brackets with comma-separated items: tuples `(1,2)`, intervals `[1,3)`, `(-\infty,2]`.
-    Bracketed {
-        open: char,
-        close: char,
-        items: Vec<String>,
-    },
+    Bracketed { open: char, close: char, items: Vec<String> },
     /// Order-free items: `\{1,2\}`, bare lists `1, 2`, `a \pm b`.
     Set(Vec<String>),
 }
 
-static SIMPLE_LHS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z]\))?$").unwrap()
-});
+static SIMPLE_LHS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z]\))?$").unwrap());
 static CHOICE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\(?([A-Ea-e])\)?$").unwrap());
 static INTEGER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^-?\d+$").unwrap());
-static DECIMAL_COMMA: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^-?\d+,(?:\d{1,2}|\d{4,})$").unwrap());
+static DECIMAL_COMMA: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^-?\d+,(?:\d{1,2}|\d{4,})$").unwrap());
 
 /// Compare a prediction to the gold, both normalised, with relative tolerance `rel_tol`.
-pub fn equivalent(
-    gold: &Normalized,
-    pred: &Normalized,
-    rel_tol: f64,
-    deadline: &Deadline,
-) -> Judgement {
+pub fn equivalent(gold: &Normalized, pred: &Normalized, rel_tol: f64, deadline: &Deadline) -> Judgement {
     if gold.text == pred.text || text_key(&gold.text) == text_key(&pred.text) {
         return Judgement::Equal(Method::Exact);
     }
@@ -90,31 +79,14 @@ pub fn equivalent(
         (Form::Scalar(_), true) => pred.text.replace(',', "."),
         _ => pred.text.clone(),
     };
-    let cmp = Scalars {
-        rel_tol,
-        gold_percent: gold.percent,
-        pred_percent: pred.percent,
-        deadline,
-    };
+    let cmp = Scalars { rel_tol, gold_percent: gold.percent, pred_percent: pred.percent, deadline };
     let result = match (gold_form, form(&pred_text)) {
-        (Form::Scalar(g), Form::Scalar(p)) => {
-            cmp.scalar(&g, &p).map(|eq| eq.then_some(Method::Numeric))
-        }
-        (
-            Form::Bracketed { open, close, items },
-            Form::Bracketed {
-                open: o,
-                close: c,
-                items: p,
-            },
-        ) => {
+        (Form::Scalar(g), Form::Scalar(p)) => cmp.scalar(&g, &p).map(|eq| eq.then_some(Method::Numeric)),
+        (Form::Bracketed { open, close, items }, Form::Bracketed { open: o, close: c, items: p }) => {
             let same = open == o && close == c && items.len() == p.len();
-            cmp.all_pairs(same, &items, &p)
-                .map(|eq| eq.then_some(Method::Structure))
+            cmp.all_pairs(same, &items, &p).map(|eq| eq.then_some(Method::Structure))
         }
-        (Form::Set(g), Form::Set(p)) => cmp
-            .matching(&g, &p)
-            .map(|eq| eq.then_some(Method::Structure)),
+        (Form::Set(g), Form::Set(p)) => cmp.matching(&g, &p).map(|eq| eq.then_some(Method::Structure)),
         _ => Some(None),
     };
     match result {
@@ -136,18 +108,9 @@ fn text_key(s: &str) -> String {
 /// Decide the shape of a normalised answer.
 fn form(s: &str) -> Form {
     // `x=(1,2)` is one equation; `x=2,x=3` is a list of two.
-    let s = if split_top(s, ',').len() == 1 {
-        strip_lhs(s)
-    } else {
-        s.to_string()
-    };
+    let s = if split_top(s, ',').len() == 1 { strip_lhs(s) } else { s.to_string() };
     if let Some(body) = s.strip_prefix("\\{").and_then(|b| b.strip_suffix("\\}")) {
-        return Form::Set(
-            split_top(body, ',')
-                .into_iter()
-                .map(|i| strip_lhs(&i))
-                .collect(),
-        );
+        return Form::Set(split_top(body, ',').into_iter().map(|i| strip_lhs(&i)).collect());
     }
     let (first, last) = (s.chars().next(), s.chars().last());
     if let (Some(open @ ('(' | '[')), Some(close @ (')' | ']'))) = (first, last) {
@@ -213,10 +176,7 @@ fn split_top(s: &str, sep: char) -> Vec<String> {
         }
         prev = c;
     }
-    items
-        .into_iter()
-        .map(|i| i.replace('\u{b1}', "\\pm"))
-        .collect()
+    items.into_iter().map(|i| i.replace('\u{b1}', "\\pm")).collect()
 }
 
 /// Scalar comparison settings shared by the structural comparisons.
@@ -236,11 +196,7 @@ impl Scalars<'_> {
         if gold == pred || text_key(gold) == text_key(pred) {
             return Some(true);
         }
-        if INTEGER.is_match(gold)
-            && INTEGER.is_match(pred)
-            && !self.gold_percent
-            && !self.pred_percent
-        {
+        if INTEGER.is_match(gold) && INTEGER.is_match(pred) && !self.gold_percent && !self.pred_percent {
             // Integers compare exactly, however large: 1000000 is not 1000001.
             return Some(
                 gold.trim_start_matches('-') == pred.trim_start_matches('-')
@@ -258,14 +214,8 @@ impl Scalars<'_> {
         let (Some(g), Some(p)) = (gold.eval(point), pred.eval(point)) else {
             return false;
         };
-        let scales: &[f64] = if self.gold_percent || self.pred_percent {
-            &[1.0, 0.01, 100.0]
-        } else {
-            &[1.0]
-        };
-        scales
-            .iter()
-            .any(|k| close(g * k, p, self.rel_tol) || close(g, p * k, self.rel_tol))
+        let scales: &[f64] = if self.gold_percent || self.pred_percent { &[1.0, 0.01, 100.0] } else { &[1.0] };
+        scales.iter().any(|k| close(g * k, p, self.rel_tol) || close(g, p * k, self.rel_tol))
     }
 
     /// Items equal pairwise in order (tuples, intervals).
@@ -327,10 +277,7 @@ mod tests {
         assert_eq!(form("(-\\infty,2]"), b('(', ']', &["-\\infty", "2"]));
         assert_eq!(form("\\{1,2,3\\}"), set(&["1", "2", "3"]));
         assert_eq!(form("x=2,x=3"), set(&["2", "3"]));
-        assert_eq!(
-            form("1\\pm\\sqrt{2}"),
-            set(&["1+\\sqrt{2}", "1-(\\sqrt{2})"])
-        );
+        assert_eq!(form("1\\pm\\sqrt{2}"), set(&["1+\\sqrt{2}", "1-(\\sqrt{2})"]));
         assert_eq!(form("(1)+(2)"), Form::Scalar("(1)+(2)".into()));
         assert_eq!(form("x=5"), Form::Scalar("5".into()));
         assert_eq!(form("2x+3y=5"), Form::Scalar("2x+3y=5".into()));

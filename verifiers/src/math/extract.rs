@@ -24,57 +24,37 @@ pub struct Extracted {
 }
 
 static ANSWER_PHRASE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)answer(?:\s+to\s+[^\n:]{1,40}?)?[*_\s]*(?:is|:|=|：)[*_\s]*(?:is\s*)?:?[ \t]*")
-        .unwrap()
+    Regex::new(r"(?i)answer(?:\s+to\s+[^\n:]{1,40}?)?[*_\s]*(?:is|:|=|：)[*_\s]*(?:is\s*)?:?[ \t]*").unwrap()
 });
-static NUMBER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|-?\.\d+").unwrap());
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|-?\.\d+").unwrap());
 static SENTENCE_END: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\.\s|\.$|\n|;\s|\s(?:because|since|so|which)\s").unwrap());
 
 /// Find the answer in `completion`; `last_number` enables the last-number fallback.
 pub fn extract(completion: &str, last_number: bool) -> Option<Extracted> {
     if let Some(text) = last_boxed(completion) {
-        return Some(Extracted {
-            text,
-            source: "boxed",
-        });
+        return Some(Extracted { text, source: "boxed" });
     }
     if let Some(text) = after_hashes(completion) {
-        return Some(Extracted {
-            text,
-            source: "hashes",
-        });
+        return Some(Extracted { text, source: "hashes" });
     }
     if let Some(text) = answer_phrase(completion) {
-        return Some(Extracted {
-            text,
-            source: "answer_phrase",
-        });
+        return Some(Extracted { text, source: "answer_phrase" });
     }
     if last_number {
         let m = NUMBER.find_iter(completion).last()?;
-        return Some(Extracted {
-            text: m.as_str().to_string(),
-            source: "last_number",
-        });
+        return Some(Extracted { text: m.as_str().to_string(), source: "last_number" });
     }
     None
 }
 
 /// The argument of the last non-empty `\boxed{...}` or `\fbox{...}` (also `\boxed 5`).
 pub fn last_boxed(text: &str) -> Option<String> {
-    let mut starts: Vec<(usize, usize)> = ["\\boxed", "\\fbox"]
-        .iter()
-        .flat_map(|cmd| text.match_indices(cmd).map(|(i, m)| (i, i + m.len())))
-        .collect();
+    let mut starts: Vec<(usize, usize)> =
+        ["\\boxed", "\\fbox"].iter().flat_map(|cmd| text.match_indices(cmd).map(|(i, m)| (i, i + m.len()))).collect();
     starts.sort_unstable();
     // Only the last few: each look scans to its closing brace, so this keeps extraction linear.
-    starts
-        .iter()
-        .rev()
-        .take(MAX_TRIES)
-        .find_map(|&(_, end)| boxed_argument(&text[end..]))
+    starts.iter().rev().take(MAX_TRIES).find_map(|&(_, end)| boxed_argument(&text[end..]))
 }
 
 /// The argument following a `\boxed` command name: a braced group or one bare token.
@@ -86,10 +66,7 @@ fn boxed_argument(after: &str) -> Option<String> {
     }
     // `\boxed 5` form: a space, then a token up to whitespace or a math delimiter.
     let rest = after.strip_prefix(' ')?.trim_start();
-    let token: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '$')
-        .collect();
+    let token: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '$').collect();
     (!token.is_empty()).then_some(token)
 }
 
@@ -144,43 +121,22 @@ mod tests {
         assert_eq!(got("\\fbox{7} and \\boxed{8}"), Some(("8".into(), "boxed")));
         assert_eq!(got("\\boxed{8} and \\fbox{7}"), Some(("7".into(), "boxed")));
         assert_eq!(got("so $\\boxed 5$."), Some(("5".into(), "boxed")));
-        assert_eq!(
-            got("\\boxed{\\{1,2\\}}"),
-            Some(("\\{1,2\\}".into(), "boxed"))
-        );
+        assert_eq!(got("\\boxed{\\{1,2\\}}"), Some(("\\{1,2\\}".into(), "boxed")));
     }
 
     #[test]
     fn unbalanced_or_empty_box_falls_back() {
-        assert_eq!(
-            got("\\boxed{3} then \\boxed{4"),
-            Some(("3".into(), "boxed"))
-        );
-        assert_eq!(
-            got("\\boxed{} The answer is 9."),
-            Some(("9".into(), "answer_phrase"))
-        );
+        assert_eq!(got("\\boxed{3} then \\boxed{4"), Some(("3".into(), "boxed")));
+        assert_eq!(got("\\boxed{} The answer is 9."), Some(("9".into(), "answer_phrase")));
     }
 
     #[test]
     fn hashes_phrases_and_numbers() {
         assert_eq!(got("48/2 = 24\n#### 24"), Some(("24".into(), "hashes")));
-        assert_eq!(
-            got("So the answer is $\\frac{3}{4}$."),
-            Some(("\\frac{3}{4}".into(), "answer_phrase"))
-        );
-        assert_eq!(
-            got("Final answer: 12 apples. Done"),
-            Some(("12 apples".into(), "answer_phrase"))
-        );
-        assert_eq!(
-            got("**Answer:** 3.5"),
-            Some(("3.5".into(), "answer_phrase"))
-        );
-        assert_eq!(
-            got("We get 3, then 4.5 in total."),
-            Some(("4.5".into(), "last_number"))
-        );
+        assert_eq!(got("So the answer is $\\frac{3}{4}$."), Some(("\\frac{3}{4}".into(), "answer_phrase")));
+        assert_eq!(got("Final answer: 12 apples. Done"), Some(("12 apples".into(), "answer_phrase")));
+        assert_eq!(got("**Answer:** 3.5"), Some(("3.5".into(), "answer_phrase")));
+        assert_eq!(got("We get 3, then 4.5 in total."), Some(("4.5".into(), "last_number")));
         assert_eq!(got("no digits"), None);
         assert_eq!(extract("We get 3", false), None);
     }

@@ -44,12 +44,7 @@ impl Expr {
             return None;
         }
         let toks = tokenize(latex)?;
-        let mut p = Parser {
-            toks,
-            pos: 0,
-            depth: 0,
-            vars: Vec::new(),
-        };
+        let mut p = Parser { toks, pos: 0, depth: 0, vars: Vec::new() };
         let source = p.expr()?;
         if p.pos != p.toks.len() {
             return None;
@@ -62,8 +57,7 @@ impl Expr {
     pub fn eval(&self, point: usize) -> Option<f64> {
         let mut ctx = HashMapContext::new();
         for var in &self.vars {
-            ctx.set_value(var.clone(), Value::Float(sample_value(var, point)))
-                .ok()?;
+            ctx.set_value(var.clone(), Value::Float(sample_value(var, point))).ok()?;
         }
         let value = match self.tree.eval_with_context(&ctx).ok()? {
             Value::Float(f) => f,
@@ -76,9 +70,7 @@ impl Expr {
 
 /// A fixed, name-dependent value for a variable: distinct per name and per point, away from 0 and 1.
 fn sample_value(name: &str, point: usize) -> f64 {
-    let h = name
-        .bytes()
-        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let h = name.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     1.3 + ((h % 97) as f64) / 41.0 + point as f64 * 0.7183
 }
 
@@ -89,16 +81,12 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
             let (tok, next) = number(&chars, i);
             toks.push(tok);
             i = next;
         } else if c == '\\' {
-            let name: String = chars[i + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .collect();
+            let name: String = chars[i + 1..].iter().take_while(|c| c.is_ascii_alphabetic()).collect();
             if name.is_empty() {
                 return None;
             }
@@ -128,10 +116,7 @@ fn number(chars: &[char], mut i: usize) -> (Tok, usize) {
     }
     let mut text: String = chars[start..i].iter().collect();
     let sign = chars.get(i + 1).is_some_and(|c| *c == '-' || *c == '+') as usize;
-    let exp_digits = chars[(i + 1 + sign).min(chars.len())..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit())
-        .count();
+    let exp_digits = chars[(i + 1 + sign).min(chars.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
     if matches!(chars.get(i), Some('e' | 'E')) && exp_digits > 0 {
         let exp: String = chars[i + 1..i + 1 + sign + exp_digits].iter().collect();
         text = format!("{text}e{exp}");
@@ -238,11 +223,7 @@ impl Parser {
         self.enter()?;
         let base = self.primary()?;
         let out = if self.eat_sym('^') {
-            let exp = if self.eat_sym('-') {
-                format!("(-{})", self.power()?)
-            } else {
-                self.power()?
-            };
+            let exp = if self.eat_sym('-') { format!("(-{})", self.power()?) } else { self.power()? };
             format!("math::pow({base},{exp})")
         } else {
             base
@@ -311,11 +292,7 @@ impl Parser {
                 Some(format!("({num}/{den})"))
             }
             "sqrt" => {
-                let root = if self.eat_sym('[') {
-                    Some(self.bracket_index()?)
-                } else {
-                    None
-                };
+                let root = if self.eat_sym('[') { Some(self.bracket_index()?) } else { None };
                 let body = self.argument()?;
                 Some(match root {
                     Some(n) => format!("math::pow({body},(1.0/{n}))"),
@@ -401,24 +378,13 @@ mod tests {
         ];
         for (s, want) in cases {
             let got = value(s).unwrap_or_else(|| panic!("{s} did not evaluate"));
-            assert!(
-                (got - want).abs() <= 1e-12 * want.abs().max(1.0),
-                "{s}: {got} vs {want}"
-            );
+            assert!((got - want).abs() <= 1e-12 * want.abs().max(1.0), "{s}: {got} vs {want}");
         }
     }
 
     #[test]
     fn rejects_what_it_does_not_read() {
-        for s in [
-            "5!",
-            "\\binom{5}{2}",
-            "|x|",
-            "(1,2)",
-            "1+",
-            "\\infty",
-            "2^{10^{10^{10}}}",
-        ] {
+        for s in ["5!", "\\binom{5}{2}", "|x|", "(1,2)", "1+", "\\infty", "2^{10^{10^{10}}}"] {
             assert_eq!(value(s), None, "{s} should not evaluate");
         }
         assert!(Expr::parse(&"(".repeat(200)).is_none());

@@ -47,12 +47,7 @@ pub struct MathConfig {
 
 impl Default for MathConfig {
     fn default() -> Self {
-        MathConfig {
-            last_number_fallback: true,
-            rel_tol: 1e-6,
-            timeout_ms: 1000,
-            reward_correct: 1.0,
-        }
+        MathConfig { last_number_fallback: true, rel_tol: 1e-6, timeout_ms: 1000, reward_correct: 1.0 }
     }
 }
 
@@ -93,10 +88,7 @@ impl MathVerifier {
     pub fn check(&self, gold: &str, completion: &str) -> Verdict {
         let deadline = Deadline::after(Duration::from_millis(self.config.timeout_ms));
         let Some(found) = extract(completion, self.config.last_number_fallback) else {
-            return Verdict::zero(
-                Outcome::NoAnswer,
-                json!({ "extracted": null, "gold": gold }),
-            );
+            return Verdict::zero(Outcome::NoAnswer, json!({ "extracted": null, "gold": gold }));
         };
         if gold.len().max(found.text.len()) > MAX_ANSWER_BYTES {
             return self.judge_raw(gold, found);
@@ -120,26 +112,15 @@ impl MathVerifier {
             "normalized_gold": norm_gold.text,
             "method": method,
         });
-        let reward = if outcome == Outcome::Correct {
-            self.config.reward_correct
-        } else {
-            0.0
-        };
-        Verdict {
-            reward,
-            outcome,
-            detail,
-        }
+        let reward = if outcome == Outcome::Correct { self.config.reward_correct } else { 0.0 };
+        Verdict { reward, outcome, detail }
     }
 
     /// Verdict for answers too long to normalise within the time bound: equal trimmed strings only.
     fn judge_raw(&self, gold: &str, found: Extracted) -> Verdict {
         let equal = gold.trim() == found.text.trim();
-        let (outcome, reward) = if equal {
-            (Outcome::Correct, self.config.reward_correct)
-        } else {
-            (Outcome::Incorrect, 0.0)
-        };
+        let (outcome, reward) =
+            if equal { (Outcome::Correct, self.config.reward_correct) } else { (Outcome::Incorrect, 0.0) };
         let detail = json!({
             "extracted": found.text,
             "source": found.source,
@@ -148,11 +129,7 @@ impl MathVerifier {
             "normalized_gold": null,
             "method": if equal { Some("exact") } else { None },
         });
-        Verdict {
-            reward,
-            outcome,
-            detail,
-        }
+        Verdict { reward, outcome, detail }
     }
 }
 
@@ -162,10 +139,7 @@ impl Verifier for MathVerifier {
     }
 
     fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
-        let gold = task
-            .answer
-            .as_deref()
-            .ok_or(VerifyError::MissingField("answer"))?;
+        let gold = task.answer.as_deref().ok_or(VerifyError::MissingField("answer"))?;
         Ok(self.check(gold, completion))
     }
 }

@@ -61,19 +61,16 @@ const WRAPPERS: &[&str] = &[
 
 /// Unit and currency words stripped when they trail a value (lowercase; matched case-insensitively).
 const UNITS: &[&str] = &[
-    "m", "cm", "mm", "km", "nm", "g", "kg", "mg", "s", "ms", "h", "hr", "hrs", "min", "mins",
-    "sec", "l", "ml", "ft", "in", "yd", "mi", "lb", "lbs", "oz", "mph", "kph", "kmh", "km/h",
-    "m/s", "usd", "eur", "rs", "inches", "inch", "feet", "foot", "yards", "miles", "meters",
-    "metres", "meter", "cents", "cent", "dollars", "dollar", "euros", "hours", "hour", "minutes",
-    "minute", "seconds", "second", "days", "day", "weeks", "years", "units", "unit", "sq",
+    "m", "cm", "mm", "km", "nm", "g", "kg", "mg", "s", "ms", "h", "hr", "hrs", "min", "mins", "sec", "l", "ml", "ft",
+    "in", "yd", "mi", "lb", "lbs", "oz", "mph", "kph", "kmh", "km/h", "m/s", "usd", "eur", "rs", "inches", "inch",
+    "feet", "foot", "yards", "miles", "meters", "metres", "meter", "cents", "cent", "dollars", "dollar", "euros",
+    "hours", "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "years", "units", "unit", "sq",
     "square", "cubic", "degrees", "degree",
 ];
 
 /// Names that look like words but are mathematics, never stripped as units.
-const MATH_WORDS: &[&str] = &[
-    "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi", "sqrt", "frac", "infty",
-    "and", "or",
-];
+const MATH_WORDS: &[&str] =
+    &["sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi", "sqrt", "frac", "infty", "and", "or"];
 
 static UNICODE: &[(&str, &str)] = &[
     ("\u{2212}", "-"),
@@ -105,19 +102,14 @@ static UNICODE: &[(&str, &str)] = &[
     ("\\degree", "^\\circ"),
 ];
 
-static SQRT_UNICODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\x{221a}\s*(\d+(?:\.\d+)?|[a-zA-Z])").unwrap());
-static DEGREES: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\^\s*\{?\s*\\circ\s*\}?|\\circ").unwrap());
+static SQRT_UNICODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\x{221a}\s*(\d+(?:\.\d+)?|[a-zA-Z])").unwrap());
+static DEGREES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\^\s*\{?\s*\\circ\s*\}?|\\circ").unwrap());
 static SPACE_THOUSANDS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(^|[^\d.,])(\d{1,3}(?: \d{3})+)($|[^\d])").unwrap());
-static COMMA_NUMBER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$").unwrap());
-static TRAILING_WORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:\s|^)([a-z]+(?:/[a-z]+)?\.?)(?:\s*\^\{?[23]\}?)?\s*$").unwrap()
-});
-static OR_WORDS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\s+(?:or|and)\s+|,\s*(?:or|and)\s+").unwrap());
+static COMMA_NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$").unwrap());
+static TRAILING_WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)(?:\s|^)([a-z]+(?:/[a-z]+)?\.?)(?:\s*\^\{?[23]\}?)?\s*$").unwrap());
+static OR_WORDS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+(?:or|and)\s+|,\s*(?:or|and)\s+").unwrap());
 
 /// Normalise an answer string (gold or prediction alike).
 pub fn normalize(raw: &str) -> Normalized {
@@ -148,10 +140,7 @@ pub fn normalize(raw: &str) -> Normalized {
         text = text.replace(',', "");
     }
     text.retain(|c| !c.is_whitespace());
-    Normalized {
-        text: trim_punctuation(&text),
-        percent,
-    }
+    Normalized { text: trim_punctuation(&text), percent }
 }
 
 /// Join `1 234 567` into `1234567` (callback of the space-thousands regex).
@@ -163,12 +152,10 @@ fn space_join(caps: &regex::Captures) -> String {
 pub fn strip_delimiters(s: &str) -> String {
     let mut s = s.trim();
     loop {
-        let inner = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
-            .iter()
-            .find_map(|(l, r)| {
-                let body = s.strip_prefix(l)?.strip_suffix(r)?;
-                (!body.is_empty()).then_some(body)
-            });
+        let inner = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")].iter().find_map(|(l, r)| {
+            let body = s.strip_prefix(l)?.strip_suffix(r)?;
+            (!body.is_empty()).then_some(body)
+        });
         match inner {
             Some(body) => s = body.trim(),
             None => return s.to_string(),
@@ -204,10 +191,7 @@ fn unwrap_command(s: &str, cmd: &str) -> String {
     while let Some(pos) = rest.find(cmd) {
         let after = rest[pos + cmd.len()..].trim_start();
         out.push_str(&rest[..pos]);
-        match after
-            .strip_prefix('{')
-            .and_then(|a| matching_brace(a).map(|end| (a, end)))
-        {
+        match after.strip_prefix('{').and_then(|a| matching_brace(a).map(|end| (a, end))) {
             Some((a, end)) => {
                 out.push(' ');
                 out.push_str(&a[..end]);
@@ -247,15 +231,7 @@ pub fn matching_brace(s: &str) -> Option<usize> {
 
 /// Remove currency signs (`$`, `€`, `£`, `¥`) left after the math delimiters are gone.
 fn strip_currency(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if matches!(c, '$' | '€' | '£' | '¥') {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if matches!(c, '$' | '€' | '£' | '¥') { ' ' } else { c }).collect()
 }
 
 /// Drop trailing unit words (`5 cm`, `12 dollars`, `3 square meters`) when a value precedes them.
@@ -267,8 +243,8 @@ fn strip_units(s: &str) -> String {
             break;
         };
         let word = caps[1].trim_end_matches('.').to_lowercase();
-        let is_unit = UNITS.contains(&word.as_str())
-            || (word.len() >= 3 && word.chars().all(|c| c.is_ascii_lowercase()));
+        let is_unit =
+            UNITS.contains(&word.as_str()) || (word.len() >= 3 && word.chars().all(|c| c.is_ascii_lowercase()));
         if !is_unit || MATH_WORDS.contains(&word.as_str()) {
             break;
         }

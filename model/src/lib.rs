@@ -2,8 +2,9 @@
 //!
 //! It reads configs (both rope forms), lists a checkpoint's tensors from the config, counts
 //! parameters, reads safetensors headers, and runs the network: [`DeepseekV32`] (MLA with the DSA
-//! lightning indexer, DeepSeekMoE), with dense or sparse attention per call, generation caches
-//! ([`KvCache`]) and a batched sampler ([`sample`]).
+//! lightning indexer, DeepSeekMoE, MTP), with dense or sparse attention per call, generation caches
+//! ([`KvCache`]), a batched sampler ([`sample`]) and the training hooks of one forward
+//! ([`ForwardOptions`]: indexer losses, routing replay, vocabulary mask, MTP).
 
 pub mod attention;
 pub mod cache;
@@ -11,21 +12,29 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod forward;
 pub mod header;
 pub mod indexer;
+pub mod indexer_loss;
+pub mod layer;
 pub mod mla;
 pub mod mlp;
 pub mod model;
 pub mod moe;
+pub mod mtp;
 pub mod norm;
 pub mod params;
 pub mod rope;
 pub mod sample;
 pub mod spec;
+pub mod vocab_mask;
 
 pub use cache::KvCache;
 pub use config::ModelConfig;
+pub use forward::{ForwardOptions, ForwardOutput};
+pub use indexer_loss::{IndexerLosses, IndexerStage};
 pub use mla::{AttentionMode, MlaPath};
 pub use model::DeepseekV32;
 pub use error::ModelError;
 pub use params::ParamCounts;
+pub use vocab_mask::VocabMask;

@@ -10,11 +10,15 @@
 //! `index_topk`, the indexer picks each query's keys and attention gathers just those; otherwise
 //! DSA selects every causal key, so the dense path is exact.
 //!
-//! Left out: the indexer's training modes (warm-up KL, sparse-stage detach), FP8 KV.
+//! [`Mla::attend_training`] adds the indexer's training losses (reference §3.2, see
+//! [`crate::indexer_loss`]).
+//!
+//! Left out: FP8 KV.
 
 use crate::attention::{self, causal, Keys, KvB, Queries};
 use crate::config::ModelConfig;
 use crate::indexer::{Indexer, Selection};
+use crate::indexer_loss::{self, IndexerStage, LayerIndexerLoss, TargetAttention};
 use crate::mlp::{linear, linear_weight};
 use crate::norm::RmsNorm;
 use crate::rope::{rotate_interleaved, RopeTables};
@@ -89,12 +93,7 @@ impl Mla {
     pub fn new(path: &nn::Path, cfg: &ModelConfig, rope: &RopeTables) -> Self {
         let d = cfg.hidden_size as i64;
         let q_rank = cfg.q_lora_rank.expect("validated config has q_lora_rank") as i64;
-        let (h, nope, r, v) = (
-            cfg.num_attention_heads,
-            cfg.qk_nope_head_dim,
-            cfg.qk_rope_head_dim,
-            cfg.v_head_dim,
-        );
+        let (h, nope, r, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
         let (h, nope, r, v) = (h as i64, nope as i64, r as i64, v as i64);
         let rank = cfg.kv_lora_rank as i64;
         Mla {
@@ -120,16 +119,8 @@ impl Mla {
         let (b, t) = (x.size()[0], x.size()[1]);
         let latent = self.q_a_layernorm.forward(&linear(x, &self.q_a_proj)); // (B, T, q_rank)
         let q = linear(&latent, &self.q_b_proj).view([b, t, self.heads, self.nope + self.rope]); // (B, T, H, d_nope+d_rope)
-        let pe = rotate_interleaved(
-            &q.narrow(-1, self.nope, self.rope),
-            &pos.cos.unsqueeze(2),
-            &pos.sin.unsqueeze(2),
-        );
-        Queries {
-            nope: q.narrow(-1, 0, self.nope),
-            pe,
-            latent,
-        }
+        let pe = rotate_interleaved(&q.narrow(-1, self.nope, self.rope), &pos.cos.unsqueeze(2), &pos.sin.unsqueeze(2));
+        Queries { nope: q.narrow(-1, 0, self.nope), pe, latent }
     }
 
     /// Keys of normed tokens `x (B, T, d)`; the indexer keys only when `with_index`.
@@ -148,22 +139,14 @@ impl Mla {
 
     /// `kv_b_proj` viewed per head for the absorbed path.
     pub fn kv_b(&self) -> KvB {
-        let w = self
-            .kv_b_proj
-            .view([self.heads, self.nope + self.v, self.rank]); // (H, d_nope+d_v, C)
-        KvB {
-            uk: w.narrow(1, 0, self.nope),
-            uv: w.narrow(1, self.nope, self.v),
-        }
+        let w = self.kv_b_proj.view([self.heads, self.nope + self.v, self.rank]); // (H, d_nope+d_v, C)
+        KvB { uk: w.narrow(1, 0, self.nope), uv: w.narrow(1, self.nope, self.v) }
     }
 
     /// The DSA selection of queries `q` (from normed tokens `x (B, T, d)`) over `keys`.
     /// Outside autograd: top-k passes no gradient (reference §2.7).
     pub fn select(&self, x: &Tensor, q: &Queries, keys: &Keys, pos: &Positions) -> Selection {
-        let index_keys = keys
-            .index
-            .as_ref()
-            .expect("sparse attention needs the indexer keys");
+        let index_keys = keys.index.as_ref().expect("sparse attention needs the indexer keys");
         tch::no_grad(|| {
             let iq = self.indexer.queries(&q.latent, &pos.cos, &pos.sin);
             let w = self.indexer.head_weights(x);
@@ -183,42 +166,69 @@ impl Mla {
         mode: AttentionMode,
         path: MlaPath,
     ) -> (Tensor, Option<Selection>) {
-        let (b, t) = (x.size()[0], x.size()[1]);
         let s = keys.latent.size()[1];
-        let (o, selection) = if self.uses_indexer(mode, s) {
-            let sel = self.select(x, q, keys, pos);
-            let o = attention::absorbed_gathered(
-                q,
-                keys,
-                &self.kv_b(),
-                &sel.indices,
-                &sel.valid,
-                self.scale,
-            );
-            (o, Some(sel))
+        let selection = self.uses_indexer(mode, s).then(|| self.select(x, q, keys, pos));
+        let o = self.attend_over(q, keys, pos, path, selection.as_ref());
+        (o, selection)
+    }
+
+    /// Like [`Self::attend`] (keys from this call only, no cache), also returning the layer's
+    /// indexer training loss for `stage` (reference §3.2). The indexer runs on detached inputs
+    /// (`x`, the query latent), so its loss trains the indexer alone; the attention target is
+    /// computed without gradient. Attention is dense or sparse as `stage.mode()` says.
+    pub fn attend_training(
+        &self,
+        x: &Tensor,
+        q: &Queries,
+        keys: &Keys,
+        pos: &Positions,
+        stage: IndexerStage,
+        path: MlaPath,
+    ) -> (Tensor, Option<Selection>, LayerIndexerLoss) {
+        let (t, s) = (x.size()[1], keys.latent.size()[1]);
+        assert_eq!(t, s, "indexer losses need the call's own keys (no cache)");
+        let idx = &self.indexer;
+        let (xd, qd) = (x.detach(), q.latent.detach());
+        let iq = idx.queries(&qd, &pos.cos, &pos.sin); // (B, T, H_I, d_I)
+        let ik = idx.keys(&xd, &pos.cos, &pos.sin); // (B, S, d_I)
+        let scores = idx.scores(&iq, &idx.head_weights(&xd), &ik, &pos.q_pos); // (B, T, S)
+        let selection = tch::no_grad(|| idx.select(&scores.detach(), &pos.q_pos));
+        let sparse = self.uses_indexer(stage.mode(), s);
+        let o = self.attend_over(q, keys, pos, path, sparse.then_some(&selection));
+        let target = TargetAttention { q, keys, kv_b: self.kv_b(), scale: self.scale };
+        let loss = match stage {
+            IndexerStage::DenseWarmup => indexer_loss::dense_stage(&target, &scores, &selection, &pos.q_pos),
+            IndexerStage::Sparse => indexer_loss::sparse_stage(&target, &scores, &selection),
+        };
+        (o, sparse.then_some(selection), loss)
+    }
+
+    /// Attention output (B, T, d) over each query's `selection`, or over every causal key when
+    /// `None`.
+    pub fn attend_over(
+        &self,
+        q: &Queries,
+        keys: &Keys,
+        pos: &Positions,
+        path: MlaPath,
+        selection: Option<&Selection>,
+    ) -> Tensor {
+        let (b, t) = (q.nope.size()[0], q.nope.size()[1]);
+        let s = keys.latent.size()[1];
+        let o = if let Some(sel) = selection {
+            attention::absorbed_gathered(q, keys, &self.kv_b(), &sel.indices, &sel.valid, self.scale)
         } else {
             let allowed = causal(&pos.q_pos, s); // (B, T, S)
-            let o = match path {
+            match path {
                 MlaPath::Naive => {
-                    let kv = linear(&keys.latent, &self.kv_b_proj).view([
-                        b,
-                        s,
-                        self.heads,
-                        self.nope + self.v,
-                    ]); // (B, S, H, d_nope+d_v)
-                    let (k_nope, v) = (
-                        kv.narrow(-1, 0, self.nope),
-                        kv.narrow(-1, self.nope, self.v),
-                    );
+                    let kv = linear(&keys.latent, &self.kv_b_proj).view([b, s, self.heads, self.nope + self.v]); // (B, S, H, d_nope+d_v)
+                    let (k_nope, v) = (kv.narrow(-1, 0, self.nope), kv.narrow(-1, self.nope, self.v));
                     attention::naive(q, &k_nope, &keys.pe, &v, &allowed, self.scale)
                 }
-                MlaPath::Absorbed => {
-                    attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
-                }
-            };
-            (o, None)
+                MlaPath::Absorbed => attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale),
+            }
         };
         let o = o.reshape([b, t, self.heads * self.v]); // (B, T, H·d_v)
-        (linear(&o, &self.o_proj), selection)
+        linear(&o, &self.o_proj)
     }
 }

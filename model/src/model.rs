@@ -2,52 +2,35 @@
 //! (`h = x + Attn(RMSNorm(x)); out = h + FFN(RMSNorm(h))`), final RMSNorm, untied `lm_head` on every
 //! position. The module tree is the checkpoint: every VarStore path is the HF key.
 //!
-//! One forward serves training (full sequences, naive MLA), scoring, and generation (with a
-//! [`KvCache`], absorbed MLA for single-token steps).
+//! One forward, [`DeepseekV32::run`], serves training (full sequences, naive MLA), scoring, and
+//! generation (with a [`KvCache`], absorbed MLA for single-token steps); its
+//! [`ForwardOptions`] add the training hooks: indexer losses, routing replay, a vocabulary mask and
+//! the MTP modules (built by [`DeepseekV32::with_mtp`]). The other forwards are thin wrappers.
 //!
-//! Left out: MTP (layer 61; transformers has no reference for it either) and routing replay in
-//! the forward (the MoE block offers [`crate::moe::Moe::forward_routed`]).
+//! Left out: MTP with a cache (speculative decoding), indexer losses with a cache.
 
-use crate::attention::Keys;
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
+use crate::forward::{ForwardOptions, ForwardOutput};
 use crate::indexer::Selection;
-use crate::mla::{AttentionMode, Mla, MlaPath, Positions};
-use crate::mlp::{linear, Mlp};
-use crate::moe::{Moe, Routing};
+use crate::indexer_loss::IndexerLosses;
+pub use crate::layer::{DecoderLayer, Ffn, LayerOptions, LayerOutput};
+use crate::mla::{AttentionMode, MlaPath, Positions};
+use crate::mlp::linear;
+use crate::moe::Routing;
+use crate::mtp::Mtp;
 use crate::norm::RmsNorm;
 use crate::rope::RopeTables;
 use tch::{nn, Kind, Tensor};
-
-/// A layer's feed-forward block: dense SwiGLU before `first_k_dense_replace`, MoE after.
-#[derive(Debug)]
-pub enum Ffn {
-    /// Dense MLP (`mlp.{gate,up,down}_proj`).
-    Dense(Mlp),
-    /// DeepSeekMoE (`mlp.gate`, `mlp.experts.{e}`, `mlp.shared_experts`).
-    Moe(Moe),
-}
-
-/// `model.layers.{i}`.
-#[derive(Debug)]
-pub struct DecoderLayer {
-    /// `input_layernorm`.
-    pub input_layernorm: RmsNorm,
-    /// `self_attn` (MLA + indexer).
-    pub self_attn: Mla,
-    /// `post_attention_layernorm`.
-    pub post_attention_layernorm: RmsNorm,
-    /// `mlp`.
-    pub mlp: Ffn,
-}
 
 /// What one forward decided, per layer: DSA selections (when the indexer ran) and MoE routings.
 #[derive(Debug, Default)]
 pub struct Trace {
     /// Layer `l`'s selection, `None` where the indexer did not run.
     pub selections: Vec<Option<Selection>>,
-    /// Layer `l`'s routing (rows in `B·T` order), `None` for dense layers.
+    /// Layer `l`'s routing (rows in `B·T` order), `None` for dense layers. MTP layers follow the
+    /// main ones when they ran.
     pub routings: Vec<Option<Routing>>,
 }
 
@@ -70,160 +53,163 @@ pub struct DeepseekV32 {
     pub norm: RmsNorm,
     /// `lm_head.weight` (V, d), or the embedding when tied.
     pub lm_head: Tensor,
+    /// The MTP modules (`model.layers.{L}…`), empty unless built by [`DeepseekV32::with_mtp`].
+    pub mtp: Vec<Mtp>,
     /// The rotary tables shared by every layer.
     pub rope: RopeTables,
     /// The architecture.
     pub config: ModelConfig,
 }
 
-impl DecoderLayer {
-    fn new(path: &nn::Path, cfg: &ModelConfig, rope: &RopeTables, i: usize) -> Self {
-        let d = cfg.hidden_size as i64;
-        let mlp = if cfg.is_moe_layer(i) {
-            Ffn::Moe(Moe::new(&(path / "mlp"), cfg))
-        } else {
-            Ffn::Dense(Mlp::new(&(path / "mlp"), d, cfg.intermediate_size as i64))
-        };
-        DecoderLayer {
-            input_layernorm: RmsNorm::new(&(path / "input_layernorm"), d, cfg.rms_norm_eps),
-            self_attn: Mla::new(&(path / "self_attn"), cfg, rope),
-            post_attention_layernorm: RmsNorm::new(
-                &(path / "post_attention_layernorm"),
-                d,
-                cfg.rms_norm_eps,
-            ),
-            mlp,
-        }
-    }
-
-    /// `h (B, T, d) → (B, T, d)`, with the layer's selection and routing.
-    fn forward(
-        &self,
-        h: &Tensor,
-        pos: &Positions,
-        cache: Option<(&mut KvCache, &[usize], usize)>,
-        mode: AttentionMode,
-        path: MlaPath,
-    ) -> (Tensor, Option<Selection>, Option<Routing>) {
-        let attn = &self.self_attn;
-        let x = self.input_layernorm.forward(h);
-        let q = attn.queries(&x, pos);
-        let keys: Keys = match cache {
-            None => attn.keys(&x, pos, attn.uses_indexer(mode, x.size()[1])),
-            Some((cache, slots, layer)) => {
-                let own = attn.keys(&x, pos, true);
-                cache.write(layer, slots, &pos.q_pos, &own);
-                cache.read(layer, slots, &pos.q_pos)
-            }
-        };
-        let (a, selection) = attn.attend(&x, &q, &keys, pos, mode, path);
-        let h = h + a;
-        let x = self.post_attention_layernorm.forward(&h);
-        let (f, routing) = match &self.mlp {
-            Ffn::Dense(mlp) => (mlp.forward(&x), None),
-            Ffn::Moe(moe) => {
-                let (y, r) = moe.forward(&x);
-                (y, Some(r))
-            }
-        };
-        (h + f, selection, routing)
-    }
-}
-
 impl DeepseekV32 {
-    /// Builds the model under `root` (the VarStore root: paths `model.…` and `lm_head.weight`).
+    /// Builds the main model under `root` (the VarStore root: paths `model.…` and `lm_head.weight`),
+    /// without MTP.
     pub fn new(root: &nn::Path, cfg: &ModelConfig) -> Result<Self, ModelError> {
+        Self::build(root, cfg, false)
+    }
+
+    /// Builds the main model and its `num_nextn_predict_layers` MTP modules.
+    pub fn with_mtp(root: &nn::Path, cfg: &ModelConfig) -> Result<Self, ModelError> {
+        Self::build(root, cfg, true)
+    }
+
+    fn build(root: &nn::Path, cfg: &ModelConfig, with_mtp: bool) -> Result<Self, ModelError> {
         cfg.validate()?;
         let rope = RopeTables::new(cfg)?;
         let (d, v) = (cfg.hidden_size as i64, cfg.vocab_size as i64);
         let model = root / "model";
-        let embed_tokens = (&model / "embed_tokens").var(
-            "weight",
-            &[v, d],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-        );
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(&(&model / "layers" / i), cfg, &rope, i))
-            .collect();
+        let embed_tokens = (&model / "embed_tokens").var("weight", &[v, d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let layers =
+            (0..cfg.num_hidden_layers).map(|i| DecoderLayer::new(&(&model / "layers" / i), cfg, &rope, i)).collect();
         let norm = RmsNorm::new(&(&model / "norm"), d, cfg.rms_norm_eps);
         let lm_head = if cfg.tie_word_embeddings {
             embed_tokens.shallow_clone()
         } else {
             crate::mlp::linear_weight(&(root / "lm_head"), d, v)
         };
-        Ok(DeepseekV32 {
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-            rope,
-            config: cfg.clone(),
-        })
+        let n_mtp = if with_mtp { cfg.num_nextn_predict_layers } else { 0 };
+        let mtp = (cfg.num_hidden_layers..cfg.num_hidden_layers + n_mtp)
+            .map(|i| Mtp::new(&(&model / "layers" / i), cfg, &rope, i))
+            .collect();
+        Ok(DeepseekV32 { embed_tokens, layers, norm, lm_head, mtp, rope, config: cfg.clone() })
+    }
+
+    /// The checkpoint names of every indexer parameter this model holds (MTP layers included
+    /// when built): the dense warm-up's trainable set.
+    pub fn indexer_parameter_names(&self) -> Vec<String> {
+        crate::indexer_loss::indexer_parameter_names(&self.config, !self.mtp.is_empty())
     }
 
     /// logits: (B, T, V) for `tokens (B, T)` i64 at positions `0..T`, naive MLA.
     pub fn forward(&self, tokens: &Tensor, mode: AttentionMode) -> Tensor {
-        self.forward_with(tokens, None, mode, MlaPath::Naive).0
+        self.run(tokens, ForwardOptions::new(mode)).logits
     }
 
     /// Like [`Self::forward`], also returning each layer's selection and routing.
     pub fn forward_traced(&self, tokens: &Tensor, mode: AttentionMode) -> (Tensor, Trace) {
-        self.forward_with(tokens, None, mode, MlaPath::Naive)
+        let out = self.run(tokens, ForwardOptions::new(mode));
+        (out.logits, out.trace)
     }
 
     /// logits: (B, T, V) for `tokens (B, T)` appended to cache `slots` (one per row), which are
     /// extended by T. Single-token steps use absorbed MLA over the latent cache, longer ones naive.
-    pub fn forward_cached(
-        &self,
-        tokens: &Tensor,
-        cache: &mut KvCache,
-        slots: &[usize],
-        mode: AttentionMode,
-    ) -> Tensor {
-        let path = if tokens.size()[1] == 1 {
-            MlaPath::Absorbed
-        } else {
-            MlaPath::Naive
-        };
-        self.forward_with(tokens, Some(CacheSlots { cache, slots }), mode, path)
-            .0
+    pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache, slots: &[usize], mode: AttentionMode) -> Tensor {
+        self.run(tokens, Self::cached_options(tokens, cache, slots, mode)).logits
     }
 
-    /// The general forward: logits (B, T, V) and the per-layer trace. Without a cache the
-    /// positions are `0..T`; with one, row b continues slot `slots[b]` from its current length.
+    /// The options [`Self::forward_cached`] uses (add hooks such as `replay` to them).
+    pub fn cached_options<'a>(
+        tokens: &Tensor,
+        cache: &'a mut KvCache,
+        slots: &'a [usize],
+        mode: AttentionMode,
+    ) -> ForwardOptions<'a> {
+        let path = if tokens.size()[1] == 1 { MlaPath::Absorbed } else { MlaPath::Naive };
+        ForwardOptions { path, cache: Some(CacheSlots { cache, slots }), ..ForwardOptions::new(mode) }
+    }
+
+    /// Logits (B, T, V) and the per-layer trace, with an optional cache and a chosen MLA path.
     pub fn forward_with(
         &self,
         tokens: &Tensor,
-        mut cache: Option<CacheSlots<'_>>,
+        cache: Option<CacheSlots<'_>>,
         mode: AttentionMode,
         path: MlaPath,
     ) -> (Tensor, Trace) {
+        let out = self.run(tokens, ForwardOptions { path, cache, ..ForwardOptions::new(mode) });
+        (out.logits, out.trace)
+    }
+
+    /// The general forward of `tokens (B, T)`. Without a cache the positions are `0..T`; with one,
+    /// row b continues slot `slots[b]` from its current length. See [`ForwardOptions`] for the hooks.
+    pub fn run(&self, tokens: &Tensor, mut opts: ForwardOptions<'_>) -> ForwardOutput {
         let size = tokens.size();
         assert_eq!(size.len(), 2, "tokens must be (B, T), got {size:?}");
         let (b, t) = (size[0], size[1]);
+        check_options(&opts, !self.mtp.is_empty());
+        let mut cache = opts.cache.take();
         let q_pos = match &cache {
-            None => Tensor::arange(t, (Kind::Int64, tokens.device()))
-                .unsqueeze(0)
-                .expand([b, t], true), // (B, T)
+            None => Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true), // (B, T)
             Some(c) => c.cache.positions(c.slots, t, tokens.device()),
         };
         let pos = Positions::new(&self.rope, q_pos);
         let mut h = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false); // (B, T, d)
-        let mut trace = Trace::default();
+        let mut rec = Recorder::new(opts.indexer_loss.is_some());
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_mut().map(|c| (&mut *c.cache, c.slots, i));
-            let (next, selection, routing) = layer.forward(&h, &pos, c, mode, path);
-            h = next;
-            trace.selections.push(selection);
-            trace.routings.push(routing);
+            let lo = self.layer_options(&opts, i);
+            h = rec.push(layer.forward(&h, &pos, c, &lo));
         }
         if let Some(c) = cache {
             c.cache.advance(c.slots, t);
         }
-        (linear(&self.norm.forward(&h), &self.lm_head), trace)
+        let mut logits = linear(&self.norm.forward(&h), &self.lm_head); // (B, T, V)
+        if let Some(mask) = opts.vocab_mask {
+            logits = mask.apply(&logits);
+        }
+        let mtp_logits = if opts.mtp { self.run_mtp(tokens, &h, &pos, &opts, &mut rec) } else { Vec::new() };
+        ForwardOutput { logits, trace: rec.trace, indexer: rec.indexer, mtp_logits }
+    }
+
+    /// The MTP depths over the main model's pre-norm hidden state `h (B, T, d)`.
+    fn run_mtp(
+        &self,
+        tokens: &Tensor,
+        h: &Tensor,
+        pos: &Positions,
+        opts: &ForwardOptions<'_>,
+        rec: &mut Recorder,
+    ) -> Vec<Tensor> {
+        let t = tokens.size()[1];
+        let mut prev = h.shallow_clone();
+        let mut logits = Vec::new();
+        for (m, module) in self.mtp.iter().enumerate() {
+            let k = m as i64 + 1;
+            if t - k < 1 {
+                break;
+            }
+            let sub = Positions::new(&self.rope, pos.q_pos.narrow(1, 0, t - k)); // (B, T−k)
+            let lo = self.layer_options(opts, self.layers.len() + m);
+            let next = tokens.narrow(1, k, t - k); // t_{i+k}: (B, T−k)
+            let (lg, out) = module.forward(&prev.narrow(1, 0, t - k), &next, &sub, &lo);
+            prev = rec.push(out);
+            logits.push(lg);
+        }
+        logits
+    }
+
+    /// Layer `i`'s options (main layers first, then MTP layers).
+    fn layer_options<'a>(&self, opts: &ForwardOptions<'a>, i: usize) -> LayerOptions<'a> {
+        let is_moe = match self.layers.get(i) {
+            Some(layer) => matches!(layer.mlp, Ffn::Moe(_)),
+            None => matches!(self.mtp[i - self.layers.len()].layer.mlp, Ffn::Moe(_)),
+        };
+        let replay = opts.replay.filter(|_| is_moe).map(|r| {
+            r.get(i)
+                .and_then(Option::as_ref)
+                .unwrap_or_else(|| panic!("routing replay has no expert ids for MoE layer {i}"))
+        });
+        LayerOptions { mode: opts.mode, path: opts.path, stage: opts.indexer_loss, replay }
     }
 
     /// `log p(tokens[:, i+1] | tokens[:, ..=i])`: (B, T−1) f32, teacher-forced.
@@ -232,10 +218,43 @@ impl DeepseekV32 {
     }
 }
 
+/// Refuses option combinations the forward does not support.
+fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool) {
+    if let Some(stage) = opts.indexer_loss {
+        assert_eq!(stage.mode(), opts.mode, "indexer loss {stage:?} needs attention mode {:?}", stage.mode());
+        assert!(opts.cache.is_none(), "indexer losses are computed without a cache");
+    }
+    if opts.mtp {
+        assert!(has_mtp, "MTP asked for, but the model was built without it (DeepseekV32::with_mtp)");
+        assert!(opts.cache.is_none(), "MTP runs without a cache");
+    }
+}
+
+/// Collects the per-layer outputs of one forward.
+struct Recorder {
+    trace: Trace,
+    indexer: Option<IndexerLosses>,
+}
+
+impl Recorder {
+    fn new(losses: bool) -> Self {
+        Recorder { trace: Trace::default(), indexer: losses.then(IndexerLosses::default) }
+    }
+
+    /// Keeps what layer `out` decided; returns its hidden state.
+    fn push(&mut self, out: LayerOutput) -> Tensor {
+        self.trace.selections.push(out.selection);
+        self.trace.routings.push(out.routing);
+        if let (Some(all), Some(loss)) = (self.indexer.as_mut(), out.indexer) {
+            all.layers.push(loss);
+        }
+        out.hidden
+    }
+}
+
 /// Log-probabilities of `tokens[:, 1:]` under `logits (B, T, V)`: (B, T−1) f32.
 pub fn logprobs_of(logits: &Tensor, tokens: &Tensor) -> Tensor {
     let t = tokens.size()[1];
     let logp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float); // (B, T−1, V)
-    logp.gather(-1, &tokens.narrow(1, 1, t - 1).unsqueeze(-1), false)
-        .squeeze_dim(-1)
+    logp.gather(-1, &tokens.narrow(1, 1, t - 1).unsqueeze(-1), false).squeeze_dim(-1)
 }

@@ -4,7 +4,10 @@
 //! by `routed_scaling_factor`; routed experts plus the always-on shared experts.
 //!
 //! The router runs in f32 whatever the weights' dtype. A [`Routing`] can be returned (rollout
-//! "keep routing") and fed back to [`Moe::forward_routed`] (training replay).
+//! "keep routing", reference §3.3.6) and its expert ids replayed with [`Moe::forward_replayed`]:
+//! the ids are forced, the gate weights recomputed from the current router at those ids (the
+//! reference marks this choice UNCONFIRMED; it is what open "R3" implementations do, and it keeps
+//! the router trained). [`Moe::forward_routed`] takes a whole routing, weights included.
 //!
 //! Left out: the aux-loss-free bias update and the sequence-wise balance loss (trainer's job),
 //! expert parallelism, and grouped-GEMM dispatch (one matmul per active expert here).
@@ -48,16 +51,9 @@ impl Moe {
         let gate_path = path / "gate";
         let gate = gate_path.var("weight", &[e, d], nn::init::DEFAULT_KAIMING_UNIFORM);
         let e_score_correction_bias = gate_path.zeros_no_train("e_score_correction_bias", &[e]);
-        let experts = (0..e)
-            .map(|j| Mlp::new(&(path / "experts" / j), d, inter))
-            .collect();
-        let shared_experts = (cfg.n_shared_experts > 0).then(|| {
-            Mlp::new(
-                &(path / "shared_experts"),
-                d,
-                inter * cfg.n_shared_experts as i64,
-            )
-        });
+        let experts = (0..e).map(|j| Mlp::new(&(path / "experts" / j), d, inter)).collect();
+        let shared_experts = (cfg.n_shared_experts > 0)
+            .then(|| Mlp::new(&(path / "shared_experts"), d, inter * cfg.n_shared_experts as i64));
         Moe {
             gate,
             e_score_correction_bias,
@@ -71,46 +67,67 @@ impl Moe {
         }
     }
 
-    /// Routes tokens `x (N, d)`.
+    /// Routes tokens `x (N, d)`: the router's own top-k.
     pub fn route(&self, x: &Tensor) -> Routing {
+        let scores = self.scores(x);
+        let experts = tch::no_grad(|| self.select(&scores.detach()));
+        self.gate_weights(&scores, experts)
+    }
+
+    /// Replays expert ids `experts (N, K)` on tokens `x (N, d)` ("keep routing", reference
+    /// §3.3.6): the given experts are used, their gate weights come from the current router's
+    /// sigmoid scores at those ids (normalised and scaled as in [`Self::route`]), so the router
+    /// still receives gradient.
+    pub fn route_replayed(&self, x: &Tensor, experts: &Tensor) -> Routing {
         let n = x.size()[0];
+        assert_eq!(experts.size(), [n, self.top_k], "replayed expert ids must be (N, K) = ({n}, {})", self.top_k);
         let e = self.experts.len() as i64;
-        let scores = x
-            .to_kind(Kind::Float)
-            .linear::<&Tensor>(&self.gate.to_kind(Kind::Float), None)
-            .sigmoid(); // (N, E)
-        let experts = tch::no_grad(|| {
-            let biased = scores.detach() + self.e_score_correction_bias.to_kind(Kind::Float);
-            let per_group = e / self.n_group;
-            let grouped = biased.view([n, self.n_group, per_group]); // (N, G, E/G)
-            let group_score = grouped
-                .topk(per_group.min(2), -1, true, true)
-                .0
-                .sum_dim_intlist(-1, false, Kind::Float); // (N, G)
-            let keep_idx = group_score.topk(self.topk_group, -1, true, true).1; // (N, topk_group)
-            let keep = Tensor::zeros([n, self.n_group], (Kind::Bool, x.device()))
-                .scatter_value(1, &keep_idx, 1);
-            let keep = keep
-                .unsqueeze(-1)
-                .expand([n, self.n_group, per_group], false)
-                .reshape([n, e]); // (N, E)
-            let masked = biased.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
-            masked.topk(self.top_k, -1, true, true).1 // (N, K)
-        });
+        let in_range = experts.ge(0).logical_and(&experts.lt(e)).all();
+        assert!(bool::try_from(in_range).expect("bool"), "replayed expert ids must lie in 0..{e}");
+        let experts = experts.to_kind(Kind::Int64).to_device(x.device());
+        self.gate_weights(&self.scores(x), experts)
+    }
+
+    /// Router affinities `sigmoid(x W_gateᵀ)` of tokens `x (N, d)`: (N, E) f32.
+    fn scores(&self, x: &Tensor) -> Tensor {
+        x.to_kind(Kind::Float).linear::<&Tensor>(&self.gate.to_kind(Kind::Float), None).sigmoid()
+    }
+
+    /// Group-limited top-k on the biased scores `scores (N, E)` (no gradient): (N, K) ids.
+    fn select(&self, scores: &Tensor) -> Tensor {
+        let (n, e) = (scores.size()[0], scores.size()[1]);
+        let biased = scores + self.e_score_correction_bias.to_kind(Kind::Float);
+        let per_group = e / self.n_group;
+        let grouped = biased.view([n, self.n_group, per_group]); // (N, G, E/G)
+        let group_score = grouped.topk(per_group.min(2), -1, true, true).0.sum_dim_intlist(-1, false, Kind::Float); // (N, G)
+        let keep_idx = group_score.topk(self.topk_group, -1, true, true).1; // (N, topk_group)
+        let keep = Tensor::zeros([n, self.n_group], (Kind::Bool, scores.device())).scatter_value(1, &keep_idx, 1);
+        let keep = keep.unsqueeze(-1).expand([n, self.n_group, per_group], false).reshape([n, e]); // (N, E)
+        let masked = biased.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
+        masked.topk(self.top_k, -1, true, true).1 // (N, K)
+    }
+
+    /// Gate weights of `experts (N, K)` from the unbiased `scores (N, E)`.
+    fn gate_weights(&self, scores: &Tensor, experts: Tensor) -> Routing {
         let mut weights = scores.gather(1, &experts, false); // (N, K)
         if self.norm_topk_prob {
             weights = &weights / (weights.sum_dim_intlist(-1, true, Kind::Float) + 1e-20);
         }
-        Routing {
-            experts,
-            weights: weights * self.routed_scaling_factor,
-        }
+        Routing { experts, weights: weights * self.routed_scaling_factor }
     }
 
     /// `x (B, T, d) → (B, T, d)`, with the routing it chose (rows in `B·T` order).
     pub fn forward(&self, x: &Tensor) -> (Tensor, Routing) {
         let flat = x.flatten(0, -2); // (B·T, d)
         let routing = self.route(&flat);
+        (self.forward_routed(x, &routing), routing)
+    }
+
+    /// `x (B, T, d) → (B, T, d)` on the recorded expert ids `experts (B, T, K)`, with gate
+    /// weights from the current router (see [`Self::route_replayed`]).
+    pub fn forward_replayed(&self, x: &Tensor, experts: &Tensor) -> (Tensor, Routing) {
+        let flat = x.flatten(0, -2); // (B·T, d)
+        let routing = self.route_replayed(&flat, &experts.flatten(0, -2)); // ids (B·T, K)
         (self.forward_routed(x, &routing), routing)
     }
 
@@ -127,8 +144,8 @@ impl Moe {
     /// Σ_k w_k · expert_k(x) for tokens `x (N, d)`: gathers each expert's tokens and runs it once.
     fn dispatch(&self, x: &Tensor, routing: &Routing) -> Tensor {
         let k = routing.experts.size()[1];
-        let ids = Vec::<i64>::try_from(routing.experts.flatten(0, -1).to_device(Device::Cpu))
-            .expect("expert ids are i64");
+        let ids =
+            Vec::<i64>::try_from(routing.experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64");
         let mut slots: Vec<Vec<i64>> = vec![Vec::new(); self.experts.len()];
         for (flat, &e) in ids.iter().enumerate() {
             slots[e as usize].push(flat as i64);

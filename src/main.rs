@@ -18,6 +18,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Random-initialise a model directory in the Hugging Face layout.
     Init(cmd::init::Args),
+    /// Sample completions of prompts (JSON per completion: tokens, log-probs, text, finish reason).
+    Generate(cmd::generate::Args),
     /// Teacher-forced log-probabilities of token sequences under a model.
     Score(cmd::score::Args),
     /// Score completions with a verifier: one verdict JSON per input line.
@@ -29,6 +31,7 @@ fn main() {
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
         Command::Score(args) => cmd::score::run(args),
         Command::Verify(args) => cmd::verify::run(args),
     };

@@ -270,3 +270,23 @@ fn routing_replay_reproduces_the_forward() {
         assert!(max_abs(&fresh, &moe.forward_routed(&x, &other)) > 1e-3);
     });
 }
+
+/// Sequences no longer than 4 × index_topk take DSA's masked-dense route (attention.rs) rather than
+/// the gathered one; a causal prefix of a reference sequence has the reference's own log-probs.
+#[test]
+fn short_sparse_prefixes_match_transformers() {
+    let (cfg, _, model) = load("tiny-sparse");
+    let r = reference("tiny-sparse");
+    let len = 4 * cfg.index_topk as i64; // longer than index_topk, so selection is active
+    let mut worst: f64 = 0.0;
+    tch::no_grad(|| {
+        for b in 0..r["lengths"].size()[0] {
+            let prefix = sequence(&r, b).narrow(1, 0, len);
+            let lp = model.token_logprobs(&prefix, AttentionMode::Sparse).squeeze_dim(0);
+            worst = worst.max(max_abs(&lp, &r["logprobs"].get(b).narrow(0, 0, len - 1)));
+            let dense = model.token_logprobs(&prefix, AttentionMode::Dense).squeeze_dim(0);
+            assert!(max_abs(&lp, &dense) > 1e-2, "selection must change the result");
+        }
+    });
+    assert!(worst <= TOL, "max abs diff {worst:e}");
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod generate;
 pub mod init;
 pub mod inspect;
 pub mod score;

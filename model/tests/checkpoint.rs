@@ -260,11 +260,14 @@ fn python_with_transformers() -> Result<std::path::PathBuf, String> {
 
 /// transformers' `DeepseekV32ForCausalLM.from_pretrained` loads an rlvr-saved (sharded) copy of
 /// tiny-sparse with no key problems, and its logits equal the original's exactly
-/// (tests/fixtures/check_roundtrip.py). Skipped, saying why, without the Python environment.
+/// (tests/fixtures/check_roundtrip.py). `./x test` installs transformers first and sets
+/// `RLVR_REQUIRE_TRANSFORMERS=1`, so there a missing Python environment fails the test; a plain
+/// `cargo test` without it skips, saying why.
 #[test]
 fn transformers_loads_what_rlvr_saves() {
     let python = match python_with_transformers() {
         Ok(p) => p,
+        Err(why) if std::env::var_os("RLVR_REQUIRE_TRANSFORMERS").is_some() => panic!("{why}"),
         Err(why) => {
             eprintln!("skipped transformers_loads_what_rlvr_saves: {why}");
             return;

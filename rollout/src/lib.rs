@@ -1,3 +1,6 @@
-//! rlvr-rollout: the generation engine, sampler, tokenizer + chat format and the HTTP service.
-//!
-//! Empty until the rollout work lands; the crate exists so the workspace layout of DESIGN.md §1 holds.
+//! rlvr-rollout: the generation engine (continuous batching over the model's caches), the
+//! tokenizer and the DeepSeek-V3.2 chat encoding; the HTTP service builds on these.
+
+pub mod chat;
+pub mod engine;
+pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! The generation engine: a fixed pool of sequence slots, continuous batching.

@@ -41,6 +41,9 @@ struct Line {
 
 const CHUNK: usize = 512;
 
+/// One input line: its number, and the parsed item or the verdict for an unreadable line.
+type Parsed = (usize, Result<(Task, String), Verdict>);
+
 fn settings(arg: Option<&str>) -> Result<Option<serde_json::Value>> {
     let Some(arg) = arg else { return Ok(None) };
     let text = if arg.trim_start().starts_with('{') {
@@ -68,8 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     let started = std::time::Instant::now();
     let mut lines = std::io::BufReader::new(input).lines().enumerate().peekable();
     while lines.peek().is_some() {
-        // (line number, parsed item or the verdict for an unreadable line)
-        let mut chunk: Vec<(usize, Result<(Task, String), Verdict>)> = Vec::with_capacity(CHUNK);
+        let mut chunk: Vec<Parsed> = Vec::with_capacity(CHUNK);
         for (i, line) in lines.by_ref().take(CHUNK) {
             let line = line.with_context(|| format!("reading {}", args.input.display()))?;
             chunk.push((i + 1, parse_line(&line, i + 1)));

@@ -1,21 +1,12 @@
 //! End-to-end tests of the `rlvr` binary: `inspect` and `verify`.
 
+mod common;
+
+use common::{rlvr, root};
 use rlvr_model::{ModelConfig, ParamCounts};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn rlvr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running rlvr")
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Output;
 
 fn json_stdout(out: &Output) -> Value {
     assert!(out.status.success(), "rlvr failed: {}", String::from_utf8_lossy(&out.stderr));

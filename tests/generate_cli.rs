@@ -3,24 +3,14 @@
 //! not change a prompt's samples, top-k 1 is greedy, eos stops with "stop", text goes through
 //! `tokenizer.json`, and bad input fails before generation with a message naming the field or line.
 
+mod common;
+
+use common::{fixture, rlvr};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use tch::Tensor;
 
 const TOL: f64 = 1e-4;
-
-fn rlvr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running rlvr")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// The JSON lines of a successful run's stdout.
 fn lines(out: &Output) -> Vec<Value> {

@@ -2,26 +2,16 @@
 //! sequence alone and transformers' reference, right-padded batching changes nothing, and a bad
 //! line is named.
 
+mod common;
+
+use common::{fixture, rlvr};
 use rlvr_model::checkpoint::load_varstore;
 use rlvr_model::{AttentionMode, DeepseekV32, ModelConfig};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
 
 const TOL: f64 = 1e-4;
-
-fn rlvr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running rlvr")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// Reference tensors of a fixture by name.
 fn reference(name: &str) -> Vec<(String, Tensor)> {

@@ -85,11 +85,17 @@ pub fn stream_seed(seed: u64, prompt: usize, sample: usize) -> u64 {
 }
 
 /// SplitMix64: a tiny, seedable stream (one per sequence).
-struct Stream(u64);
+#[derive(Debug, Clone)]
+pub struct Stream(u64);
 
 impl Stream {
+    /// The stream whose state starts at `seed` (take it from [`stream_seed`]).
+    pub fn new(seed: u64) -> Self {
+        Stream(seed)
+    }
+
     /// Uniform in [0, 1) with 53 random bits.
-    fn uniform(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -150,19 +156,30 @@ impl Truncation {
 /// One id from `logits (V)` and its log-probability (see the module notes).
 fn draw(logits: &[f32], temperature: f64, trunc: &Truncation, stream: &mut Stream) -> (i64, f32) {
     if temperature <= 0.0 {
-        let mut id = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            if l > logits[id] {
-                id = i;
-            }
-        }
-        let row: Vec<f64> = logits.iter().map(|&l| l as f64).collect();
-        return (id as i64, log_softmax(&row)[id] as f32);
+        return greedy(logits);
     }
-    let kept = trunc.kept(logits, temperature);
+    choose(&trunc.kept(logits, temperature), stream)
+}
+
+/// The argmax of `logits (V)` (the first on ties) and its untruncated log-probability
+/// `log_softmax(logits)[id]`, computed in f64.
+pub fn greedy(logits: &[f32]) -> (i64, f32) {
+    let mut id = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[id] {
+            id = i;
+        }
+    }
+    let row: Vec<f64> = logits.iter().map(|&l| l as f64).collect();
+    (id as i64, log_softmax(&row)[id] as f32)
+}
+
+/// Draws one id from a kept set (`(id, renormalised log-prob)`, as [`Truncation::kept`] returns
+/// it) with one uniform of `stream`: the first id whose cumulative probability exceeds it.
+pub fn choose(kept: &[(usize, f64)], stream: &mut Stream) -> (i64, f32) {
     let u = stream.uniform();
     let mut acc = 0.0f64;
-    for &(id, lp) in &kept {
+    for &(id, lp) in kept {
         acc += lp.exp();
         if u < acc {
             return (id as i64, lp as f32);
@@ -261,8 +278,9 @@ fn prefill(
     Tensor::stack(&last, 0)
 }
 
-/// Copies slot `from`'s cached tokens into each of `to` (empty slots) and sets their lengths.
-fn copy_slot(cache: &mut KvCache, from: usize, to: &[usize]) {
+/// Copies slot `from`'s cached tokens into each of `to` (empty slots) and sets their lengths: a
+/// prompt prefilled once serves all its samples.
+pub fn copy_slot(cache: &mut KvCache, from: usize, to: &[usize]) {
     if to.is_empty() {
         return;
     }

@@ -13,14 +13,15 @@
 //! tokenizer's special tokens, e.g. BOS).
 //!
 //! Every prompt and option is checked before the weights load; a mistake names the flag or the
-//! input line. All prompts go through the cached sampler in one batch; sample `j` of prompt `i`
-//! draws from a stream seeded from `(seed + i, j)`, so prompt `i` of a file run with `--seed s`
-//! gives what that prompt alone gives with `--seed s+i`, whatever its neighbours.
+//! input line. All prompts go through the rollout engine (continuous batching over at most
+//! `max(64, --n)` slots, sparse or dense as `--mode` says); prompt `i` is request index `i`, so its
+//! sample `j` draws from a stream seeded from `(seed + i, j)`: prompt `i` of a file run with
+//! `--seed s` gives what that prompt alone gives with `--seed s+i`, whatever its neighbours.
 
 use super::score::{device, load_model, DeviceArg, Dtype, Mode};
 use anyhow::{anyhow, bail, Context, Result};
-use rlvr_model::sample::{generate_samples, Completion, SampleConfig, Truncation};
 use rlvr_model::ModelConfig;
+use rlvr_rollout::engine::{Engine, EngineConfig, FinishReason, Request, RequestOutput, Sample};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::{BufRead, BufWriter, Write};
@@ -181,8 +182,9 @@ fn tokenize(
     Ok(out)
 }
 
-/// Checks the sampling options; the truncation they ask for.
-fn truncation(args: &Args) -> Result<Truncation> {
+/// Checks the sampling options (the engine checks them again, but before the weights load is
+/// where the flag can be named).
+fn check_sampling(args: &Args) -> Result<()> {
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
         bail!("--temperature must be ≥ 0, got {}", args.temperature);
     }
@@ -195,20 +197,60 @@ fn truncation(args: &Args) -> Result<Truncation> {
     if args.n == 0 {
         bail!("--n must be ≥ 1");
     }
-    Ok(Truncation { top_k: args.top_k, top_p: args.top_p, min_p: args.min_p })
+    Ok(())
+}
+
+/// The engine request of prompt `index`.
+fn request(args: &Args, cfg: &ModelConfig, prompt: Vec<i64>, index: usize) -> Request {
+    Request {
+        n: args.n,
+        max_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        min_p: args.min_p,
+        stop_ids: if args.ignore_eos { Vec::new() } else { cfg.eos_ids() },
+        seed: args.seed,
+        index,
+        ..Request::new(prompt)
+    }
+}
+
+/// Generates every prompt's samples on an engine made by `engine_of`; outputs in prompt order.
+fn generate(
+    args: &Args,
+    cfg: &ModelConfig,
+    engine_of: impl FnOnce(EngineConfig) -> Engine,
+    prompts: Vec<Vec<i64>>,
+) -> Result<Vec<RequestOutput>> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let slots = (prompts.len() * args.n).min(args.n.max(64));
+    let config = EngineConfig { mode: args.mode.into(), ..EngineConfig::new(slots, longest + args.max_new_tokens) };
+    let mut engine = engine_of(config);
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        engine.submit(request(args, cfg, prompt, i)).with_context(|| format!("prompt {i}"))?;
+    }
+    let mut out = engine.run_until_done();
+    out.sort_by_key(|o| o.index);
+    Ok(out)
 }
 
 /// The JSON line of one completion.
-fn record(c: &Completion, tok: Option<&Tokenizer>) -> Result<serde_json::Value> {
+fn record(prompt_index: usize, sample: &Sample, tok: Option<&Tokenizer>) -> Result<serde_json::Value> {
+    let finish = match sample.finish_reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Abort => "abort",
+    };
     let mut obj = json!({
-        "prompt_index": c.prompt_index,
-        "tokens": c.tokens,
-        "logprobs": c.logprobs,
-        "finish_reason": if c.stopped_at_eos { "stop" } else { "length" },
+        "prompt_index": prompt_index,
+        "tokens": sample.ids(),
+        "logprobs": sample.logprobs(),
+        "finish_reason": finish,
     });
     if let Some(tok) = tok {
-        let ids: Vec<u32> = c.tokens.iter().map(|&t| t as u32).collect();
-        let text = tok.decode(&ids, true).map_err(|e| anyhow!("decoding prompt {}: {e}", c.prompt_index))?;
+        let ids: Vec<u32> = sample.tokens.iter().map(|t| t.id as u32).collect();
+        let text = tok.decode(&ids, true).map_err(|e| anyhow!("decoding prompt {prompt_index}: {e}"))?;
         obj["text"] = json!(text);
     }
     Ok(obj)
@@ -216,9 +258,9 @@ fn record(c: &Completion, tok: Option<&Tokenizer>) -> Result<serde_json::Value> 
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let device = device(args.device)?;
+    device(args.device)?;
     let cfg = ModelConfig::from_path(&args.model)?;
-    let trunc = truncation(&args)?;
+    check_sampling(&args)?;
     let tok = load_tokenizer(&args.model)?;
     let prompts = tokenize(read_prompts(&args)?, tok.as_ref(), &cfg, &args)?;
     let mut out: Box<dyn Write> = match &args.output {
@@ -227,20 +269,19 @@ pub fn run(args: Args) -> Result<()> {
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let (model, _vs) = load_model(&args.model, device, args.dtype)?;
-    let sample = SampleConfig {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        seed: args.seed,
-        eos: if args.ignore_eos { Vec::new() } else { cfg.eos_ids() },
-        mode: args.mode.into(),
-    };
+    let (model, vs) = load_model(&args.model, device(args.device)?, args.dtype)?;
     let start = Instant::now();
-    let completions = generate_samples(&model, &prompts, &sample, &trunc, args.n, device);
+    let completions: Vec<(usize, Sample)> = if args.max_new_tokens == 0 {
+        let empty = |index| Sample { index, tokens: vec![], finish_reason: FinishReason::Length, prompt_experts: None };
+        (0..prompts.len()).flat_map(|i| (0..args.n).map(move |j| (i, empty(j)))).collect()
+    } else {
+        let outputs = generate(&args, &cfg, |config| Engine::new(model, &vs, config), prompts)?;
+        outputs.into_iter().flat_map(|o| o.samples.into_iter().map(move |s| (o.index, s))).collect()
+    };
     let secs = start.elapsed().as_secs_f64();
-    let generated: usize = completions.iter().map(|c| c.tokens.len()).sum();
-    for c in &completions {
-        writeln!(out, "{}", record(c, tok.as_ref())?)?;
+    let generated: usize = completions.iter().map(|(_, s)| s.tokens.len()).sum();
+    for (i, sample) in &completions {
+        writeln!(out, "{}", record(*i, sample, tok.as_ref())?)?;
     }
     out.flush()?;
     eprintln!(

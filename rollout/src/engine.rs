@@ -1,1 +1,0 @@
-//! The generation engine: a fixed pool of sequence slots, continuous batching.

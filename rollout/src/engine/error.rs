@@ -1,0 +1,37 @@
+//! The engine's errors: a request it cannot serve, or new weights it refuses. Each message names
+//! the field or tensor at fault.
+
+/// Errors of [`crate::engine::Engine`]'s calls.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A submitted request is invalid for this engine (the field and why).
+    #[error("request field `{field}`: {problem}")]
+    BadRequest {
+        /// The [`crate::engine::Request`] field.
+        field: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
+    /// New weights whose checksum is not the one announced; nothing was changed.
+    #[error("weight checksum mismatch: expected {expected:#018x}, the tensors hash to {actual:#018x}")]
+    ChecksumMismatch {
+        /// The checksum the caller announced.
+        expected: u64,
+        /// [`crate::engine::checksum_of`] of the tensors received.
+        actual: u64,
+    },
+    /// New weights that do not fit the engine's model (missing, unexpected or mis-shaped tensors,
+    /// one line each); nothing was changed.
+    #[error("new weights do not fit the model ({} problem(s)):\n  {}", problems.len(), problems.join("\n  "))]
+    WeightMismatch {
+        /// One line per tensor at fault.
+        problems: Vec<String>,
+    },
+}
+
+impl EngineError {
+    /// A [`EngineError::BadRequest`] about `field`.
+    pub fn bad(field: &'static str, problem: impl Into<String>) -> Self {
+        EngineError::BadRequest { field, problem: problem.into() }
+    }
+}

@@ -1,0 +1,146 @@
+//! An admitted request: its slots, how much of its prompt is cached, and each sample's stream,
+//! tokens and state. Drawing a token and deciding whether it ends the sample happen here.
+
+use super::request::{Experts, FinishReason, Request, RequestId, RequestOutput, Sample, Token};
+use super::Detokenizer;
+use rlvr_model::sample::{choose, greedy, stream_seed, Stream, Truncation};
+
+/// One sample in flight.
+pub(crate) struct SampleState {
+    /// Its random stream, seeded from (request seed, request index, sample index).
+    stream: Stream,
+    /// Tokens generated so far.
+    tokens: Vec<Token>,
+    /// Set once it has ended.
+    pub(crate) finish: Option<FinishReason>,
+    /// The last token drawn but not yet fed through the model (the next decode step's input).
+    pub(crate) pending: Option<i64>,
+    /// Its cache slot while it holds one.
+    pub(crate) slot: Option<usize>,
+}
+
+/// A request that holds slots.
+pub(crate) struct Live {
+    /// Its handle.
+    pub(crate) id: RequestId,
+    /// What was asked.
+    pub(crate) req: Request,
+    trunc: Truncation,
+    /// Prompt tokens already in the first sample's slot.
+    pub(crate) prefilled: usize,
+    /// Experts of the prompt positions cached so far (with `return_routing`).
+    pub(crate) prompt_experts: Vec<Experts>,
+    /// The `n` samples.
+    pub(crate) samples: Vec<SampleState>,
+}
+
+impl Live {
+    /// A request admitted into `slots` (one per sample).
+    pub(crate) fn new(id: RequestId, req: Request, slots: Vec<usize>) -> Self {
+        let samples = slots
+            .into_iter()
+            .enumerate()
+            .map(|(j, slot)| SampleState {
+                stream: Stream::new(stream_seed(req.seed, req.index, j)),
+                tokens: Vec::new(),
+                finish: None,
+                pending: None,
+                slot: Some(slot),
+            })
+            .collect();
+        Live { id, trunc: req.truncation(), req, prefilled: 0, prompt_experts: Vec::new(), samples }
+    }
+
+    /// Whether part of the prompt still has to go through the model.
+    pub(crate) fn prefilling(&self) -> bool {
+        self.prefilled < self.req.prompt.len()
+    }
+
+    /// The slot the prompt is prefilled into (the first sample's), and the sibling slots it is
+    /// copied to afterwards.
+    pub(crate) fn prefill_slots(&self) -> (usize, Vec<usize>) {
+        let slots: Vec<usize> = self.samples.iter().filter_map(|s| s.slot).collect();
+        (slots[0], slots[1..].to_vec())
+    }
+
+    /// Whether every sample has ended.
+    pub(crate) fn finished(&self) -> bool {
+        self.samples.iter().all(|s| s.finish.is_some())
+    }
+
+    /// Draws sample `j`'s next token from `logits (V)` of the current policy `version`; `experts`
+    /// are those of the position the logits come from. Returns once the token is recorded and the
+    /// sample either ended or holds it as its next input.
+    pub(crate) fn emit(
+        &mut self,
+        j: usize,
+        logits: &[f32],
+        version: u64,
+        experts: Option<Experts>,
+        detokenizer: Option<&Detokenizer>,
+    ) {
+        let req = &self.req;
+        let sample = &mut self.samples[j];
+        let (id, logprob, kept) = if req.temperature <= 0.0 {
+            let (id, lp) = greedy(logits);
+            (id, lp, Vec::new())
+        } else {
+            let kept = self.trunc.kept(logits, req.temperature);
+            let (id, lp) = choose(&kept, &mut sample.stream);
+            let mut ids: Vec<i64> =
+                if self.trunc.is_off() { Vec::new() } else { kept.iter().map(|&(i, _)| i as i64).collect() };
+            ids.sort_unstable();
+            (id, lp, ids)
+        };
+        let kept = req.return_sampling_mask.then_some(kept);
+        let experts = experts.filter(|_| req.return_routing);
+        sample.tokens.push(Token { id, logprob, version, kept, experts });
+        sample.finish = if req.stop_ids.contains(&id) || hits_stop_string(req, &sample.tokens, detokenizer) {
+            Some(FinishReason::Stop)
+        } else if sample.tokens.len() >= req.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        sample.pending = sample.finish.is_none().then_some(id);
+    }
+
+    /// Ends every sample still running with [`FinishReason::Abort`].
+    pub(crate) fn abort(&mut self) {
+        for s in &mut self.samples {
+            if s.finish.is_none() {
+                s.finish = Some(FinishReason::Abort);
+                s.pending = None;
+            }
+        }
+    }
+
+    /// The finished request's output (every sample must have ended).
+    pub(crate) fn into_output(self) -> RequestOutput {
+        let prompt_experts = self.req.return_routing.then_some(self.prompt_experts);
+        let samples = self
+            .samples
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| Sample {
+                index,
+                tokens: s.tokens,
+                finish_reason: s.finish.expect("only finished requests are output"),
+                prompt_experts: prompt_experts.clone(),
+            })
+            .collect();
+        RequestOutput { id: self.id, index: self.req.index, samples }
+    }
+}
+
+/// Whether the decoded completion now contains one of the request's stop strings. The whole
+/// completion is decoded each time, so a string spanning several tokens (or a token whose text
+/// depends on its neighbours) is caught.
+fn hits_stop_string(req: &Request, tokens: &[Token], detokenizer: Option<&Detokenizer>) -> bool {
+    let Some(detokenize) = detokenizer.filter(|_| !req.stop_strings.is_empty()) else {
+        return false;
+    };
+    let ids: Vec<i64> = tokens.iter().map(|t| t.id).collect();
+    let text = detokenize(&ids);
+    req.stop_strings.iter().any(|s| !s.is_empty() && text.contains(s.as_str()))
+}

@@ -1,0 +1,353 @@
+//! The generation engine (DESIGN.md §5): continuous batching over a fixed pool of sequence slots
+//! of one [`KvCache`].
+//!
+//! [`Engine::step`] does, in order: (1) apply new weights queued by [`Engine::update_weights`];
+//! (2) admit waiting requests, first come first served, while the head one's `n` slots are free;
+//! (3) feed one prompt chunk (at most [`EngineConfig::prefill_chunk`] tokens) of every request
+//! still prefilling, one forward each; a request whose prompt is complete has its cache rows copied
+//! to its other samples' slots and draws every sample's first token from the last prompt logits;
+//! (4) decode one token for every sample that held an undecoded token when the step began, all in
+//! one batched forward (so each sample gains at most one token per step);
+//! (5) free the slots of ended samples and return the requests whose samples have all ended.
+//!
+//! **Sampling** is `rlvr_model::sample`'s arithmetic (f32 logits, f64 softmax and truncation on
+//! the host): temperature, top-k, top-p, min-p, renormalised; temperature 0 is the argmax. Sample
+//! `j` of a request draws from its own stream seeded by `stream_seed(seed, index, j)`
+//! ([`Request::seed`], [`Request::index`]), set in that one place, so a sample's tokens do not
+//! depend on which requests share its batch (batched logits differ from a lone forward's only by
+//! float rounding).
+//!
+//! **Records**: per token its id, log-prob, policy version, and optionally the kept set
+//! ([`Request::return_sampling_mask`]) and the routed experts ([`Request::return_routing`]); see
+//! [`Token`] and [`Sample::replay`].
+//!
+//! **Weights**: [`Engine::update_weights`] checks a checksum ([`checksum_of`]) and the names and
+//! shapes, snapshots the tensors, and the next `step` copies them into the model's variables before
+//! any forward, then increments [`Engine::version`]. The version is recorded **per token**: a
+//! sample in flight across an update has old-version tokens, then new-version ones. Its cached keys
+//! (prompt and earlier tokens) stay those the old weights computed, as in other in-flight updates.
+//!
+//! **Stop strings** need a detokenizer ([`Engine::with_detokenizer`]): after each token the
+//! sample's whole completion is decoded and searched for each stop string.
+//!
+//! The attention mode ([`EngineConfig::mode`]) is one for the engine, since one decode forward
+//! serves every slot. The engine runs on the model's device and owns the model, so it can move to a
+//! serving thread (`tch::Tensor` is `Send` but not `Sync`, so an `Arc`-shared model could not); a
+//! colocated trainer keeps its own model and hands its tensors over with
+//! [`Engine::update_weights`].
+//!
+//! Left out: preemption and swapping (a request waits until its `n` slots are free), prefix
+//! sharing between requests, speculative decoding, and the HTTP service (built on top of this).
+
+mod error;
+mod live;
+mod request;
+mod weights;
+
+pub use error::EngineError;
+pub use request::{Experts, FinishReason, Request, RequestId, RequestOutput, Sample, Token};
+pub use weights::checksum_of;
+
+use live::Live;
+use rlvr_model::sample::copy_slot;
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOutput, KvCache};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+use weights::WeightUpdate;
+
+/// Turns generated ids into text, for stop strings.
+pub type Detokenizer = Arc<dyn Fn(&[i64]) -> String + Send + Sync>;
+
+/// Size and behaviour of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequence slots (the most samples in flight at once).
+    pub slots: usize,
+    /// Tokens one slot holds: prompt + generated.
+    pub max_seq_len: usize,
+    /// Most prompt tokens one request feeds per step.
+    pub prefill_chunk: usize,
+    /// Attention mode of every forward (sparse DSA by default).
+    pub mode: AttentionMode,
+}
+
+impl EngineConfig {
+    /// `slots` slots of `max_seq_len` tokens, prefill chunks of 512, sparse attention.
+    pub fn new(slots: usize, max_seq_len: usize) -> Self {
+        EngineConfig { slots, max_seq_len, prefill_chunk: 512, mode: AttentionMode::Sparse }
+    }
+}
+
+/// The continuous-batching generation engine (see the module notes).
+pub struct Engine {
+    model: DeepseekV32,
+    vars: HashMap<String, Tensor>,
+    cache: KvCache,
+    config: EngineConfig,
+    detokenizer: Option<Detokenizer>,
+    waiting: VecDeque<(RequestId, Request)>,
+    live: Vec<Live>,
+    free: Vec<usize>,
+    done: Vec<RequestOutput>,
+    next_id: u64,
+    version: u64,
+    update: Option<WeightUpdate>,
+    tokens_generated: u64,
+    busy: Duration,
+}
+
+impl Engine {
+    /// An engine over `model`, whose variables live in `vars` (the store it was built in and
+    /// loaded into; updates are written there), with a cache of `config.slots` slots on the
+    /// model's device and in its dtype. Starts at policy version 0.
+    pub fn new(model: DeepseekV32, vars: &VarStore, config: EngineConfig) -> Self {
+        assert!(config.slots > 0, "an engine needs at least one slot");
+        assert!(config.prefill_chunk > 0, "prefill_chunk must be ≥ 1");
+        let max = model.config.max_position_embeddings;
+        assert!(config.max_seq_len <= max, "max_seq_len {} > max_position_embeddings {max}", config.max_seq_len);
+        let (kind, device) = (model.embed_tokens.kind(), model.embed_tokens.device());
+        let cache = KvCache::new(&model.config, config.slots, config.max_seq_len, kind, device);
+        Engine {
+            vars: vars.variables(),
+            cache,
+            free: (0..config.slots).rev().collect(),
+            model,
+            config,
+            detokenizer: None,
+            waiting: VecDeque::new(),
+            live: Vec::new(),
+            done: Vec::new(),
+            next_id: 0,
+            version: 0,
+            update: None,
+            tokens_generated: 0,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// The same engine, decoding completions with `detokenizer` to check stop strings.
+    pub fn with_detokenizer(mut self, detokenizer: Detokenizer) -> Self {
+        self.detokenizer = Some(detokenizer);
+        self
+    }
+
+    /// The model (its weights are the current policy version's).
+    pub fn model(&self) -> &DeepseekV32 {
+        &self.model
+    }
+
+    /// Queues a request (checked first); it is admitted by a later [`Engine::step`].
+    pub fn submit(&mut self, request: Request) -> Result<RequestId, EngineError> {
+        let vocab = self.model.config.vocab_size;
+        request.validate(vocab, self.config.slots, self.config.max_seq_len, self.detokenizer.is_some())?;
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        self.waiting.push_back((id, request));
+        Ok(id)
+    }
+
+    /// Ends request `id`: its running samples finish with [`FinishReason::Abort`] and free their
+    /// slots now; its output comes with the next [`Engine::step`]. False if it is not in flight.
+    pub fn abort(&mut self, id: RequestId) -> bool {
+        if let Some(at) = self.waiting.iter().position(|(w, _)| *w == id) {
+            let (id, req) = self.waiting.remove(at).expect("found above");
+            let mut live = Live::new(id, req, Vec::new());
+            live.abort();
+            self.done.push(live.into_output());
+            return true;
+        }
+        let Some(live) = self.live.iter_mut().find(|l| l.id == id) else {
+            return false;
+        };
+        live.abort();
+        self.retire();
+        true
+    }
+
+    /// One engine step (see the module notes); returns the requests that ended since the last one.
+    pub fn step(&mut self) -> Vec<RequestOutput> {
+        let start = Instant::now();
+        if let Some(update) = self.update.take() {
+            update.apply(&self.vars);
+            self.version += 1;
+        }
+        self.admit();
+        // Samples whose first token comes from this step's prefill wait for the next decode, so
+        // every sample gains at most one token per step.
+        let rows = self.decode_rows();
+        tch::no_grad(|| {
+            for i in 0..self.live.len() {
+                if self.live[i].prefilling() {
+                    self.prefill_chunk(i);
+                }
+            }
+            self.decode(&rows);
+        });
+        self.retire();
+        self.busy += start.elapsed();
+        std::mem::take(&mut self.done)
+    }
+
+    /// Steps until nothing waits or runs; every output, in the order the requests ended.
+    pub fn run_until_done(&mut self) -> Vec<RequestOutput> {
+        let mut out = Vec::new();
+        while !self.is_idle() {
+            out.extend(self.step());
+        }
+        out
+    }
+
+    /// Whether nothing waits, runs, or awaits collection.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.live.is_empty() && self.done.is_empty()
+    }
+
+    /// The current policy version (0 at start, +1 per applied update).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Queues new weights (the trainer's named tensors, names as the checkpoint's) for the start of
+    /// the next step. Refused, with nothing changed, when [`checksum_of`] the tensors is not
+    /// `expected_checksum` or they do not match the model's names and shapes. A second update
+    /// queued before the next step replaces the first; the version counts applied updates.
+    pub fn update_weights(&mut self, tensors: &[(String, Tensor)], expected_checksum: u64) -> Result<(), EngineError> {
+        self.update = Some(WeightUpdate::new(tensors, expected_checksum, &self.vars)?);
+        Ok(())
+    }
+
+    /// Requests waiting for slots.
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Slots in use.
+    pub fn active_slots(&self) -> usize {
+        self.config.slots - self.free.len()
+    }
+
+    /// Tokens generated since the engine started.
+    pub fn tokens_generated(&self) -> u64 {
+        self.tokens_generated
+    }
+
+    /// Tokens generated per second of time spent in [`Engine::step`].
+    pub fn tokens_per_second(&self) -> f64 {
+        self.tokens_generated as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+
+    /// Moves waiting requests into free slots, in order, while the head one fits.
+    fn admit(&mut self) {
+        while let Some((_, req)) = self.waiting.front() {
+            if req.n > self.free.len() {
+                break;
+            }
+            let (id, req) = self.waiting.pop_front().expect("checked above");
+            let slots = self.free.split_off(self.free.len() - req.n);
+            self.live.push(Live::new(id, req, slots.into_iter().rev().collect()));
+        }
+    }
+
+    /// Feeds the next prompt chunk of live request `i`; when the prompt is complete, copies its
+    /// cache to the sibling slots and draws every sample's first token.
+    fn prefill_chunk(&mut self, i: usize) {
+        let live = &mut self.live[i];
+        let (slot, siblings) = live.prefill_slots();
+        let start = live.prefilled;
+        let len = self.config.prefill_chunk.min(live.req.prompt.len() - start);
+        let device = self.model.embed_tokens.device();
+        let ids = Tensor::from_slice(&live.req.prompt[start..start + len]).to_device(device).unsqueeze(0); // (1, c)
+        let slots = [slot];
+        let opts = DeepseekV32::cached_options(&ids, &mut self.cache, &slots, self.config.mode);
+        let out = self.model.run(&ids, opts);
+        let mut experts = if live.req.return_routing { experts_by_row(&out) } else { Vec::new() };
+        live.prefilled += len;
+        if live.prefilling() {
+            live.prompt_experts.extend(experts);
+            return;
+        }
+        let last = experts.pop();
+        live.prompt_experts.extend(experts);
+        copy_slot(&mut self.cache, slot, &siblings);
+        let logits = host_rows(&out.logits.get(0).narrow(0, len as i64 - 1, 1)); // (1, V)
+        for j in 0..live.samples.len() {
+            live.emit(j, &logits, self.version, last.clone(), self.detokenizer.as_ref());
+            self.tokens_generated += 1;
+        }
+    }
+
+    /// The samples holding an undecoded token: (live index, sample index, slot, input id).
+    fn decode_rows(&self) -> Vec<(usize, usize, usize, i64)> {
+        let mut rows = Vec::new();
+        for (i, live) in self.live.iter().enumerate() {
+            for (j, s) in live.samples.iter().enumerate() {
+                if let (Some(id), Some(slot)) = (s.pending, s.slot) {
+                    rows.push((i, j, slot, id));
+                }
+            }
+        }
+        rows
+    }
+
+    /// One batched forward over `rows` (from [`Self::decode_rows`]); draws each one's next token.
+    fn decode(&mut self, rows: &[(usize, usize, usize, i64)]) {
+        if rows.is_empty() {
+            return;
+        }
+        let slots: Vec<usize> = rows.iter().map(|r| r.2).collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.3).collect();
+        let ids = Tensor::from_slice(&ids).to_device(self.model.embed_tokens.device()).unsqueeze(1); // (B, 1)
+        let out = self.model.run(&ids, DeepseekV32::cached_options(&ids, &mut self.cache, &slots, self.config.mode));
+        let logits = host_rows(&out.logits.squeeze_dim(1)); // (B, V) on the host
+        let v = logits.len() / rows.len();
+        let routing = rows.iter().any(|r| self.live[r.0].req.return_routing);
+        let all_experts = if routing { experts_by_row(&out) } else { Vec::new() };
+        let mut experts = all_experts.into_iter();
+        for (b, &(i, j, _, _)) in rows.iter().enumerate() {
+            let row_experts = experts.next();
+            self.live[i].emit(j, &logits[b * v..(b + 1) * v], self.version, row_experts, self.detokenizer.as_ref());
+            self.tokens_generated += 1;
+        }
+    }
+
+    /// Frees the slots of ended samples and outputs the requests whose samples all ended.
+    fn retire(&mut self) {
+        for live in &mut self.live {
+            for s in &mut live.samples {
+                if s.finish.is_some() {
+                    if let Some(slot) = s.slot.take() {
+                        self.cache.reset(slot);
+                        self.free.push(slot);
+                    }
+                }
+            }
+        }
+        let (ended, running): (Vec<Live>, Vec<Live>) =
+            std::mem::take(&mut self.live).into_iter().partition(Live::finished);
+        self.live = running;
+        self.done.extend(ended.into_iter().map(Live::into_output));
+    }
+}
+
+/// `logits (B, V)` as one host f32 vector, row-major.
+fn host_rows(logits: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).expect("f32 logits")
+}
+
+/// The routed experts of every row (B·T order) of a forward, per MoE layer.
+fn experts_by_row(out: &ForwardOutput) -> Vec<Experts> {
+    let rows = (out.logits.size()[0] * out.logits.size()[1]) as usize;
+    let layers: Vec<(Vec<i64>, usize)> = out
+        .trace
+        .routings
+        .iter()
+        .flatten()
+        .map(|r| {
+            let k = r.experts.size()[1] as usize;
+            (Vec::<i64>::try_from(r.experts.to_device(Device::Cpu).flatten(0, -1)).expect("i64 expert ids"), k)
+        })
+        .collect();
+    (0..rows).map(|r| layers.iter().map(|(ids, k)| ids[r * k..(r + 1) * k].to_vec()).collect()).collect()
+}

@@ -22,6 +22,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Teacher-forced log-probabilities of token sequences under a model.
     Score(cmd::score::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, weights, metrics).
+    Serve(cmd::serve::Args),
     /// Score completions with a verifier: one verdict JSON per input line.
     Verify(cmd::verify::Args),
 }
@@ -33,6 +35,7 @@ fn main() {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Score(args) => cmd::score::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Verify(args) => cmd::verify::run(args),
     };
     if let Err(err) = result {

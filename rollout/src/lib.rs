@@ -3,4 +3,5 @@
 
 pub mod chat;
 pub mod engine;
+pub mod service;
 pub mod tokenizer;

@@ -1,0 +1,174 @@
+//! `POST /v1/completions`: OpenAI's text completions over the engine. `prompt` may be text
+//! (tokenized with special tokens, e.g. BOS), token ids, or a list of either; prompt `i` is engine
+//! request index `i`, and its `n` samples are choices `i·n .. i·n + n`.
+
+use super::api::{parse_request, CompletionRequest, LogprobsFlag, PromptInput};
+use super::render::{add_extras, clip_pieces, fingerprint, newest_version, render, Extras, Rendered};
+use super::{collect, stream, unix_now, ApiError, AppState};
+use crate::engine::{RequestOutput, Sample};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// What every choice of one response shares.
+struct Shape {
+    id: String,
+    created: u64,
+    model: String,
+    logprobs: bool,
+    echo: bool,
+    extras: Extras,
+    stops: Vec<String>,
+    prompts: Vec<Vec<i64>>,
+    version: u64,
+}
+
+/// The handler.
+pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    state.check_open()?;
+    let (req, s): (CompletionRequest, _) = parse_request(&body)?;
+    let s = &s;
+    s.check_model(&state.limits)?;
+    let prompts = prompt_ids(&state, &req.prompt)?;
+    let (fresh_seed, id) = state.fresh();
+    let seed = s.seed.unwrap_or(fresh_seed);
+    let requests = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| s.request(p.clone(), i, seed, &state.limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ticket = state.admit(requests.len())?;
+    let receivers = state.submit(requests)?;
+    let shape = Shape {
+        id: format!("cmpl-{id}"),
+        created: unix_now(),
+        model: state.limits.model.clone(),
+        logprobs: req.logprobs.is_some_and(LogprobsFlag::enabled),
+        echo: req.echo,
+        extras: Extras {
+            token_ids: s.return_token_ids,
+            sampling_mask: s.return_sampling_mask,
+            routing: s.return_routing,
+        },
+        stops: s.stop_strings(),
+        prompts,
+        version: state.metrics.version(),
+    };
+    if s.stream {
+        let st = state.clone();
+        return Ok(stream::sse(&state, ticket, receivers, move |outputs| chunks(&st, &shape, &outputs)));
+    }
+    let outputs = collect(receivers).await?;
+    drop(ticket);
+    Ok(Json(full_body(&state, &shape, &outputs)).into_response())
+}
+
+/// Token ids of every prompt; text needs the tokenizer.
+fn prompt_ids(state: &AppState, prompt: &PromptInput) -> Result<Vec<Vec<i64>>, ApiError> {
+    let encode = |text: &String| {
+        let tok = state.tokenizer.as_ref().ok_or_else(|| {
+            ApiError::invalid("prompt", "text prompts need the model directory's tokenizer.json; send token ids")
+        })?;
+        tok.encode(text, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))
+    };
+    let prompts = match prompt {
+        PromptInput::Text(t) => vec![encode(t)?],
+        PromptInput::Texts(ts) => ts.iter().map(encode).collect::<Result<_, _>>()?,
+        PromptInput::Ids(ids) => vec![ids.clone()],
+        PromptInput::Batch(b) => b.clone(),
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt", "no prompts given"));
+    }
+    Ok(prompts)
+}
+
+/// Each sample of `outputs` with its choice index and prompt, in choice order.
+fn choices(outputs: &[RequestOutput]) -> Vec<(usize, &Sample, usize)> {
+    let mut out = Vec::new();
+    for o in outputs {
+        let n = o.samples.len();
+        out.extend(o.samples.iter().map(|s| (o.index * n + s.index, s, o.index)));
+    }
+    out.sort_by_key(|c| c.0);
+    out
+}
+
+/// OpenAI's completions `logprobs` object for `pieces` of `sample`, with `token_ids` added.
+fn logprobs_json(sample: &Sample, pieces: &[String]) -> Value {
+    let mut offset = 0;
+    let offsets: Vec<usize> = pieces
+        .iter()
+        .map(|p| {
+            offset += p.len();
+            offset - p.len()
+        })
+        .collect();
+    json!({"tokens": pieces, "token_logprobs": sample.logprobs(), "token_ids": sample.ids(),
+        "top_logprobs": null, "text_offset": offsets})
+}
+
+/// The non-streamed response.
+fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Value {
+    let tok = state.tokenizer.as_deref();
+    let mut list = Vec::new();
+    for (index, sample, p) in choices(outputs) {
+        let Rendered { pieces, text, finish } = render(sample, tok, true, &shape.stops);
+        let prefix = match (shape.echo, tok) {
+            (true, Some(tok)) => tok.decode(&shape.prompts[p], true).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let mut choice = Map::new();
+        choice.insert("index".into(), json!(index));
+        choice.insert("text".into(), json!(prefix + &text));
+        choice.insert("logprobs".into(), if shape.logprobs { logprobs_json(sample, &pieces) } else { Value::Null });
+        choice.insert("finish_reason".into(), json!(finish));
+        add_extras(&mut choice, sample, &shape.prompts[p], shape.extras);
+        list.push(Value::Object(choice));
+    }
+    let prompt_tokens: usize = outputs.iter().map(|o| shape.prompts[o.index].len()).sum();
+    let completion_tokens: usize = outputs.iter().flat_map(|o| &o.samples).map(|s| s.tokens.len()).sum();
+    let version = newest_version(outputs.iter().flat_map(|o| &o.samples), shape.version);
+    json!({
+        "id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
+        "system_fingerprint": fingerprint(version), "choices": list,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    })
+}
+
+/// The streamed response: per sample, one chunk per token (its text, log-prob and version), then
+/// one with the finish reason. The chunks' texts add up to the non-streamed `text`.
+fn chunks(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Vec<Value> {
+    let tok = state.tokenizer.as_deref();
+    let chunk = |version: u64, choice: Value| {
+        json!({"id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
+            "system_fingerprint": fingerprint(version), "choices": [choice]})
+    };
+    let mut out = Vec::new();
+    for (index, sample, _) in choices(outputs) {
+        let rendered = render(sample, tok, true, &shape.stops);
+        let texts = if tok.is_some() {
+            clip_pieces(&rendered.pieces, &rendered.text)
+        } else {
+            vec![String::new(); sample.tokens.len()]
+        };
+        for (i, t) in sample.tokens.iter().enumerate() {
+            let mut choice = json!({"index": index, "text": texts[i], "logprobs": null, "finish_reason": null});
+            if shape.logprobs {
+                choice["logprobs"] =
+                    json!({"tokens": [rendered.pieces[i]], "token_logprobs": [t.logprob], "token_ids": [t.id]});
+            }
+            if shape.extras.token_ids {
+                choice["token_ids"] = json!([t.id]);
+            }
+            out.push(chunk(t.version, choice));
+        }
+        let last = sample.versions().map_or(shape.version, |v| v.1);
+        out.push(chunk(last, json!({"index": index, "text": "", "logprobs": null, "finish_reason": rendered.finish})));
+    }
+    out
+}

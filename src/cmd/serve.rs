@@ -1,0 +1,89 @@
+//! `rlvr serve --model DIR [--host 127.0.0.1] [--port 8000] [--slots N] [--max-queue N]
+//! [--max-seq-len N] [--grace-secs S] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16]`
+//! (DESIGN.md §7): the OpenAI-compatible HTTP service of `rlvr_rollout::service` over one engine.
+//!
+//! Loads the model as `rlvr generate` does; `tokenizer.json` in the directory enables text prompts,
+//! chat and stop strings. Serves until ctrl-c or SIGTERM, then lets requests in flight finish for
+//! `--grace-secs` before aborting them, and exits 0.
+
+use super::score::{device, load_model, DeviceArg, Dtype, Mode};
+use anyhow::{bail, Context, Result};
+use rlvr_model::ModelConfig;
+use rlvr_rollout::engine::EngineConfig;
+use rlvr_rollout::service::{run_blocking, Service, ServiceConfig};
+use rlvr_rollout::tokenizer::Tokenizer;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `rlvr serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hugging Face model directory (`config.json` + safetensors, optionally `tokenizer.json`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Address to bind (loopback by default; anything else exposes the server).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Engine sequence slots (samples generated at once; the largest `n`).
+    #[arg(long, default_value_t = 16)]
+    pub slots: usize,
+    /// Requests that may wait beyond the slots; more are answered 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Tokens per slot, prompt + completion (default: the config's max_position_embeddings, at most 4096).
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// Seconds requests in flight may run on after a shutdown signal before they are aborted.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Name clients use in `model` (default: the model directory's name).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Attention mode.
+    #[arg(long, value_enum, default_value = "sparse")]
+    pub mode: Mode,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let device = device(args.device)?;
+    let cfg = ModelConfig::from_path(&args.model)?;
+    if args.slots == 0 {
+        bail!("--slots must be ≥ 1");
+    }
+    let max_seq_len = args.max_seq_len.unwrap_or(cfg.max_position_embeddings.min(4096));
+    if max_seq_len < 2 || max_seq_len > cfg.max_position_embeddings {
+        bail!("--max-seq-len {max_seq_len} must be in 2..={} (max_position_embeddings)", cfg.max_position_embeddings);
+    }
+    let tokenizer = if args.model.join("tokenizer.json").exists() {
+        Some(
+            Tokenizer::from_dir(&args.model)
+                .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?,
+        )
+    } else {
+        None
+    };
+    let name = args.served_model_name.clone().unwrap_or_else(|| {
+        let dir = args.model.canonicalize().unwrap_or_else(|_| args.model.clone());
+        dir.file_name().map_or("rlvr".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let (model, vs) = load_model(&args.model, device, args.dtype)?;
+    let engine = EngineConfig { mode: args.mode.into(), ..EngineConfig::new(args.slots, max_seq_len) };
+    let config = ServiceConfig {
+        max_queue: args.max_queue,
+        grace: Duration::from_secs(args.grace_secs),
+        ..ServiceConfig::new(name)
+    };
+    let service = Service::new(model, &vs, engine, tokenizer, config);
+    run_blocking(service, &format!("{}:{}", args.host, args.port)).context("rlvr serve")?;
+    Ok(())
+}

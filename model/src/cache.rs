@@ -35,13 +35,7 @@ pub struct KvCache {
 
 impl KvCache {
     /// Room for `slots` sequences of up to `capacity` tokens, latent and rope key in `kind`.
-    pub fn new(
-        cfg: &ModelConfig,
-        slots: usize,
-        capacity: usize,
-        kind: Kind,
-        device: Device,
-    ) -> Self {
+    pub fn new(cfg: &ModelConfig, slots: usize, capacity: usize, kind: Kind, device: Device) -> Self {
         let (n, s) = (slots as i64, capacity as i64);
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| LayerCache {
@@ -50,11 +44,7 @@ impl KvCache {
                 index: Tensor::zeros([n, s, cfg.index_head_dim as i64], (Kind::Float, device)),
             })
             .collect();
-        KvCache {
-            layers,
-            lengths: vec![0; slots],
-            capacity: s,
-        }
+        KvCache { layers, lengths: vec![0; slots], capacity: s }
     }
 
     /// Number of slots.
@@ -87,11 +77,7 @@ impl KvCache {
         let mut sorted = slots.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        assert_eq!(
-            sorted.len(),
-            slots.len(),
-            "a cache slot appears twice in one call: {slots:?}"
-        );
+        assert_eq!(sorted.len(), slots.len(), "a cache slot appears twice in one call: {slots:?}");
         let mut pos = Vec::with_capacity(slots.len() * t as usize);
         for &slot in slots {
             let start = self.lengths[slot];
@@ -103,9 +89,8 @@ impl KvCache {
             );
             pos.extend(start..start + t);
         }
-        Tensor::from_slice(&pos)
-            .view([slots.len() as i64, t])
-            .to_device(device) // (B, T)
+        Tensor::from_slice(&pos).view([slots.len() as i64, t]).to_device(device)
+        // (B, T)
     }
 
     fn slot_index(slots: &[usize], device: Device) -> Tensor {
@@ -116,17 +101,10 @@ impl KvCache {
     /// Stores `keys (B, T, ·)` of layer `layer` at `q_pos (B, T)` in `slots`.
     pub(crate) fn write(&mut self, layer: usize, slots: &[usize], q_pos: &Tensor, keys: &Keys) {
         let c = &mut self.layers[layer];
-        let rows = Self::slot_index(slots, q_pos.device())
-            .unsqueeze(1)
-            .expand_as(q_pos); // (B, T)
+        let rows = Self::slot_index(slots, q_pos.device()).unsqueeze(1).expand_as(q_pos); // (B, T)
         let at = [Some(rows), Some(q_pos.shallow_clone())];
-        let index = keys
-            .index
-            .as_ref()
-            .expect("cached calls compute the indexer keys");
-        let _ = c
-            .latent
-            .index_put_(&at, &keys.latent.to_kind(c.latent.kind()), false);
+        let index = keys.index.as_ref().expect("cached calls compute the indexer keys");
+        let _ = c.latent.index_put_(&at, &keys.latent.to_kind(c.latent.kind()), false);
         let _ = c.pe.index_put_(&at, &keys.pe.to_kind(c.pe.kind()), false);
         let _ = c.index.index_put_(&at, &index.to_kind(Kind::Float), false);
     }
@@ -136,19 +114,16 @@ impl KvCache {
     pub(crate) fn read(&self, layer: usize, slots: &[usize], q_pos: &Tensor) -> Keys {
         let c = &self.layers[layer];
         let t = q_pos.size()[1];
-        let s = slots
-            .iter()
-            .map(|&slot| self.lengths[slot])
-            .max()
-            .unwrap_or(0)
-            + t;
-        let rows = Self::slot_index(slots, q_pos.device());
-        let take = |x: &Tensor| x.index_select(0, &rows).narrow(1, 0, s); // (B, S, ·)
-        Keys {
-            latent: take(&c.latent),
-            pe: take(&c.pe),
-            index: Some(take(&c.index)),
-        }
+        let s = slots.iter().map(|&slot| self.lengths[slot]).max().unwrap_or(0) + t;
+        // Slots `a, a+1, …` in order (the engine's usual batch) are a view of the cache; any other
+        // set is gathered. Either way row b holds slot `slots[b]`'s keys.
+        let run = !slots.is_empty() && slots.windows(2).all(|w| w[1] == w[0] + 1);
+        let rows = (!run).then(|| Self::slot_index(slots, q_pos.device()));
+        let take = |x: &Tensor| match &rows {
+            None => x.narrow(0, slots[0] as i64, slots.len() as i64).narrow(1, 0, s), // (B, S, ·)
+            Some(rows) => x.index_select(0, rows).narrow(1, 0, s),                    // (B, S, ·)
+        };
+        Keys { latent: take(&c.latent), pe: take(&c.pe), index: Some(take(&c.index)) }
     }
 
     /// Records that `slots` grew by `t` tokens.

@@ -1,7 +1,7 @@
 //! `rlvr generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --input prompts.jsonl)
 //! [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--n N] [--seed S]
-//! [--ignore-eos] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16] [--output FILE]`
-//! (DESIGN.md §7).
+//! [--ignore-eos] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16] [--output FILE]
+//! [--timing] [--repeat N] [--warmup]` (DESIGN.md §7).
 //!
 //! Writes one JSON object per completion, prompt-major (all samples of prompt 0, then prompt 1…):
 //! `{"prompt_index", "tokens", "logprobs", "text", "finish_reason"}`. `tokens` are the generated
@@ -17,6 +17,11 @@
 //! `max(64, --n)` slots, sparse or dense as `--mode` says); prompt `i` is request index `i`, so its
 //! sample `j` draws from a stream seeded from `(seed + i, j)`: prompt `i` of a file run with
 //! `--seed s` gives what that prompt alone gives with `--seed s+i`, whatever its neighbours.
+//!
+//! For benchmarks (`benches/generate/`): `--warmup` first generates the first prompt alone, untimed;
+//! `--repeat N` generates every prompt N times on the same engine (the last pass is written);
+//! `--timing` prints each pass on stderr as `timing pass=i seconds=… tokens=… tokens_per_s=…
+//! threads=…` (weights loading and engine set-up excluded, prefill included).
 
 use super::score::{device, load_model, DeviceArg, Dtype, Mode};
 use anyhow::{anyhow, bail, Context, Result};
@@ -81,6 +86,15 @@ pub struct Args {
     /// Where to write the completions (stdout by default).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Print each pass's generation time on stderr.
+    #[arg(long)]
+    pub timing: bool,
+    /// Generate every prompt this many times (benchmarks; the last pass is written).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeat: u64,
+    /// Generate the first prompt alone once, untimed, before the timed passes.
+    #[arg(long)]
+    pub warmup: bool,
 }
 
 /// One line of `--input`.
@@ -216,23 +230,41 @@ fn request(args: &Args, cfg: &ModelConfig, prompt: Vec<i64>, index: usize) -> Re
     }
 }
 
-/// Generates every prompt's samples on an engine made by `engine_of`; outputs in prompt order.
+/// Generates every prompt's samples on an engine made by `engine_of` (`--warmup`, then `--repeat`
+/// passes, timed with `--timing`); the last pass's outputs in prompt order and its seconds.
 fn generate(
     args: &Args,
     cfg: &ModelConfig,
     engine_of: impl FnOnce(EngineConfig) -> Engine,
     prompts: Vec<Vec<i64>>,
-) -> Result<Vec<RequestOutput>> {
+) -> Result<(Vec<RequestOutput>, f64)> {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let slots = (prompts.len() * args.n).min(args.n.max(64));
     let config = EngineConfig { mode: args.mode.into(), ..EngineConfig::new(slots, longest + args.max_new_tokens) };
     let mut engine = engine_of(config);
-    for (i, prompt) in prompts.into_iter().enumerate() {
-        engine.submit(request(args, cfg, prompt, i)).with_context(|| format!("prompt {i}"))?;
+    if args.warmup {
+        engine.submit(request(args, cfg, prompts[0].clone(), 0)).context("warm-up prompt")?;
+        engine.run_until_done();
     }
-    let mut out = engine.run_until_done();
+    let (mut out, mut secs) = (Vec::new(), 0.0);
+    for pass in 1..=args.repeat {
+        let start = Instant::now();
+        for (i, prompt) in prompts.iter().enumerate() {
+            engine.submit(request(args, cfg, prompt.clone(), i)).with_context(|| format!("prompt {i}"))?;
+        }
+        out = engine.run_until_done();
+        secs = start.elapsed().as_secs_f64();
+        if args.timing {
+            let tokens: usize = out.iter().flat_map(|o| &o.samples).map(|s| s.tokens.len()).sum();
+            eprintln!(
+                "timing pass={pass} seconds={secs:.4} tokens={tokens} tokens_per_s={:.1} threads={}",
+                tokens as f64 / secs.max(1e-9),
+                tch::get_num_threads()
+            );
+        }
+    }
     out.sort_by_key(|o| o.index);
-    Ok(out)
+    Ok((out, secs))
 }
 
 /// The JSON line of one completion.
@@ -270,15 +302,14 @@ pub fn run(args: Args) -> Result<()> {
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let (model, vs) = load_model(&args.model, device(args.device)?, args.dtype)?;
-    let start = Instant::now();
-    let completions: Vec<(usize, Sample)> = if args.max_new_tokens == 0 {
+    let (completions, secs): (Vec<(usize, Sample)>, f64) = if args.max_new_tokens == 0 {
         let empty = |index| Sample { index, tokens: vec![], finish_reason: FinishReason::Length, prompt_experts: None };
-        (0..prompts.len()).flat_map(|i| (0..args.n).map(move |j| (i, empty(j)))).collect()
+        ((0..prompts.len()).flat_map(|i| (0..args.n).map(move |j| (i, empty(j)))).collect(), 0.0)
     } else {
-        let outputs = generate(&args, &cfg, |config| Engine::new(model, &vs, config), prompts)?;
-        outputs.into_iter().flat_map(|o| o.samples.into_iter().map(move |s| (o.index, s))).collect()
+        // The last pass's time (engine set-up and `--warmup` excluded).
+        let (outputs, secs) = generate(&args, &cfg, |config| Engine::new(model, &vs, config), prompts)?;
+        (outputs.into_iter().flat_map(|o| o.samples.into_iter().map(move |s| (o.index, s))).collect(), secs)
     };
-    let secs = start.elapsed().as_secs_f64();
     let generated: usize = completions.iter().map(|(_, s)| s.tokens.len()).sum();
     for (i, sample) in &completions {
         writeln!(out, "{}", record(*i, sample, tok.as_ref())?)?;

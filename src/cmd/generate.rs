@@ -23,7 +23,7 @@
 //! `--timing` prints each pass on stderr as `timing pass=i seconds=… tokens=… tokens_per_s=…
 //! threads=…` (weights loading and engine set-up excluded, prefill included).
 
-use super::score::{device, load_model, DeviceArg, Dtype, Mode};
+use super::score::{device, load_model, Compute};
 use anyhow::{anyhow, bail, Context, Result};
 use rlvr_model::ModelConfig;
 use rlvr_rollout::engine::{Engine, EngineConfig, FinishReason, Request, RequestOutput, Sample};
@@ -74,15 +74,9 @@ pub struct Args {
     /// Generate `--max-new-tokens` tokens even past an end-of-sequence id.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Attention mode.
-    #[arg(long, value_enum, default_value = "sparse")]
-    pub mode: Mode,
-    /// Compute device.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
+    /// Attention mode, device and dtype.
+    #[command(flatten)]
+    pub compute: Compute,
     /// Where to write the completions (stdout by default).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -240,7 +234,8 @@ fn generate(
 ) -> Result<(Vec<RequestOutput>, f64)> {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let slots = (prompts.len() * args.n).min(args.n.max(64));
-    let config = EngineConfig { mode: args.mode.into(), ..EngineConfig::new(slots, longest + args.max_new_tokens) };
+    let config =
+        EngineConfig { mode: args.compute.mode.into(), ..EngineConfig::new(slots, longest + args.max_new_tokens) };
     let mut engine = engine_of(config);
     if args.warmup {
         engine.submit(request(args, cfg, prompts[0].clone(), 0)).context("warm-up prompt")?;
@@ -290,7 +285,7 @@ fn record(prompt_index: usize, sample: &Sample, tok: Option<&Tokenizer>) -> Resu
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    device(args.device)?;
+    device(args.compute.device)?;
     let cfg = ModelConfig::from_path(&args.model)?;
     check_sampling(&args)?;
     let tok = load_tokenizer(&args.model)?;
@@ -301,7 +296,7 @@ pub fn run(args: Args) -> Result<()> {
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let (model, vs) = load_model(&args.model, device(args.device)?, args.dtype)?;
+    let (model, vs) = load_model(&args.model, device(args.compute.device)?, args.compute.dtype)?;
     let (completions, secs): (Vec<(usize, Sample)>, f64) = if args.max_new_tokens == 0 {
         let empty = |index| Sample { index, tokens: vec![], finish_reason: FinishReason::Length, prompt_experts: None };
         ((0..prompts.len()).flat_map(|i| (0..args.n).map(move |j| (i, empty(j)))).collect(), 0.0)

@@ -50,6 +50,20 @@ pub enum Dtype {
     Bf16,
 }
 
+/// How a command runs the model: `--mode`, `--device`, `--dtype` (shared by score, generate, serve).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct Compute {
+    /// Attention mode.
+    #[arg(long, value_enum, default_value = "sparse")]
+    pub mode: Mode,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+}
+
 /// Arguments of `rlvr score`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,15 +76,9 @@ pub struct Args {
     /// Where to write the log-probs (stdout by default).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Attention mode.
-    #[arg(long, value_enum, default_value = "sparse")]
-    pub mode: Mode,
-    /// Compute device.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
+    /// Attention mode, device and dtype.
+    #[command(flatten)]
+    pub compute: Compute,
     /// Sequences per forward (right-padded to the longest of the batch).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
@@ -195,8 +203,8 @@ pub fn score_all(
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let device = device(args.device)?;
-    let (model, _vs) = load_model(&args.model, device, args.dtype)?;
+    let device = device(args.compute.device)?;
+    let (model, _vs) = load_model(&args.model, device, args.compute.dtype)?;
     let seqs: Vec<Vec<i64>> = read_input(&args.input, model.config.vocab_size)?.into_iter().map(|(_, t)| t).collect();
     let tokens: usize = seqs.iter().map(Vec::len).sum();
     let mut out: Box<dyn Write> = match &args.output {
@@ -208,7 +216,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut scored = Vec::new();
     for pass in 1..=args.repeat {
         let start = Instant::now();
-        scored = score_all(&model, &seqs, args.batch_size as usize, args.mode.into(), device)?;
+        scored = score_all(&model, &seqs, args.batch_size as usize, args.compute.mode.into(), device)?;
         let secs = start.elapsed().as_secs_f64();
         if args.timing {
             eprintln!(

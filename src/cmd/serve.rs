@@ -6,7 +6,7 @@
 //! chat and stop strings. Serves until ctrl-c or SIGTERM, then lets requests in flight finish for
 //! `--grace-secs` before aborting them, and exits 0.
 
-use super::score::{device, load_model, DeviceArg, Dtype, Mode};
+use super::score::{device, load_model, Compute};
 use anyhow::{bail, Context, Result};
 use rlvr_model::ModelConfig;
 use rlvr_rollout::engine::EngineConfig;
@@ -42,20 +42,14 @@ pub struct Args {
     /// Name clients use in `model` (default: the model directory's name).
     #[arg(long)]
     pub served_model_name: Option<String>,
-    /// Attention mode.
-    #[arg(long, value_enum, default_value = "sparse")]
-    pub mode: Mode,
-    /// Compute device.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
+    /// Attention mode, device and dtype.
+    #[command(flatten)]
+    pub compute: Compute,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let device = device(args.device)?;
+    let device = device(args.compute.device)?;
     let cfg = ModelConfig::from_path(&args.model)?;
     if args.slots == 0 {
         bail!("--slots must be ≥ 1");
@@ -76,8 +70,8 @@ pub fn run(args: Args) -> Result<()> {
         let dir = args.model.canonicalize().unwrap_or_else(|_| args.model.clone());
         dir.file_name().map_or("rlvr".into(), |n| n.to_string_lossy().into_owned())
     });
-    let (model, vs) = load_model(&args.model, device, args.dtype)?;
-    let engine = EngineConfig { mode: args.mode.into(), ..EngineConfig::new(args.slots, max_seq_len) };
+    let (model, vs) = load_model(&args.model, device, args.compute.dtype)?;
+    let engine = EngineConfig { mode: args.compute.mode.into(), ..EngineConfig::new(args.slots, max_seq_len) };
     let config = ServiceConfig {
         max_queue: args.max_queue,
         grace: Duration::from_secs(args.grace_secs),

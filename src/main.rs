@@ -26,6 +26,10 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Score completions with a verifier: one verdict JSON per input line.
     Verify(cmd::verify::Args),
+    /// Run a training recipe (TOML): pretrain, SFT, GRPO, DSA stages, eval.
+    Train(cmd::train::Args),
+    /// pass@1 / pass@k of a model on a problem file, judged by a verifier.
+    Eval(cmd::eval::Args),
 }
 
 fn main() {
@@ -37,6 +41,8 @@ fn main() {
         Command::Score(args) => cmd::score::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
     };
     if let Err(err) = result {
         eprintln!("rlvr: error: {err:#}");

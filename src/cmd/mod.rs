@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod eval;
 pub mod generate;
 pub mod init;
 pub mod inspect;
 pub mod score;
 pub mod serve;
+pub mod train;
 pub mod verify;

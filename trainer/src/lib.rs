@@ -1,1 +1,24 @@
 //! rlvr-trainer: recipes, stages, GRPO-family losses, the optimizer, checkpoints and metrics.
+//!
+//! - [`recipe`]: the TOML run description (`--set` overrides, checks before any work);
+//! - [`data`]: problems and token streams (JSONL, Parquet, the built-in arithmetic task);
+//! - [`grpo`]: the GRPO family's loss pieces as pure functions;
+//! - [`optim`]: AdamW with saveable state, schedules, gradient clipping;
+//! - [`policy`], [`sampler`]: the trained model and its colocated rollout engine;
+//! - [`stages`]: pretrain / SFT / DSA stages, GRPO, eval;
+//! - [`checkpoint`], [`state`]: atomic checkpoints and what `--resume` needs;
+//! - [`metrics`]: `metrics.jsonl`, console, progress bars, W&B, plots;
+//! - [`run`]: `rlvr train`, top to bottom.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod data;
+pub mod grpo;
+pub mod metrics;
+pub mod optim;
+pub mod policy;
+pub mod recipe;
+pub mod run;
+pub mod sampler;
+pub mod stages;
+pub mod state;

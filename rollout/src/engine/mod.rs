@@ -133,6 +133,13 @@ impl Engine {
         self
     }
 
+    /// The same engine, starting at policy version `version` instead of 0 (a trainer that
+    /// rebuilds its engine, e.g. after a resume, keeps counting its weight updates).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
     /// The model (its weights are the current policy version's).
     pub fn model(&self) -> &DeepseekV32 {
         &self.model
@@ -204,7 +211,8 @@ impl Engine {
         self.waiting.is_empty() && self.live.is_empty() && self.done.is_empty()
     }
 
-    /// The current policy version (0 at start, +1 per applied update).
+    /// The current policy version (0 at start unless [`Engine::with_version`] said otherwise, +1
+    /// per applied update).
     pub fn version(&self) -> u64 {
         self.version
     }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Makes sure the W&B client the metrics sidecar drives (wandb==0.31.0, from PyPI) is in the project
+# venv (.venv, made here with `python3 -m venv .venv` when absent), and prints that venv's python
+# path on stdout; anything else goes to stderr. The trainer takes the path from a recipe's
+# `wandb.python` or from RLVR_WANDB_PYTHON. Nothing is committed.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+want=0.31.0
+
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("wandb"))' 2>/dev/null || true)
+if [ "$have" != "$want" ]; then
+  echo "rlvr: installing wandb==$want into $venv" >&2
+  "$venv/bin/python" -m pip install --quiet "wandb==$want" >&2
+fi
+echo "$venv/bin/python"

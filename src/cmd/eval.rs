@@ -1,0 +1,95 @@
+//! `rlvr eval --model DIR --data FILE --verifier KIND [--samples K]`: samples K completions of
+//! every problem in FILE (JSONL or Parquet, GSM8K / MATH / DeepScaleR / HumanEval / APPS records)
+//! and prints `{"accuracy", "pass_at_k": {"1": …, "K": …}, "n", …}` (pass@k by the unbiased
+//! estimator).
+
+use super::score::{device, Compute};
+use anyhow::{Context, Result};
+use rlvr_trainer::data::{DataSpec, Dataset};
+use rlvr_trainer::policy::{Policy, Source};
+use rlvr_trainer::sampler::{Sampler, Settings};
+use rlvr_trainer::stages::eval::evaluate;
+use rlvr_verifiers::VerifierSpec;
+use serde_json::json;
+use std::path::PathBuf;
+use tch::Kind;
+
+/// Arguments of `rlvr eval`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Problems: `.jsonl` or `.parquet`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Record format for the field mapping: gsm8k, math, deepscaler, humaneval, apps.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// `math`, `code`, `format`, `length`, or `external:<command>`.
+    #[arg(long)]
+    pub verifier: String,
+    /// Samples per problem (pass@1 and pass@K are reported).
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Tokens per completion at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Evaluate only the first N problems.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Seed of the sampling streams.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Engine slots (concurrent samples).
+    #[arg(long, default_value_t = 64)]
+    pub slots: usize,
+    #[command(flatten)]
+    pub compute: Compute,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(args.samples >= 1, "--samples must be ≥ 1");
+    let source = match args.data.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => "parquet",
+        _ => "jsonl",
+    };
+    let mut spec = json!({ "source": source, "train": args.data, "test": args.data });
+    if let Some(format) = &args.format {
+        spec["format"] = json!(format);
+    }
+    let spec: DataSpec = serde_json::from_value(spec).context("--format")?;
+    let data = Dataset::load(&spec, args.seed).with_context(|| format!("loading {}", args.data.display()))?;
+    let verifier = VerifierSpec::from_cli(&args.verifier, None)?.build()?;
+    let kind = match args.compute.dtype {
+        super::score::Dtype::F32 => Kind::Float,
+        super::score::Dtype::Bf16 => Kind::BFloat16,
+    };
+    let policy =
+        Policy::build(&Source::Dir(args.model.clone()), &args.model, false, device(args.compute.device)?, kind)?;
+    let problems = data.held_out();
+    let problems = &problems[..args.limit.unwrap_or(problems.len()).min(problems.len())];
+    let settings = Settings {
+        n: args.samples,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: 0,
+        min_p: 0.0,
+        sampling_mask: false,
+        routing: false,
+    };
+    let mut sampler = Sampler::new(&policy, args.slots, args.max_tokens, args.compute.mode.into(), 0)?;
+    let pass_k: Vec<usize> = if args.samples > 1 { vec![1, args.samples] } else { vec![1] };
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let result = evaluate(&policy, &mut sampler, verifier.as_ref(), problems, &settings, &pass_k, args.seed, parallel)?;
+    println!("{}", serde_json::to_string(&result.to_json())?);
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", Algorithm 2) as
+//! `torch.optim.AdamW` computes it (torch/optim/adam.py, `_single_tensor_adam` with
+//! `decoupled_weight_decay=True`), per parameter with its own step count t:
+//!
+//! ```text
+//! p ← p·(1 − lr·λ)                       (skipped when λ = 0)
+//! m ← lerp(m, g, 1 − β1)                 = β1·m + (1 − β1)·g
+//! v ← β2·v + (1 − β2)·g²
+//! p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
+//! ```
+//!
+//! The tensor operations are torch's, in torch's order, with the scalars computed in f64 as Python
+//! does, so f32 results on the CPU are bit-identical to torch. On CUDA, `addcdiv` groups its
+//! product differently and results may differ from torch's in the last bit.
+//!
+//! Dtypes: f32 and f64 parameters keep their state in their own dtype. bf16 and f16 parameters keep
+//! f32 state; each step computes the new weight in f32 from the stored low-precision weight and
+//! rounds it back once. There is no f32 master copy, so an update smaller than half a bf16 ulp of the
+//! weight is lost (torch, stepping a bf16 parameter, keeps bf16 state and loses more).
+
+use super::OptimError;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// The hyperparameters shared by every group.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamWConfig {
+    /// (β1, β2): decay rates of the first and second moment averages, each in [0, 1).
+    pub betas: (f64, f64),
+    /// ε added to the bias-corrected √v, ≥ 0.
+    pub eps: f64,
+}
+
+impl Default for AdamWConfig {
+    /// torch's defaults: betas (0.9, 0.999), eps 1e-8.
+    fn default() -> Self {
+        AdamWConfig { betas: (0.9, 0.999), eps: 1e-8 }
+    }
+}
+
+impl AdamWConfig {
+    /// Checks the ranges, naming the field and value at fault.
+    pub fn check(&self) -> Result<(), String> {
+        let (beta1, beta2) = self.betas;
+        for (field, beta) in [("betas[0]", beta1), ("betas[1]", beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(format!("`{field}` = {beta}: must be in [0, 1)"));
+            }
+        }
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return Err(format!("`eps` = {}: must be finite and ≥ 0", self.eps));
+        }
+        Ok(())
+    }
+}
+
+/// Parameters that share a learning-rate scale and a weight decay.
+#[derive(Debug)]
+pub struct ParamGroup {
+    /// The group's name, for logs.
+    pub name: String,
+    /// (checkpoint name, parameter): the tensors are the model's variables (shallow clones), which
+    /// [`AdamW::step`] updates in place. Names are unique across all groups.
+    pub params: Vec<(String, Tensor)>,
+    /// Multiplies the base learning rate given to [`AdamW::step`].
+    pub lr_scale: f64,
+    /// Decoupled weight decay λ; 0 turns it off (norms, biases).
+    pub weight_decay: f64,
+}
+
+/// One parameter's state, as torch keeps it.
+#[derive(Debug)]
+pub struct ParamState {
+    /// First moment m, same shape as the parameter; f32 unless the parameter is f64.
+    pub exp_avg: Tensor,
+    /// Second moment v, same shape and dtype as `exp_avg`.
+    pub exp_avg_sq: Tensor,
+    /// Updates applied so far (t); 0 until the parameter first has a gradient at a step.
+    pub step: i64,
+}
+
+impl ParamState {
+    /// Zero moments in the state dtype for `param`, on its device.
+    fn zeros(name: &str, param: &Tensor) -> Self {
+        let kind = match param.kind() {
+            Kind::Double => Kind::Double,
+            Kind::Float | Kind::BFloat16 | Kind::Half => Kind::Float,
+            other => panic!("parameter `{name}` has kind {other:?}: AdamW needs a floating-point parameter"),
+        };
+        let zeros = || Tensor::zeros(param.size(), (kind, param.device()));
+        ParamState { exp_avg: zeros(), exp_avg_sq: zeros(), step: 0 }
+    }
+}
+
+/// AdamW over named parameter groups, with its state exportable through [`AdamW::save`].
+#[derive(Debug)]
+pub struct AdamW {
+    pub(super) config: AdamWConfig,
+    pub(super) groups: Vec<ParamGroup>,
+    /// `states[g][i]` belongs to `groups[g].params[i]`.
+    pub(super) states: Vec<Vec<ParamState>>,
+    /// Checkpoint name → (group, index in group).
+    index: HashMap<String, (usize, usize)>,
+}
+
+impl AdamW {
+    /// An optimizer with zero moments and step 0 for every parameter (what torch's lazily created
+    /// state starts from).
+    ///
+    /// Panics when the config is out of range, a name appears twice, or a parameter is not floating
+    /// point: these are programming mistakes, not input errors.
+    pub fn new(groups: Vec<ParamGroup>, config: AdamWConfig) -> Self {
+        if let Err(message) = config.check() {
+            panic!("AdamW config: {message}");
+        }
+        let mut index = HashMap::new();
+        let mut states = Vec::with_capacity(groups.len());
+        for (g, group) in groups.iter().enumerate() {
+            let mut group_states = Vec::with_capacity(group.params.len());
+            for (i, (name, param)) in group.params.iter().enumerate() {
+                if let Some((other, _)) = index.insert(name.clone(), (g, i)) {
+                    panic!("parameter `{name}` is in group `{}` and in group `{}`", groups[other].name, group.name);
+                }
+                group_states.push(ParamState::zeros(name, param));
+            }
+            states.push(group_states);
+        }
+        AdamW { config, groups, states, index }
+    }
+
+    /// The shared hyperparameters.
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+
+    /// The groups, in the order given to [`AdamW::new`].
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    /// Every parameter, group by group.
+    pub fn params(&self) -> impl Iterator<Item = &Tensor> {
+        self.groups.iter().flat_map(|group| group.params.iter().map(|(_, param)| param))
+    }
+
+    /// The state of the parameter with this checkpoint name.
+    pub fn state(&self, name: &str) -> Option<&ParamState> {
+        self.index.get(name).map(|&(g, i)| &self.states[g][i])
+    }
+
+    /// One update of every parameter that has a gradient, with learning rate `lr · lr_scale` in
+    /// each group. A parameter whose gradient is undefined is skipped: its weight, state and step
+    /// count stay as they are, as in torch.
+    pub fn step(&mut self, lr: f64) {
+        let config = self.config;
+        tch::no_grad(|| {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.states) {
+                let group_lr = lr * group.lr_scale;
+                for ((_, param), state) in group.params.iter_mut().zip(states) {
+                    let grad = param.grad();
+                    if grad.defined() {
+                        update(param, &grad, state, group_lr, group.weight_decay, &config);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Zeroes every defined gradient in place (torch's `zero_grad(set_to_none=False)`; tch cannot
+    /// reset a gradient to undefined). A parameter that had a gradient once is therefore stepped
+    /// at every later step, with a zero gradient if it took no part in the loss.
+    pub fn zero_grad(&mut self) {
+        for group in &mut self.groups {
+            for (_, param) in &mut group.params {
+                param.zero_grad();
+            }
+        }
+    }
+
+    /// Writes the state to one safetensors file: `exp_avg.<name>` and `exp_avg_sq.<name>` in the
+    /// state dtype and `step.<name>` as an i64 scalar, for every parameter.
+    pub fn save(&self, path: &Path) -> Result<(), OptimError> {
+        super::state_file::save(self, path)
+    }
+
+    /// Restores the state written by [`AdamW::save`] for the same parameters. Every expected tensor
+    /// must be present with the right dtype and shape, and nothing else may be in the file; on any
+    /// error the state is left unchanged.
+    pub fn load(&mut self, path: &Path) -> Result<(), OptimError> {
+        super::state_file::load(self, path)
+    }
+}
+
+/// One AdamW update of `param` in place; the operations mirror torch's `_single_tensor_adam`.
+fn update(param: &mut Tensor, grad: &Tensor, state: &mut ParamState, lr: f64, weight_decay: f64, config: &AdamWConfig) {
+    let (beta1, beta2) = config.betas;
+    state.step += 1;
+    // Python float arithmetic: `beta ** step` is C `pow`, `bias_correction2 ** 0.5` too.
+    let t = state.step as f64;
+    let bias_correction1 = 1.0 - beta1.powf(t);
+    let bias_correction2 = 1.0 - beta2.powf(t);
+    let step_size = lr / bias_correction1;
+    let bias_correction2_sqrt = bias_correction2.powf(0.5);
+
+    let kind = state.exp_avg.kind();
+    let same_kind = param.kind() == kind;
+    // Low-precision weights are stepped in an f32 copy and rounded back once at the end.
+    let mut p = if same_kind { param.shallow_clone() } else { param.to_kind(kind) };
+    let g = grad.to_kind(kind);
+    if weight_decay != 0.0 {
+        p *= 1.0 - lr * weight_decay;
+    }
+    let _ = state.exp_avg.lerp_(&g, 1.0 - beta1);
+    state.exp_avg_sq *= beta2;
+    // torch: `addcmul_(g, g, value=1 − β2)`; the kernel forms value·t1 first, so scaling t1
+    // beforehand rounds identically (tch's addcmul_ takes no value).
+    let _ = state.exp_avg_sq.addcmul_(&(&g * (1.0 - beta2)), &g);
+    let mut denom = state.exp_avg_sq.sqrt() / bias_correction2_sqrt;
+    denom += config.eps;
+    // torch: `addcdiv_(m, denom, value=−step_size)`, likewise value·t1 first on the CPU.
+    let _ = p.addcdiv_(&(&state.exp_avg * -step_size), &denom);
+    if !same_kind {
+        param.copy_(&p);
+    }
+}

@@ -1,0 +1,21 @@
+//! The optimizer and what drives it: [`AdamW`] over named parameter groups with state that is
+//! saved to and restored from one safetensors file (so training resumes bit-identically),
+//! [`clip_grad_norm`] over the global L2 norm, and the learning-rate [`Schedule`].
+//!
+//! Written here rather than taken from libtorch's optimizers because those cannot export their
+//! state. The update matches `torch.optim.AdamW` (single-tensor path, `amsgrad=False`,
+//! `maximize=False`) bit for bit on f32 CPU tensors; see `trainer/tests/adamw_golden.rs`.
+//!
+//! What this omits: AMSGrad, `maximize`, fused/foreach kernels, gradient scaling, an f32 master
+//! copy of bf16 weights, and setting gradients to `None` ([`AdamW::zero_grad`] zeroes them).
+
+mod adamw;
+mod clip;
+mod error;
+mod schedule;
+mod state_file;
+
+pub use adamw::{AdamW, AdamWConfig, ParamGroup, ParamState};
+pub use clip::clip_grad_norm;
+pub use error::OptimError;
+pub use schedule::{lr_at, Schedule};

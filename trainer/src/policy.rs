@@ -1,0 +1,192 @@
+//! The model being trained, with its tokenizer: built from a preset (random initialisation from a
+//! seed, config overrides merged in) or loaded from a Hugging Face model directory, and copied
+//! into rollout engines.
+//!
+//! The VarStore's variable names are the checkpoint's, so the trainer's parameter sets
+//! (the indexer for the warm-up), the optimizer state and the engine updates all use HF names.
+
+use anyhow::{bail, Context, Result};
+use rlvr_model::checkpoint::{init, load_varstore};
+use rlvr_model::{DeepseekV32, ModelConfig};
+use rlvr_rollout::tokenizer::Tokenizer;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// Where the weights come from.
+pub enum Source {
+    /// A random initialisation of `config` with `seed`.
+    Init {
+        /// The architecture (preset with the recipe's overrides).
+        config: ModelConfig,
+        /// The initialisation seed.
+        seed: u64,
+    },
+    /// A model directory (config.json + safetensors).
+    Dir(PathBuf),
+    /// A run checkpoint (same layout as a model directory).
+    Checkpoint(PathBuf),
+}
+
+/// The trained model, its store, architecture and tokenizer.
+pub struct Policy {
+    /// The variables (names = checkpoint names).
+    pub vs: VarStore,
+    /// The network over `vs`.
+    pub model: DeepseekV32,
+    /// Its architecture.
+    pub config: ModelConfig,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The tokenizer files, copied into every checkpoint.
+    pub tokenizer_files: Vec<PathBuf>,
+}
+
+/// The parameters transformers keeps in f32 in a bf16 model (`_keep_in_fp32_modules`); the model
+/// casts them at use.
+const KEEP_F32: [&str; 3] = ["e_score_correction_bias", "indexer.weights_proj", "indexer.k_norm"];
+
+impl Policy {
+    /// Builds the model from `source` on `device` in `kind`, with MTP modules when `mtp`, and the
+    /// tokenizer found in `tokenizer_dir`.
+    pub fn build(source: &Source, tokenizer_dir: &Path, mtp: bool, device: Device, kind: Kind) -> Result<Self> {
+        let config = match source {
+            Source::Init { config, .. } => config.clone(),
+            Source::Dir(dir) | Source::Checkpoint(dir) => ModelConfig::from_path(dir)?,
+        };
+        let vs = VarStore::new(device);
+        let with_mtp = mtp && config.num_nextn_predict_layers > 0;
+        let model =
+            if with_mtp { DeepseekV32::with_mtp(&vs.root(), &config)? } else { DeepseekV32::new(&vs.root(), &config)? };
+        match source {
+            Source::Init { config, seed } => {
+                let vars = vs.variables();
+                let tensors = init::init_tensors(config, *seed, Kind::Float)?;
+                tch::no_grad(|| {
+                    for (name, t) in &tensors {
+                        if let Some(var) = vars.get(name) {
+                            var.shallow_clone().copy_(t);
+                        }
+                    }
+                });
+            }
+            Source::Dir(dir) | Source::Checkpoint(dir) => {
+                load_varstore(dir, &config, &vs, !with_mtp && config.num_nextn_predict_layers == 0)
+                    .with_context(|| format!("loading {}", dir.display()))?;
+            }
+        }
+        if kind == Kind::BFloat16 {
+            cast_bf16(&vs);
+        }
+        let tokenizer = Tokenizer::from_dir(tokenizer_dir)
+            .with_context(|| format!("loading the tokenizer of {}", tokenizer_dir.display()))?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            bail!(
+                "the tokenizer in {} has {} tokens but the model's vocab_size is {}",
+                tokenizer_dir.display(),
+                tokenizer.vocab_size(),
+                config.vocab_size
+            );
+        }
+        let tokenizer_files = ["tokenizer.json", "tokenizer_config.json"]
+            .iter()
+            .map(|f| tokenizer_dir.join(f))
+            .filter(|p| p.is_file())
+            .collect();
+        Ok(Policy { vs, model, config, tokenizer, tokenizer_files })
+    }
+
+    /// The named variables, sorted by name (shallow: they share storage with the model).
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        let sorted: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        sorted.into_iter().collect()
+    }
+
+    /// Deep copies of the named variables (a frozen snapshot).
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        tch::no_grad(|| self.named().into_iter().map(|(n, t)| (n, t.detach().copy())).collect())
+    }
+
+    /// Copies `tensors` (names as the checkpoint's) into the variables; every name must exist.
+    pub fn assign(&self, tensors: &[(String, Tensor)]) -> Result<()> {
+        let vars = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, t) in tensors {
+                let var = vars.get(name).with_context(|| format!("the model has no tensor `{name}`"))?;
+                var.shallow_clone().f_copy_(t).with_context(|| format!("copying `{name}`"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets which variables train: those for which `trainable(name)` holds; the others stop
+    /// requiring gradients. Returns the trainable ones, sorted by name.
+    pub fn set_trainable(&self, trainable: impl Fn(&str) -> bool) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (name, var) in self.named() {
+            // The aux-loss-free balancing bias is a buffer, never a gradient-trained parameter.
+            let on = trainable(&name) && !name.ends_with("e_score_correction_bias");
+            let _ = var.shallow_clone().set_requires_grad(on);
+            if on {
+                out.push((name, var));
+            }
+        }
+        out
+    }
+
+    /// A separate copy of the main model (no MTP) in its own store, for a rollout engine.
+    pub fn engine_copy(&self) -> Result<(DeepseekV32, VarStore)> {
+        let vs = VarStore::new(self.vs.device());
+        let model = DeepseekV32::new(&vs.root(), &self.config)?;
+        let mine = self.vs.variables();
+        let theirs = vs.variables();
+        tch::no_grad(|| {
+            for (name, var) in &theirs {
+                let src = &mine[name];
+                let mut dst = var.shallow_clone();
+                if dst.kind() != src.kind() {
+                    dst.set_data(&dst.to_kind(src.kind()));
+                }
+                dst.copy_(src);
+            }
+        });
+        Ok((model, vs))
+    }
+
+    /// The tensors an engine built by [`Self::engine_copy`] takes as an update.
+    pub fn engine_tensors(&self) -> Vec<(String, Tensor)> {
+        let main: std::collections::HashSet<String> =
+            rlvr_model::spec::main_tensors(&self.config).into_iter().map(|t| t.name).collect();
+        self.named().into_iter().filter(|(n, _)| main.contains(n)).collect()
+    }
+
+    /// The token id sequences start with.
+    pub fn bos(&self) -> i64 {
+        self.tokenizer.bos_id().or(self.config.bos_token_id).unwrap_or(0)
+    }
+
+    /// The id that ends a sequence.
+    pub fn eos(&self) -> i64 {
+        self.tokenizer.eos_id().unwrap_or_else(|| self.config.eos_ids().first().copied().unwrap_or(1))
+    }
+
+    /// `text`'s ids, without special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        Ok(self.tokenizer.encode(text, false)?)
+    }
+
+    /// `ids` as text, special tokens dropped.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        Ok(self.tokenizer.decode(ids, true)?)
+    }
+}
+
+/// Casts every parameter except [`KEEP_F32`]'s to bf16.
+pub fn cast_bf16(vs: &VarStore) {
+    for (name, mut var) in vs.variables() {
+        if !KEEP_F32.iter().any(|k| name.contains(k)) {
+            tch::no_grad(|| var.set_data(&var.to_kind(Kind::BFloat16)));
+        }
+    }
+}

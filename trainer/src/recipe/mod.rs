@@ -1,0 +1,418 @@
+//! A run as one TOML file (DESIGN.md §6): the model, the data, the stages in order, and the
+//! settings of rollout, verifier, algorithm, optimizer, checkpoints and logging.
+//!
+//! [`Recipe::load`] reads the file, applies `--set` overrides, rejects unknown keys, fills in the
+//! defaults that depend on other keys, and checks everything that can be checked before any work
+//! starts; every error names the file, the key, and the line or the `--set` at fault.
+//! [`Recipe::to_toml`] writes the resolved recipe that the run directory keeps.
+//!
+//! Relative paths in a recipe (data files, `model.path`, `run.out`) are relative to the directory
+//! `rlvr train` runs in.
+
+mod error;
+mod keys;
+mod load;
+mod overrides;
+mod preset;
+mod stage;
+mod validate;
+
+pub use error::{At, RecipeError};
+pub use preset::{find_preset, preset_dirs};
+pub use stage::{
+    Attention, EvalStage, GrpoStage, IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage,
+    INDEXER_WARMUP_LR, STAGE_KINDS,
+};
+
+use crate::data::DataSpec;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Name, seed, device and output directory.
+    pub run: Run,
+    /// The model to train: a preset or an HF model directory.
+    pub model: ModelSection,
+    /// Where problems come from.
+    pub data: DataSpec,
+    /// What to do, in order.
+    pub stages: Vec<Stage>,
+    /// Sampling for GRPO.
+    #[serde(default)]
+    pub rollout: Rollout,
+    /// The verifier's settings, a `rlvr_verifiers::VerifierSpec` table (`kind = "math"`, ...).
+    #[serde(default = "math_verifier")]
+    pub verifier: toml::Table,
+    /// The GRPO-family loss.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// AdamW and its schedule.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// When checkpoints are written and how many are kept.
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
+    /// Console, plots and Weights & Biases.
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// Run name (also the default output directory `runs/<name>`).
+    pub name: String,
+    /// Seed every random draw of the run derives from.
+    #[serde(default)]
+    pub seed: u64,
+    /// Output directory (default `runs/<name>`; filled in on load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// Parameter dtype.
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[serde(default)]
+    pub threads: usize,
+    /// Non-finite losses in a row before the run stops.
+    #[serde(default = "three")]
+    pub max_bad_steps: usize,
+}
+
+/// Parameter dtype.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+}
+
+/// `[model]`: exactly one of `preset` and `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A preset under `presets/<name>/config.json`, randomly initialised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// A Hugging Face model directory (config.json + safetensors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Seed of the random initialisation (default `run.seed`; filled in on load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_seed: Option<u64>,
+    /// Train the multi-token-prediction modules too.
+    pub mtp: bool,
+    /// Weight of the MTP loss next to the main loss.
+    pub mtp_weight: f64,
+    /// config.json keys merged over the preset's or directory's config before parsing
+    /// (`vocab_size = 32`, `rope_parameters.factor = 2.0`, ...).
+    pub config: toml::Table,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            preset: None,
+            path: None,
+            init_seed: None,
+            mtp: false,
+            mtp_weight: 0.3,
+            config: toml::Table::new(),
+        }
+    }
+}
+
+/// `[rollout]`: how GRPO samples completions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rollout {
+    /// Completions per prompt (G).
+    pub group_size: usize,
+    /// Prompts per rollout step.
+    pub prompts_per_step: usize,
+    /// Most tokens generated per completion.
+    pub max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f64,
+    /// Nucleus mass kept.
+    pub top_p: f64,
+    /// Most likely tokens kept (0: all).
+    pub top_k: usize,
+    /// Tokens below `min_p` times the top probability are dropped.
+    pub min_p: f64,
+    /// Attention used while sampling.
+    pub attention: Attention,
+    /// Sequences decoded at once (0: `prompts_per_step · group_size`).
+    pub slots: usize,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            group_size: 8,
+            prompts_per_step: 8,
+            max_tokens: 32,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            attention: Attention::Dense,
+            slots: 0,
+        }
+    }
+}
+
+impl Rollout {
+    /// Sequences decoded at once: `slots`, or every sequence of a step when it is 0.
+    pub fn effective_slots(&self) -> usize {
+        if self.slots == 0 {
+            self.prompts_per_step * self.group_size
+        } else {
+            self.slots
+        }
+    }
+}
+
+/// How a group's rewards become advantages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageKind {
+    /// r − mean(r) (DeepSeek-V3.2, Dr.GRPO).
+    #[default]
+    Mean,
+    /// (r − mean(r)) / std(r) (GRPO as first published).
+    MeanStd,
+}
+
+/// How per-token losses are summed into one number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregationKind {
+    /// Mean over each sequence's tokens, then over sequences (GRPO).
+    #[default]
+    Sequence,
+    /// Mean over all tokens of the batch (DAPO).
+    Token,
+    /// Sum over tokens divided by a constant (Dr.GRPO).
+    Constant,
+}
+
+/// Estimator of KL(π_θ ‖ π_ref).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlKind {
+    /// log(π/π_ref).
+    K1,
+    /// ½ (log(π/π_ref))².
+    K2,
+    /// π_ref/π − log(π_ref/π) − 1 (GRPO).
+    K3,
+    /// k3 weighted by the importance ratio of the sampling policy (DeepSeek-V3.2 eq. 7).
+    #[default]
+    Unbiased,
+}
+
+/// `[algorithm]`: the GRPO-family loss and its update schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Algorithm {
+    /// Group advantage.
+    pub advantage: AdvantageKind,
+    /// Ratio clip below 1 (ε_low).
+    pub clip_low: f64,
+    /// Ratio clip above 1 (ε_high, DAPO clip-higher).
+    pub clip_high: f64,
+    /// Loss aggregation.
+    pub aggregation: AggregationKind,
+    /// Divisor of `constant` aggregation (default `rollout.max_tokens`; filled in on load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constant_norm: Option<f64>,
+    /// KL estimator.
+    pub kl_estimator: KlKind,
+    /// KL coefficient β (0: no reference model).
+    pub kl_coef: f64,
+    /// Off-policy sequence masking threshold δ (DeepSeek-V3.2 eq. 8–9; `None`: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub off_policy_delta: Option<f64>,
+    /// Replay the MoE routing chosen during sampling in training.
+    pub keep_routing: bool,
+    /// Restrict training log-probs to the tokens the sampler's top-p/top-k kept.
+    pub keep_sampling_mask: bool,
+    /// DAPO dynamic sampling: refill groups whose rewards are all equal.
+    pub dynamic_sampling: bool,
+    /// Refill rounds per step under dynamic sampling.
+    pub max_refills: usize,
+    /// DAPO overlong buffer: tokens before `max_tokens` where the length penalty ramps up.
+    pub overlong_buffer: usize,
+    /// Penalty at `max_tokens` under the overlong buffer.
+    pub overlong_penalty: f64,
+    /// Optimizer steps per rollout step.
+    pub minibatches: usize,
+    /// Passes over each rollout batch.
+    pub epochs: usize,
+    /// Sequences per micro-batch for gradient accumulation (0: the whole minibatch).
+    pub micro_batch: usize,
+}
+
+impl Default for Algorithm {
+    fn default() -> Self {
+        Algorithm {
+            advantage: AdvantageKind::Mean,
+            clip_low: 0.2,
+            clip_high: 0.28,
+            aggregation: AggregationKind::Sequence,
+            constant_norm: None,
+            kl_estimator: KlKind::Unbiased,
+            kl_coef: 0.0,
+            off_policy_delta: None,
+            keep_routing: true,
+            keep_sampling_mask: true,
+            dynamic_sampling: false,
+            max_refills: 2,
+            overlong_buffer: 0,
+            overlong_penalty: 1.0,
+            minibatches: 1,
+            epochs: 1,
+            micro_batch: 0,
+        }
+    }
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// The peak rate throughout.
+    #[default]
+    Constant,
+    /// Cosine decay from the peak to `min_lr_ratio` times the peak.
+    Cosine,
+}
+
+/// `[optimizer]`: AdamW.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Optimizer {
+    /// Peak learning rate of stages that give none.
+    pub lr: f64,
+    /// β₁, β₂.
+    pub betas: [f64; 2],
+    /// ε.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Schedule after warm-up.
+    pub schedule: Schedule,
+    /// Linear warm-up steps at the start of each stage.
+    pub warmup_steps: usize,
+    /// Floor of the cosine schedule, as a fraction of the peak.
+    pub min_lr_ratio: f64,
+    /// Global gradient-norm clip (0: off).
+    pub grad_clip: f64,
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.1,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Optimizer steps between checkpoints (0: only at the end of each training stage).
+    pub every: usize,
+    /// Checkpoints kept; older ones are deleted.
+    pub keep_last: usize,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint { every: 0, keep_last: 3 }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Logging {
+    /// Steps between console lines.
+    pub console_every: usize,
+    /// Write PNG plots to the run directory.
+    pub plots: bool,
+    /// Weights & Biases.
+    pub wandb: Wandb,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging { console_every: 1, plots: true, wandb: Wandb::default() }
+    }
+}
+
+/// Whether Weights & Biases uploads as it goes or writes a directory to sync later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WandbMode {
+    /// Upload while the run goes.
+    Online,
+    /// Write locally; `wandb sync` later.
+    #[default]
+    Offline,
+}
+
+/// `[logging.wandb]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Wandb {
+    /// Log to Weights & Biases.
+    pub enabled: bool,
+    /// Online or offline.
+    pub mode: WandbMode,
+    /// Project name.
+    pub project: String,
+    /// Team or user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Python with `wandb` installed (default: the repository's `.venv/bin/python`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PathBuf>,
+}
+
+impl Default for Wandb {
+    fn default() -> Self {
+        Wandb { enabled: false, mode: WandbMode::Offline, project: "rlvr".into(), entity: None, python: None }
+    }
+}
+
+fn math_verifier() -> toml::Table {
+    let mut table = toml::Table::new();
+    table.insert("kind".into(), "math".into());
+    table
+}
+fn cpu() -> String {
+    "cpu".into()
+}
+fn three() -> usize {
+    3
+}

@@ -1,4 +1,4 @@
-//! `rlvr train RECIPE.toml [--set key=value]... [--resume] [--out DIR]`: runs a recipe's stages
+//! `rlvr train RECIPE.toml [--set key=value]... [--resume] [--out DIR] [--max-steps N]`: runs a recipe's stages
 //! (see `rlvr_trainer::run`) into a run directory with checkpoints, `metrics.jsonl`, plots and
 //! `report.json`.
 
@@ -20,10 +20,20 @@ pub struct Args {
     /// The run directory (default: the recipe's `run.out`, else `runs/<run.name>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Stop after this many optimizer steps of the whole run, with a checkpoint (continue later
+    /// with `--resume`).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    train(&TrainArgs { recipe: args.recipe, sets: args.sets, resume: args.resume, out: args.out })?;
+    train(&TrainArgs {
+        recipe: args.recipe,
+        sets: args.sets,
+        resume: args.resume,
+        out: args.out,
+        max_steps: args.max_steps,
+    })?;
     Ok(())
 }

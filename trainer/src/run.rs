@@ -37,6 +37,8 @@ pub struct TrainArgs {
     pub resume: bool,
     /// Run directory (instead of the recipe's).
     pub out: Option<PathBuf>,
+    /// Stop (with a checkpoint) once this many optimizer steps of the run are done.
+    pub max_steps: Option<u64>,
 }
 
 /// Everything a running recipe holds.
@@ -52,10 +54,12 @@ struct Run {
     checkpoints: Checkpoints,
     /// The checkpoint this process resumed from (its optimizer and reference are read once).
     resumed_from: Option<PathBuf>,
+    /// `--max-steps`.
+    max_steps: Option<u64>,
 }
 
-/// Runs a recipe; returns the report.
-pub fn train(args: &TrainArgs) -> Result<Value> {
+/// Runs a recipe; returns the report, or `None` when `--max-steps` stopped it first.
+pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
     // 1. Everything that can be wrong with the input fails here, before any work.
     let recipe = Recipe::load(&args.recipe, &args.sets)?;
     let run_dir = recipe.run_dir(args.out.as_deref());
@@ -103,8 +107,19 @@ pub fn train(args: &TrainArgs) -> Result<Value> {
         }
     };
     let policy = Policy::build(&source, &tokenizer_dir, recipe.model.mtp, device, kind)?;
-    let mut run =
-        Run { recipe, recipe_toml, run_dir, policy, data, verifier, state, logger, checkpoints, resumed_from };
+    let mut run = Run {
+        recipe,
+        recipe_toml,
+        run_dir,
+        policy,
+        data,
+        verifier,
+        state,
+        logger,
+        checkpoints,
+        resumed_from,
+        max_steps: args.max_steps,
+    };
     run.logger.truncate_after(run.state.global_step)?;
 
     // 3. The stages.
@@ -117,13 +132,19 @@ pub fn train(args: &TrainArgs) -> Result<Value> {
             stage.name(),
             stage.kind()
         );
-        let summary = match &stage {
-            Stage::Eval(e) => run_eval(&mut run, stage.name(), e)?,
-            _ => run_training(&mut run, &stage)?,
-        };
-        run.state.finish_stage(stage.name(), summary);
-        if !matches!(stage, Stage::Eval(_)) {
-            save(&mut run, None, None)?;
+        match &stage {
+            Stage::Eval(e) => {
+                let summary = run_eval(&mut run, stage.name(), e)?;
+                run.state.finish_stage(stage.name(), summary);
+            }
+            _ => {
+                if !run_training(&mut run, &stage)? {
+                    let step = run.state.global_step;
+                    run.logger.finish()?;
+                    eprintln!("stopped after step {step} (--max-steps); continue with --resume");
+                    return Ok(None);
+                }
+            }
         }
     }
 
@@ -134,15 +155,15 @@ pub fn train(args: &TrainArgs) -> Result<Value> {
     run.logger.finish()?;
     print_table(&report);
     eprintln!("report: {}", path.display());
-    Ok(report)
+    Ok(Some(report))
 }
 
-/// One training stage from `state.stage_step` to its end; returns its summary.
-fn run_training(run: &mut Run, stage: &Stage) -> Result<Value> {
+/// One training stage from `state.stage_step` to its end, which records its summary and writes a
+/// checkpoint. False when `--max-steps` stopped it first (after a checkpoint).
+fn run_training(run: &mut Run, stage: &Stage) -> Result<bool> {
     let steps = stage.steps().expect("training stages have steps");
     let warmup = matches!(stage, Stage::IndexerWarmup(_));
-    let indexer: std::collections::HashSet<String> = run.policy.model.indexer_parameter_names().into_iter().collect();
-    let trainable = run.policy.set_trainable(|name| !warmup || indexer.contains(name));
+    let trainable = run.policy.set_trainable(trainable_filter(&run.policy, stage, run.recipe.rollout.attention));
     let o = run.recipe.optimizer.clone();
     let mut opt = AdamW::new(
         param_groups(trainable, o.weight_decay),
@@ -222,9 +243,15 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<Value> {
         run.logger.log(&StepRecord { stage: stage.name().to_string(), step: run.state.global_step, metrics })?;
         bar.inc(1);
         let every = run.recipe.checkpoint.every;
-        if every > 0 && run.state.global_step % every as u64 == 0 && run.state.stage_step < steps && !skipped {
+        let stop = run.max_steps == Some(run.state.global_step) && run.state.stage_step < steps;
+        let due = every > 0 && run.state.global_step % every as u64 == 0 && run.state.stage_step < steps;
+        if (due || stop) && !skipped {
             let reference = grpo_parts.as_ref().and_then(|p| p.reference_tensors.as_deref());
             save(run, Some(&opt), reference)?;
+        }
+        if stop {
+            bar.finish_and_clear();
+            return Ok(false);
         }
     }
     bar.finish_and_clear();
@@ -258,7 +285,38 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<Value> {
         summary.insert("probe_start".into(), start);
         summary.insert("probe_end".into(), end);
     }
-    Ok(Value::Object(summary))
+    run.state.finish_stage(stage.name(), Value::Object(summary));
+    save(run, Some(&opt), None)?;
+    Ok(run.max_steps != Some(run.state.global_step))
+}
+
+/// Which parameters a stage trains: the warm-up only the indexers; GRPO never the MTP modules
+/// (it has no MTP loss); stages with dense attention (GRPO: the rollout's) never the indexers (they get no gradient
+/// there, and AdamW's decay would still move them). The router bias is never a parameter.
+fn trainable_filter<'a>(policy: &Policy, stage: &Stage, rollout: Attention) -> impl Fn(&str) -> bool + 'a {
+    let indexer: std::collections::HashSet<String> = policy.model.indexer_parameter_names().into_iter().collect();
+    let first_mtp = policy.config.num_hidden_layers;
+    let is_mtp = move |name: &str| {
+        name.strip_prefix("model.layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i >= first_mtp)
+    };
+    let (only_indexer, no_indexer, no_mtp) = match stage {
+        Stage::IndexerWarmup(_) => (true, false, false),
+        Stage::SparseTrain(_) => (false, false, false),
+        Stage::Pretrain(s) => (false, s.attention == Attention::Dense, false),
+        Stage::Sft(s) => (false, s.attention == Attention::Dense, false),
+        Stage::Grpo(_) => (false, rollout == Attention::Dense, true),
+        Stage::Eval(_) => (false, true, true),
+    };
+    move |name: &str| {
+        let idx = indexer.contains(name);
+        if only_indexer {
+            return idx;
+        }
+        !(no_indexer && idx) && !(no_mtp && is_mtp(name))
+    }
 }
 
 /// One optimizer step of a supervised stage; (metrics, skipped).
@@ -282,7 +340,7 @@ fn supervised_step(run: &mut Run, stage: &Stage, opt: &mut AdamW, lr: f64) -> Re
         }
         Stage::SparseTrain(recipe::SparseTrainStage { batch_size, seq_len, indexer_loss_weight, .. }) => {
             let t = lm::stream_batch(&run.policy, &run.data, &mut run.state.text_cursor, *batch_size, *seq_len)?;
-            (t, None, lm::Objective::SparseTrain { indexer_weight: *indexer_loss_weight })
+            (t, None, lm::Objective::SparseTrain { indexer_weight: *indexer_loss_weight, mtp_weight })
         }
         Stage::Grpo(_) | Stage::Eval(_) => unreachable!("not a supervised stage"),
     };

@@ -19,7 +19,7 @@ use crate::policy::Policy;
 use crate::sampler::{Sampler, Settings};
 use crate::stages::eval::prompt_ids;
 use anyhow::Result;
-use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, VocabMask};
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage, VocabMask};
 use rlvr_rollout::engine::RequestOutput;
 use rlvr_verifiers::{score_batch, Outcome, Verifier};
 use serde_json::{json, Map, Value};
@@ -267,9 +267,17 @@ fn loss_of(
     let advantages = Tensor::from_slice(&adv).to_device(device); // (B)
     let vocab_mask = kept_mask(&rows, l, device);
     let replay = replay_of(&rows, l, policy, device);
-    let opts =
-        ForwardOptions { vocab_mask: vocab_mask.as_ref(), replay: replay.as_deref(), ..ForwardOptions::new(inp.mode) };
-    let logits = policy.model.run(&x, opts).logits; // (B, L, V)
+    // Sparse attention trains the indexer as the sparse stage does (post-training "employs sparse
+    // attention in the same way", reference §3.2): its KL over the selected set, detached inputs.
+    let stage = (inp.mode == AttentionMode::Sparse).then_some(IndexerStage::Sparse);
+    let opts = ForwardOptions {
+        vocab_mask: vocab_mask.as_ref(),
+        replay: replay.as_deref(),
+        indexer_loss: stage,
+        ..ForwardOptions::new(inp.mode)
+    };
+    let forward = policy.model.run(&x, opts);
+    let logits = &forward.logits; // (B, L, V)
     let logp_all = logits.log_softmax(-1, Kind::Float); // (B, L, V)
     let logp = logp_all.gather(-1, &y.unsqueeze(-1), false).squeeze_dim(-1); // (B, L)
     let entropy = tch::no_grad(|| {
@@ -298,7 +306,17 @@ fn loss_of(
         },
         &inp.loss,
     );
-    Ok((out.loss, out.stats, entropy))
+    let real = Tensor::from_slice(&real_positions(&rows, l)).view([b, l]).to_device(device); // (B, L)
+    let loss = match &forward.indexer {
+        Some(losses) => out.loss + losses.total(Some(&real)),
+        None => out.loss,
+    };
+    Ok((loss, out.stats, entropy))
+}
+
+/// Which of the (B, L) input positions hold real tokens (not padding).
+fn real_positions(rows: &[&Row], l: i64) -> Vec<bool> {
+    rows.iter().flat_map(|r| (0..l as usize).map(move |i| i + 1 < r.tokens.len())).collect()
 }
 
 /// The rows' kept sets as a vocabulary mask over (B, L) positions; `None` when nothing was truncated.

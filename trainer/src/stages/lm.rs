@@ -28,8 +28,8 @@ pub enum Objective {
     Sft { mode: AttentionMode, mtp_weight: f64 },
     /// Indexer KL under dense attention.
     IndexerWarmup,
-    /// LM loss + weight · indexer KL over the selected set, sparse attention.
-    SparseTrain { indexer_weight: f64 },
+    /// LM loss (+ λ·MTP) + weight · indexer KL over the selected set, sparse attention.
+    SparseTrain { indexer_weight: f64, mtp_weight: f64 },
 }
 
 /// A token-stream batch of `batch × (seq_len + 1)` tokens starting at document `*cursor`.
@@ -102,7 +102,9 @@ pub fn loss(
             }
         }
         Objective::IndexerWarmup => {
-            let out = policy.model.run(tokens, ForwardOptions::indexer_training(IndexerStage::DenseWarmup));
+            // The MTP modules run too, so that their indexers warm up with the main ones.
+            let opts = ForwardOptions { mtp: with_mtp, ..ForwardOptions::indexer_training(IndexerStage::DenseWarmup) };
+            let out = policy.model.run(tokens, opts);
             let losses = out.indexer.expect("the warm-up forward returns indexer losses");
             let kl = losses.total(None);
             m.insert("indexer_kl".into(), json!(kl.double_value(&[])));
@@ -110,17 +112,43 @@ pub fn loss(
             m.insert("recall".into(), json!(mean(&recall)));
             kl
         }
-        Objective::SparseTrain { indexer_weight } => {
-            let out = policy.model.run(tokens, ForwardOptions::indexer_training(IndexerStage::Sparse));
-            let lm = out.lm_loss(tokens);
-            let kl = out.indexer.expect("the sparse forward returns indexer losses").total(None);
+        Objective::SparseTrain { indexer_weight, mtp_weight } => {
+            let SparseLosses { lm, mtp, indexer } = sparse_losses(policy, tokens);
             m.insert("lm_loss".into(), json!(lm.double_value(&[])));
-            m.insert("indexer_kl".into(), json!(kl.double_value(&[])));
-            lm + kl * indexer_weight
+            m.insert("indexer_kl".into(), json!(indexer.double_value(&[])));
+            let main = match mtp {
+                Some(mtp) => {
+                    m.insert("mtp_loss".into(), json!(mtp.double_value(&[])));
+                    lm + mtp * mtp_weight
+                }
+                None => lm,
+            };
+            main + indexer * indexer_weight
         }
     };
     m.insert("loss".into(), json!(total.double_value(&[])));
     (total, m)
+}
+
+/// The three losses of a sparse-training forward, kept apart so that their gradient routing can
+/// be checked: the LM (and MTP) losses reach everything but the indexers (top-k is discrete), the
+/// indexer KL only the indexers (their inputs are detached).
+pub struct SparseLosses {
+    /// Next-token loss of the main head.
+    pub lm: Tensor,
+    /// MTP loss, when the model has MTP modules.
+    pub mtp: Option<Tensor>,
+    /// Σ over layers (MTP's included) of the indexer KL over the selected set.
+    pub indexer: Tensor,
+}
+
+/// The sparse-training losses of `tokens (B, L)`.
+pub fn sparse_losses(policy: &Policy, tokens: &Tensor) -> SparseLosses {
+    let with_mtp = !policy.model.mtp.is_empty();
+    let opts = ForwardOptions { mtp: with_mtp, ..ForwardOptions::indexer_training(IndexerStage::Sparse) };
+    let out = policy.model.run(tokens, opts);
+    let indexer = out.indexer.as_ref().expect("the sparse forward returns indexer losses").total(None);
+    SparseLosses { lm: out.lm_loss(tokens), mtp: out.mtp_loss(tokens), indexer }
 }
 
 /// Held-out text for the DSA probes: `batch × (seq_len + 1)` tokens packed from the held-out

@@ -124,8 +124,12 @@ impl Checkpoints {
     fn prune(&self) -> Result<()> {
         let all = self.list();
         let excess = all.len().saturating_sub(self.keep_last);
-        for (_, dir) in &all[..excess] {
-            fs::remove_dir_all(dir).with_context(|| format!("removing old checkpoint {}", dir.display()))?;
+        for (step, dir) in &all[..excess] {
+            // Renamed out of the `step_*` namespace first, so a kill mid-delete never leaves a
+            // partial directory that still looks like a checkpoint.
+            let doomed = self.dir.join(format!(".{}.tmp-delete", Self::name(*step)));
+            fs::rename(dir, &doomed).with_context(|| format!("retiring old checkpoint {}", dir.display()))?;
+            fs::remove_dir_all(&doomed).with_context(|| format!("removing {}", doomed.display()))?;
         }
         Ok(())
     }

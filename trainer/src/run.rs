@@ -62,7 +62,9 @@ struct Run {
 pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
     // 1. Everything that can be wrong with the input fails here, before any work.
     let recipe = Recipe::load(&args.recipe, &args.sets)?;
+    let mut recipe = recipe;
     let run_dir = recipe.run_dir(args.out.as_deref());
+    recipe.run.out = Some(run_dir.clone()); // the saved recipe names the directory it ran in
     let verifier_spec = recipe.verifier_spec()?;
     let device = parse_device(&recipe.run.device)?;
     let kind = match recipe.run.dtype {
@@ -120,7 +122,10 @@ pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
         resumed_from,
         max_steps: args.max_steps,
     };
-    run.logger.truncate_after(run.state.global_step)?;
+    // Drop what was logged after the checkpoint: later steps, and evals run at its step (they come
+    // after the checkpoint and run again).
+    let (at, evals) = (run.state.global_step, eval_names(&run.recipe));
+    run.logger.retain(|r| r.step < at || (r.step == at && !evals.contains(&r.stage)))?;
 
     // 3. The stages.
     while run.state.stage_index < run.recipe.stages.len() {
@@ -169,6 +174,10 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<bool> {
         param_groups(trainable, o.weight_decay),
         optim::AdamWConfig { betas: (o.betas[0], o.betas[1]), eps: o.eps },
     );
+    // Every trainable parameter holds a (zero) gradient from the start, so which ones AdamW steps
+    // and what the clipping norm sums never depend on what this process happened to run before:
+    // a resumed run steps exactly as an uninterrupted one.
+    opt.define_grads();
     let resumed = run.resumed_from.take();
     if let Some(dir) = &resumed {
         if run.state.stage_step > 0 {
@@ -217,18 +226,23 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<bool> {
             }
             _ => supervised_step(run, stage, &mut opt, lr)?,
         };
+        metrics.insert("skipped".into(), json!(skipped));
+        run.state.stage_step += 1;
+        run.state.global_step += 1;
+        note_first_last(&mut run.state.stage_notes, &metrics);
+        run.logger.log(&StepRecord { stage: stage.name().to_string(), step: run.state.global_step, metrics })?;
         if skipped {
             run.state.bad_steps += 1;
             eprintln!(
                 "warning: non-finite loss or gradient at step {} of {}; step skipped ({} in a row, stopping at {max_bad})",
-                run.state.stage_step + 1,
+                run.state.stage_step,
                 stage.name(),
                 run.state.bad_steps
             );
             if run.state.bad_steps >= max_bad {
                 let last = run.checkpoints.list().pop().map(|(_, d)| d.display().to_string());
                 bail!(
-                    "stopping: {max_bad} non-finite losses in a row in stage {}; nothing was saved after them (newest checkpoint: {})",
+                    "stopping: {max_bad} non-finite losses or gradients in a row in stage {}; nothing was saved after them (newest checkpoint: {})",
                     stage.name(),
                     last.unwrap_or_else(|| "none".into())
                 );
@@ -236,11 +250,7 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<bool> {
         } else {
             run.state.bad_steps = 0;
         }
-        metrics.insert("skipped".into(), json!(skipped));
-        run.state.stage_step += 1;
-        run.state.global_step += 1;
-        note_first_last(&mut run.state.stage_notes, &metrics);
-        run.logger.log(&StepRecord { stage: stage.name().to_string(), step: run.state.global_step, metrics })?;
+
         bar.inc(1);
         let every = run.recipe.checkpoint.every;
         let stop = run.max_steps == Some(run.state.global_step) && run.state.stage_step < steps;
@@ -495,6 +505,21 @@ fn run_eval(run: &mut Run, name: &str, stage: &recipe::EvalStage) -> Result<Valu
 /// Writes a checkpoint of the current state.
 fn save(run: &mut Run, opt: Option<&AdamW>, reference: Option<&[(String, Tensor)]>) -> Result<()> {
     let tensors = run.policy.named();
+    // An update can overflow the weights even when its loss and gradient were finite: such a state
+    // is never checkpointed.
+    let bad: Vec<&str> = tch::no_grad(|| {
+        tensors.iter().filter(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false)).map(|(n, _)| n.as_str()).collect()
+    });
+    if !bad.is_empty() {
+        let last = run.checkpoints.list().pop().map(|(_, d)| d.display().to_string());
+        bail!(
+            "the weights are no longer finite after step {} ({} tensors, e.g. `{}`); not checkpointing them (newest checkpoint: {})",
+            run.state.global_step,
+            bad.len(),
+            bad[0],
+            last.unwrap_or_else(|| "none".into())
+        );
+    }
     let contents = Contents {
         tensors: &tensors,
         config: &run.policy.config,
@@ -584,6 +609,11 @@ fn default_python() -> PathBuf {
         .map(|d| d.join(".venv/bin/python"))
         .find(|p| p.exists())
         .unwrap_or(local)
+}
+
+/// The names of the recipe's eval stages.
+fn eval_names(recipe: &Recipe) -> Vec<String> {
+    recipe.stages.iter().filter(|s| matches!(s, Stage::Eval(_))).map(|s| s.name().to_string()).collect()
 }
 
 /// The step's sampling seed, from the run seed and the global step.

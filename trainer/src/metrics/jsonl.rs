@@ -53,8 +53,14 @@ impl JsonlWriter {
     /// Drops the lines whose step is past `step`, keeping the rest byte for byte (the file is
     /// rewritten through a temporary file and a rename). Returns how many lines were dropped.
     pub fn truncate_after(&mut self, step: u64) -> Result<usize, MetricsError> {
+        self.retain(|r| r.step <= step)
+    }
+
+    /// Keeps the lines whose record satisfies `keep`, byte for byte, in order (rewritten through a
+    /// temporary file and a rename). Returns how many lines were dropped.
+    pub fn retain(&mut self, keep: impl Fn(&StepRecord) -> bool) -> Result<usize, MetricsError> {
         let (lines, _) = scan(&self.path)?;
-        let (kept, dropped): (Vec<_>, Vec<_>) = lines.into_iter().partition(|(r, _)| r.step <= step);
+        let (kept, dropped): (Vec<_>, Vec<_>) = lines.into_iter().partition(|(r, _)| keep(r));
         let kept: String = kept.into_iter().map(|(_, line)| line + "\n").collect();
         let dropped = dropped.len();
         if dropped > 0 {

@@ -180,8 +180,14 @@ impl MetricsLogger {
     /// Drops the records with step > `step` from metrics.jsonl and the history: called on resume
     /// from the checkpoint at `step`, before the first new record. Returns how many were dropped.
     pub fn truncate_after(&mut self, step: u64) -> Result<usize, MetricsError> {
-        self.history.retain(|r| r.step <= step);
-        self.jsonl.truncate_after(step)
+        self.retain(|r| r.step <= step)
+    }
+
+    /// Keeps only the records (in the history and in metrics.jsonl) that satisfy `keep`; a resumed
+    /// run drops what was logged after its checkpoint. Returns how many lines were dropped.
+    pub fn retain(&mut self, keep: impl Fn(&StepRecord) -> bool) -> Result<usize, MetricsError> {
+        self.history.retain(&keep);
+        self.jsonl.retain(keep)
     }
 
     /// Starts a stage whose steps run from `start_step + 1` to `end_step` (global steps; a resumed

@@ -169,6 +169,18 @@ impl AdamW {
         });
     }
 
+    /// Gives every parameter without a gradient a zero one (as torch's `zero_grad(set_to_none=False)`
+    /// state after any backward), so that from then on every parameter is stepped each step —
+    /// a parameter that got no signal keeps its value until its moments or weight decay move it.
+    pub fn define_grads(&self) {
+        let missing: Vec<&Tensor> = self.params().filter(|p| !p.grad().defined()).collect();
+        if missing.is_empty() {
+            return;
+        }
+        let zero: Tensor = missing.iter().map(|p| p.sum(tch::Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
+        zero.backward();
+    }
+
     /// Zeroes every defined gradient in place (torch's `zero_grad(set_to_none=False)`; tch cannot
     /// reset a gradient to undefined). A parameter that had a gradient once is therefore stepped
     /// at every later step, with a zero gradient if it took no part in the loss.

@@ -1,0 +1,382 @@
+//! Where DSA sparse attention starts to pay on CPU, as the sequence grows: dense vs sparse
+//! attention for one training step and for single-token decode, on a random-initialised model.
+//!
+//! `cargo run --release -p rlvr-trainer --example dsa_crossover -- [--preset small | --config PATH]
+//!  [--layers 2] [--lengths 1024,2048,4096,8192] [--repeat 3] [--threads 2] [--mode both]
+//!  [--steps 16] [--seed 0] [--mem-gib 12]`
+//!
+//! - train: one step on a (1, L) random token batch = forward with the LM loss + backward (no
+//!   optimizer); the median of `--repeat` timed steps after one warm-up step.
+//! - decode: L random tokens prefilled into a one-slot [`KvCache`] of capacity L + 64 (in chunks of
+//!   [`PREFILL_CHUNK`], so prefill memory stays linear in L), then single-token
+//!   `forward_cached` steps (absorbed MLA); the median ms of `--steps` timed steps after one warm-up.
+//!
+//! Dense attention scores every causal key: O(L²·H·(d_nope + d_rope)) per layer in training and
+//! O(L·H·d_c) per decoded token. DSA adds the lightning indexer, O(L²·H_I·d_I) with small H_I·d_I
+//! and no gradient, and attends to `index_topk` keys per query, O(L·k·H·d_c). Before a cell runs its
+//! memory is estimated ([`train_bytes`], [`decode_bytes`]); one over `--mem-gib` prints a skip line
+//! instead of running. Each cell's measured peak RSS goes to stderr beside its estimate.
+//!
+//! Left out: the optimizer step, batches above one sequence, bf16 and GPUs, the indexer losses of
+//! the DSA training stages, and prefill timing.
+
+use anyhow::{bail, Context, Result};
+use rlvr_model::checkpoint::init_tensors;
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KvCache, ModelConfig};
+use rlvr_trainer::recipe::find_preset;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// Tokens per prefill call of the decode benchmark.
+const PREFILL_CHUNK: i64 = 1024;
+
+/// Cache room beyond the context, for the decode steps.
+const DECODE_ROOM: i64 = 64;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Which benchmarks run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bench {
+    Train,
+    Decode,
+    Both,
+}
+
+/// The command line.
+#[derive(Debug)]
+struct Args {
+    /// A preset name or a config path (file or model directory).
+    source: String,
+    layers: usize,
+    lengths: Vec<i64>,
+    repeat: usize,
+    threads: i32,
+    bench: Bench,
+    steps: usize,
+    seed: u64,
+    mem_gib: f64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        source: "small".into(),
+        layers: 2,
+        lengths: vec![1024, 2048, 4096, 8192],
+        repeat: 3,
+        threads: 2,
+        bench: Bench::Both,
+        steps: 16,
+        seed: 0,
+        mem_gib: 12.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--preset" | "--config" => a.source = value.clone(),
+            "--layers" => a.layers = value.parse().map_err(|e| bad(&e))?,
+            "--lengths" => {
+                a.lengths = value.split(',').map(|l| l.trim().parse()).collect::<Result<_, _>>().map_err(|e| bad(&e))?
+            }
+            "--repeat" => a.repeat = value.parse().map_err(|e| bad(&e))?,
+            "--threads" => a.threads = value.parse().map_err(|e| bad(&e))?,
+            "--steps" => a.steps = value.parse().map_err(|e| bad(&e))?,
+            "--seed" => a.seed = value.parse().map_err(|e| bad(&e))?,
+            "--mem-gib" => a.mem_gib = value.parse().map_err(|e| bad(&e))?,
+            "--mode" => {
+                a.bench = match value.as_str() {
+                    "train" => Bench::Train,
+                    "decode" => Bench::Decode,
+                    "both" => Bench::Both,
+                    _ => bail!("--mode {value}: expected train, decode or both"),
+                }
+            }
+            _ => bail!("unknown flag {flag} (see the header of trainer/examples/dsa_crossover.rs)"),
+        }
+    }
+    if a.layers == 0 || a.repeat == 0 || a.steps == 0 || a.threads <= 0 || a.lengths.iter().any(|&l| l < 2) {
+        bail!("--layers, --repeat, --steps and --threads must be positive and every length at least 2");
+    }
+    Ok(a)
+}
+
+/// The preset's or file's config with `num_hidden_layers` overridden (MTP off).
+fn load_config(args: &Args) -> Result<ModelConfig> {
+    let path = match find_preset(&args.source) {
+        Some(dir) => dir,
+        None => PathBuf::from(&args.source),
+    };
+    let mut cfg = ModelConfig::from_path(&path).with_context(|| format!("no preset or config `{}`", args.source))?;
+    cfg.num_hidden_layers = args.layers;
+    cfg.num_nextn_predict_layers = 0;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The model in f32 on the CPU, every tensor from `init_tensors(cfg, seed)`.
+fn build_model(cfg: &ModelConfig, seed: u64) -> Result<(VarStore, DeepseekV32)> {
+    let vs = VarStore::new(Device::Cpu);
+    let model = DeepseekV32::new(&vs.root(), cfg)?;
+    let vars = vs.variables();
+    let tensors = init_tensors(cfg, seed, Kind::Float)?;
+    tch::no_grad(|| {
+        for (name, t) in &tensors {
+            if let Some(var) = vars.get(name) {
+                var.shallow_clone().copy_(t);
+            }
+        }
+    });
+    Ok((vs, model))
+}
+
+/// `n` random token ids (1, n), seeded by (seed, length, purpose).
+fn tokens(cfg: &ModelConfig, seed: u64, length: i64, purpose: u64, n: i64) -> Tensor {
+    tch::manual_seed((seed ^ ((length as u64) << 8) ^ purpose) as i64);
+    Tensor::randint(cfg.vocab_size as i64, [1, n], (Kind::Int64, Device::Cpu))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Resets the process's peak RSS (Linux `clear_refs` 5); a no-op where unsupported.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak RSS since the last reset (`VmHWM`), in bytes.
+fn peak_rss() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) * 1024.0
+}
+
+/// Resident bytes before any cell: libtorch's runtime and allocator slack (measured: ~0.35 GiB).
+const BASE_BYTES: f64 = 0.35 * GIB;
+
+/// Rough peak bytes of one training step at length `l`, from the shapes the forward materialises.
+///
+/// Dense: per layer, the (H, L, L) f32 softmax output is kept for backward (with an L² bool mask);
+/// the layer being computed or differentiated holds about three more such blocks at once. Sparse
+/// (L > k): the indexer's (L, L) f32 scores, masked copy and mask (no gradient), the gathered
+/// (L, k, C + d_rope) latent per layer kept for backward, and one row block of it and its gradient
+/// in flight. Both: ~2 V-wide rows per token for the logits, ~2k floats per token per layer of other
+/// activations, parameters ×4 (weights, gradients, init copies). Checked against peak RSS at
+/// L = 1k–4k on `small` with 2 layers (within ~10 %).
+fn train_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
+    let (l, n) = (l as f64, cfg.num_hidden_layers as f64);
+    let h = cfg.num_attention_heads as f64;
+    let k = cfg.index_topk as f64;
+    let (c, latent) = (cfg.kv_lora_rank as f64, (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64);
+    let dense = {
+        let u = 4.0 * h * l * l; // one (H, L, L) f32 block
+        n * (u + l * l) + 3.0 * u
+    };
+    // The masked-dense route of `absorbed_gathered` (S ≤ 4k, H·L² ≤ 2^27) costs what dense does.
+    let masked_dense = l <= 4.0 * k && h * l * l <= (1u64 << 27) as f64;
+    let attention = match mode {
+        AttentionMode::Dense => dense,
+        AttentionMode::Sparse if l <= k => dense,
+        AttentionMode::Sparse if masked_dense => dense + 9.0 * l * l,
+        AttentionMode::Sparse => {
+            let rows = l.min((1u64 << 27) as f64 / (k * c)); // the gather's row block
+            9.0 * l * l + n * l * k * (latent + 3.0 * h) * 4.0 + 2.0 * rows * k * latent * 4.0
+        }
+    };
+    let per_token = 4.0 * (2.0 * cfg.vocab_size as f64 + n * 2000.0);
+    BASE_BYTES + attention + l * per_token + 4.0 * 4.0 * params(cfg)
+}
+
+/// Rough peak bytes of the decode benchmark at context `l`: the cache, plus one prefill chunk's
+/// (H, chunk, L) dense scores (three live at once) or its indexer scores and gathered latent.
+fn decode_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
+    let (l, c) = ((l + DECODE_ROOM) as f64, PREFILL_CHUNK as f64);
+    let n = cfg.num_hidden_layers as f64;
+    let h = cfg.num_attention_heads as f64;
+    let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
+    let cache = n * l * (latent + cfg.index_head_dim as f64) * 4.0;
+    let attention = match mode {
+        AttentionMode::Dense => 3.0 * 4.0 * h * c * l,
+        AttentionMode::Sparse => 9.0 * 4.0 * c * l + 2.0 * c * cfg.index_topk as f64 * latent * 4.0,
+    };
+    BASE_BYTES + cache + attention + c * 4.0 * 2.0 * cfg.vocab_size as f64 + 4.0 * params(cfg)
+}
+
+/// Parameters of the (layer-overridden) model.
+fn params(cfg: &ModelConfig) -> f64 {
+    rlvr_model::ParamCounts::of(cfg).total as f64
+}
+
+/// Seconds per training step (median of `repeat` after one warm-up) at length `l`.
+fn time_train(model: &DeepseekV32, vs: &VarStore, cfg: &ModelConfig, args: &Args, l: i64, mode: AttentionMode) -> f64 {
+    let batch = tokens(cfg, args.seed, l, 1, l); // (1, L)
+    let mut times = Vec::with_capacity(args.repeat);
+    for step in 0..=args.repeat {
+        let start = Instant::now();
+        let out = model.run(&batch, ForwardOptions::new(mode));
+        out.lm_loss(&batch).backward();
+        let secs = start.elapsed().as_secs_f64();
+        drop(out);
+        for mut var in vs.trainable_variables() {
+            var.zero_grad();
+        }
+        if step > 0 {
+            times.push(secs);
+        }
+    }
+    median(times)
+}
+
+/// Milliseconds per decoded token (median of `steps` after one warm-up) after an L-token prefill.
+fn time_decode(model: &DeepseekV32, cfg: &ModelConfig, args: &Args, l: i64, mode: AttentionMode) -> f64 {
+    let prompt = tokens(cfg, args.seed, l, 2, l); // (1, L)
+    let next = tokens(cfg, args.seed, l, 3, args.steps as i64 + 1); // (1, steps + 1)
+    let mut cache = KvCache::new(cfg, 1, (l + DECODE_ROOM) as usize, Kind::Float, Device::Cpu);
+    tch::no_grad(|| {
+        for start in (0..l).step_by(PREFILL_CHUNK as usize) {
+            let chunk = prompt.narrow(1, start, PREFILL_CHUNK.min(l - start)); // (1, ≤ chunk)
+            let _ = model.forward_cached(&chunk, &mut cache, &[0], mode);
+        }
+        let mut times = Vec::with_capacity(args.steps);
+        for i in 0..=args.steps as i64 {
+            let start = Instant::now();
+            let _ = model.forward_cached(&next.narrow(1, i, 1), &mut cache, &[0], mode); // (1, 1, V)
+            if i > 0 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        median(times)
+    })
+}
+
+/// One measured (or skipped) cell of the table.
+type Cell = Option<f64>;
+
+/// Runs `time` for one cell unless the estimate exceeds the budget; logs to stderr.
+fn cell(args: &Args, what: &str, l: i64, mode: AttentionMode, estimate: f64, time: impl FnOnce() -> f64) -> Cell {
+    let name = format!("{what} {} L={l}", if mode == AttentionMode::Dense { "dense" } else { "sparse" });
+    if estimate > args.mem_gib * GIB {
+        println!(
+            "skip: {name}: needs ~{:.1} GiB by estimate, over the {} GiB budget (--mem-gib)",
+            estimate / GIB,
+            args.mem_gib
+        );
+        return None;
+    }
+    reset_peak_rss();
+    let value = time();
+    eprintln!("# {name}: {value:.4}, peak RSS {:.2} GiB (estimate {:.2} GiB)", peak_rss() / GIB, estimate / GIB);
+    Some(value)
+}
+
+/// Runs the cells of one length: (train dense, train sparse, decode dense, decode sparse).
+fn measure(model: &DeepseekV32, vs: &VarStore, cfg: &ModelConfig, args: &Args, l: i64) -> [Cell; 4] {
+    let modes = [AttentionMode::Dense, AttentionMode::Sparse];
+    let mut out = [None; 4];
+    if args.bench != Bench::Decode {
+        for (i, mode) in modes.into_iter().enumerate() {
+            out[i] =
+                cell(args, "train", l, mode, train_bytes(cfg, l, mode), || time_train(model, vs, cfg, args, l, mode));
+        }
+    }
+    if args.bench != Bench::Train {
+        let max = cfg.max_position_embeddings as i64;
+        if l + args.steps as i64 + 1 > max {
+            println!("skip: decode L={l}: the decode steps would pass max_position_embeddings {max}");
+            return out;
+        }
+        for (i, mode) in modes.into_iter().enumerate() {
+            let est = decode_bytes(cfg, l, mode);
+            out[2 + i] = cell(args, "decode", l, mode, est, || time_decode(model, cfg, args, l, mode));
+        }
+    }
+    out
+}
+
+fn show(c: Cell, digits: usize) -> String {
+    c.map_or("skipped".into(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(dense: Cell, sparse: Cell) -> Cell {
+    Some(sparse? / dense?)
+}
+
+/// The smallest measured length where sparse beats dense, noting any longer length where it does
+/// not.
+fn crossover(rows: &[(i64, Cell)]) -> String {
+    let measured: Vec<(i64, f64)> = rows.iter().filter_map(|&(l, r)| Some((l, r?))).collect();
+    let Some(pos) = measured.iter().position(|&(_, r)| r < 1.0) else {
+        return "not within the measured range".into();
+    };
+    let (l, r) = measured[pos];
+    let later: Vec<String> = measured[pos..].iter().filter(|&&(_, r)| r >= 1.0).map(|(l, _)| l.to_string()).collect();
+    let mut s = format!("L = {l} (sparse/dense {r:.2})");
+    if !later.is_empty() {
+        s += &format!(", though not at L = {}", later.join(", "));
+    }
+    s
+}
+
+fn print_table(results: &[(i64, [Cell; 4])]) {
+    println!();
+    println!(
+        "| L | train dense s | train sparse s | sparse/dense | decode dense ms | decode sparse ms | sparse/dense |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (l, [td, ts, dd, ds]) in results {
+        let (rt, rd) = (ratio(*td, *ts), ratio(*dd, *ds));
+        println!(
+            "| {l} | {} | {} | {} | {} | {} | {} |",
+            show(*td, 3),
+            show(*ts, 3),
+            show(rt, 2),
+            show(*dd, 2),
+            show(*ds, 2),
+            show(rd, 2)
+        );
+    }
+    let train: Vec<(i64, Cell)> = results.iter().map(|(l, c)| (*l, ratio(c[0], c[1]))).collect();
+    let decode: Vec<(i64, Cell)> = results.iter().map(|(l, c)| (*l, ratio(c[2], c[3]))).collect();
+    println!();
+    println!("crossover, train: {}", crossover(&train));
+    println!("crossover, decode: {}", crossover(&decode));
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    tch::set_num_threads(args.threads);
+    let cfg = load_config(&args)?;
+    let (vs, model) = build_model(&cfg, args.seed)?;
+    println!(
+        "# dsa_crossover: {} with {} layers, hidden {}, {} heads, kv_lora_rank {}, index {}×{}, index_topk {}; \
+         f32 CPU, {} threads, seed {}, train median of {}, decode median of {} steps",
+        args.source,
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.kv_lora_rank,
+        cfg.index_n_heads,
+        cfg.index_head_dim,
+        cfg.index_topk,
+        tch::get_num_threads(),
+        args.seed,
+        args.repeat,
+        args.steps
+    );
+    let results: Vec<(i64, [Cell; 4])> =
+        args.lengths.iter().map(|&l| (l, measure(&model, &vs, &cfg, &args, l))).collect();
+    print_table(&results);
+    Ok(())
+}

@@ -459,9 +459,8 @@ fn stop_and_resume(run: &Path, stop: u64, stage_index: u64) {
 
 /// A run stopped at step 11 (GRPO's first) and resumed ends exactly where the uninterrupted run
 /// does: weights, optimizer moments, state, report with its eval numbers, every metric of every
-/// step. The optimizer's step counts are left to `resume_restores_optimizer_state_exactly`, which
-/// fails on a known trainer bug; should this test fail on the weights or a grad_norm, read that
-/// test's comment first.
+/// step. The optimizer's step counts and a second stop point are
+/// `resume_restores_optimizer_state_exactly`'s.
 #[test]
 fn resume_is_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the built-in defaults, until the trainer's quickstart recipe exists:
+# A look at the model and the rollout engine without training:
 #   1. the real DeepSeek-V3.2 config: architecture and parameter counts;
 #   2. a randomly initialised `small` V3.2 model (8 layers, hidden 512, MoE, DSA top-256) in the
 #      Hugging Face layout;
 #   3. batched sampling from it with the KV cache and sparse attention, then teacher-forced scoring
 #      of what it sampled (the log-probs must agree: same model code on both paths).
-# Everything lands in runs/quickstart/.
+# Everything lands in runs/sample-and-score/.
 set -euo pipefail
 rlvr=${RLVR:-target/release/rlvr}
-out=runs/quickstart
+out=runs/sample-and-score
 mkdir -p "$out"
 
 echo "== rlvr inspect deepseek-v3.2"

@@ -11,6 +11,9 @@
 //!   [`PREFILL_CHUNK`], so prefill memory stays linear in L), then single-token
 //!   `forward_cached` steps (absorbed MLA); the median ms of `--steps` timed steps after one warm-up.
 //!
+//! Dense and sparse steps alternate (dense, sparse, dense, …), so on a shared machine both see the
+//! same load and their ratio stays meaningful when the absolute times do not.
+//!
 //! Dense attention scores every causal key: O(L²·H·(d_nope + d_rope)) per layer in training and
 //! O(L·H·d_c) per decoded token. DSA adds the lightning indexer, O(L²·H_I·d_I) with small H_I·d_I
 //! and no gradient, and attends to `index_topk` keys per query, O(L·k·H·d_c). Before a cell runs its
@@ -199,19 +202,23 @@ fn train_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
     BASE_BYTES + attention + l * per_token + 4.0 * 4.0 * params(cfg)
 }
 
-/// Rough peak bytes of the decode benchmark at context `l`: the cache, plus one prefill chunk's
+/// Bytes of one cache slot of capacity `l` + [`DECODE_ROOM`].
+fn cache_bytes(cfg: &ModelConfig, l: i64) -> f64 {
+    let per_token = cfg.kv_lora_rank + cfg.qk_rope_head_dim + cfg.index_head_dim;
+    (cfg.num_hidden_layers * per_token) as f64 * (l + DECODE_ROOM) as f64 * 4.0
+}
+
+/// Rough peak bytes of the decode benchmark at context `l` besides its caches: one prefill chunk's
 /// (H, chunk, L) dense scores (three live at once) or its indexer scores and gathered latent.
 fn decode_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
     let (l, c) = ((l + DECODE_ROOM) as f64, PREFILL_CHUNK as f64);
-    let n = cfg.num_hidden_layers as f64;
     let h = cfg.num_attention_heads as f64;
     let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
-    let cache = n * l * (latent + cfg.index_head_dim as f64) * 4.0;
     let attention = match mode {
         AttentionMode::Dense => 3.0 * 4.0 * h * c * l,
         AttentionMode::Sparse => 9.0 * 4.0 * c * l + 2.0 * c * cfg.index_topk as f64 * latent * 4.0,
     };
-    BASE_BYTES + cache + attention + c * 4.0 * 2.0 * cfg.vocab_size as f64 + 4.0 * params(cfg)
+    BASE_BYTES + attention + c * 4.0 * 2.0 * cfg.vocab_size as f64 + 4.0 * params(cfg)
 }
 
 /// Parameters of the (layer-overridden) model.
@@ -219,88 +226,126 @@ fn params(cfg: &ModelConfig) -> f64 {
     rlvr_model::ParamCounts::of(cfg).total as f64
 }
 
-/// Seconds per training step (median of `repeat` after one warm-up) at length `l`.
-fn time_train(model: &DeepseekV32, vs: &VarStore, cfg: &ModelConfig, args: &Args, l: i64, mode: AttentionMode) -> f64 {
+/// Runs `step(i)` for modes `0..n` in turn, one warm-up round and then `rounds` timed rounds, so
+/// every mode sees the same share of a shared machine's load: the median per mode.
+fn interleaved(n: usize, rounds: usize, mut step: impl FnMut(usize) -> f64) -> Vec<f64> {
+    let mut times = vec![Vec::with_capacity(rounds); n];
+    for round in 0..=rounds {
+        for (i, t) in times.iter_mut().enumerate() {
+            let secs = step(i);
+            if round > 0 {
+                t.push(secs);
+            }
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
+/// Seconds per training step at length `l`, per mode.
+fn time_train(
+    model: &DeepseekV32,
+    vs: &VarStore,
+    cfg: &ModelConfig,
+    args: &Args,
+    l: i64,
+    modes: &[AttentionMode],
+) -> Vec<f64> {
     let batch = tokens(cfg, args.seed, l, 1, l); // (1, L)
-    let mut times = Vec::with_capacity(args.repeat);
-    for step in 0..=args.repeat {
+    interleaved(modes.len(), args.repeat, |i| {
         let start = Instant::now();
-        let out = model.run(&batch, ForwardOptions::new(mode));
+        let out = model.run(&batch, ForwardOptions::new(modes[i]));
         out.lm_loss(&batch).backward();
         let secs = start.elapsed().as_secs_f64();
         drop(out);
         for mut var in vs.trainable_variables() {
             var.zero_grad();
         }
-        if step > 0 {
-            times.push(secs);
-        }
-    }
-    median(times)
+        secs
+    })
 }
 
-/// Milliseconds per decoded token (median of `steps` after one warm-up) after an L-token prefill.
-fn time_decode(model: &DeepseekV32, cfg: &ModelConfig, args: &Args, l: i64, mode: AttentionMode) -> f64 {
+/// Milliseconds per decoded token after an L-token prefill, per mode (one cache each, the same
+/// tokens).
+fn time_decode(model: &DeepseekV32, cfg: &ModelConfig, args: &Args, l: i64, modes: &[AttentionMode]) -> Vec<f64> {
     let prompt = tokens(cfg, args.seed, l, 2, l); // (1, L)
     let next = tokens(cfg, args.seed, l, 3, args.steps as i64 + 1); // (1, steps + 1)
-    let mut cache = KvCache::new(cfg, 1, (l + DECODE_ROOM) as usize, Kind::Float, Device::Cpu);
     tch::no_grad(|| {
-        for start in (0..l).step_by(PREFILL_CHUNK as usize) {
-            let chunk = prompt.narrow(1, start, PREFILL_CHUNK.min(l - start)); // (1, ≤ chunk)
-            let _ = model.forward_cached(&chunk, &mut cache, &[0], mode);
-        }
-        let mut times = Vec::with_capacity(args.steps);
-        for i in 0..=args.steps as i64 {
+        let mut caches: Vec<KvCache> = modes
+            .iter()
+            .map(|&mode| {
+                let mut cache = KvCache::new(cfg, 1, (l + DECODE_ROOM) as usize, Kind::Float, Device::Cpu);
+                for start in (0..l).step_by(PREFILL_CHUNK as usize) {
+                    let chunk = prompt.narrow(1, start, PREFILL_CHUNK.min(l - start)); // (1, ≤ chunk)
+                    let _ = model.forward_cached(&chunk, &mut cache, &[0], mode);
+                }
+                cache
+            })
+            .collect();
+        interleaved(modes.len(), args.steps, |i| {
+            let done = caches[i].len(0) as i64 - l; // decode steps this cache has taken
             let start = Instant::now();
-            let _ = model.forward_cached(&next.narrow(1, i, 1), &mut cache, &[0], mode); // (1, 1, V)
-            if i > 0 {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        median(times)
+            let _ = model.forward_cached(&next.narrow(1, done, 1), &mut caches[i], &[0], modes[i]); // (1, 1, V)
+            start.elapsed().as_secs_f64() * 1e3
+        })
     })
 }
 
 /// One measured (or skipped) cell of the table.
 type Cell = Option<f64>;
 
-/// Runs `time` for one cell unless the estimate exceeds the budget; logs to stderr.
-fn cell(args: &Args, what: &str, l: i64, mode: AttentionMode, estimate: f64, time: impl FnOnce() -> f64) -> Cell {
-    let name = format!("{what} {} L={l}", if mode == AttentionMode::Dense { "dense" } else { "sparse" });
-    if estimate > args.mem_gib * GIB {
+/// Times the modes whose memory estimate fits the budget (a skip line for the others) with
+/// `time`; logs the timings and the peak RSS beside the estimate to stderr.
+fn bench_pair(
+    args: &Args,
+    what: &str,
+    l: i64,
+    estimates: [f64; 2],
+    extra: f64,
+    time: impl FnOnce(&[AttentionMode]) -> Vec<f64>,
+) -> [Cell; 2] {
+    let modes = [AttentionMode::Dense, AttentionMode::Sparse];
+    let names = ["dense", "sparse"];
+    let runs: Vec<usize> = (0..2).filter(|&i| estimates[i] + extra <= args.mem_gib * GIB).collect();
+    for i in (0..2).filter(|i| !runs.contains(i)) {
+        let need = (estimates[i] + extra) / GIB;
         println!(
-            "skip: {name}: needs ~{:.1} GiB by estimate, over the {} GiB budget (--mem-gib)",
-            estimate / GIB,
-            args.mem_gib
+            "skip: {what} {} L={l}: needs ~{need:.1} GiB by estimate, over the {} GiB budget (--mem-gib)",
+            names[i], args.mem_gib
         );
-        return None;
+    }
+    let mut out = [None; 2];
+    if runs.is_empty() {
+        return out;
     }
     reset_peak_rss();
-    let value = time();
-    eprintln!("# {name}: {value:.4}, peak RSS {:.2} GiB (estimate {:.2} GiB)", peak_rss() / GIB, estimate / GIB);
-    Some(value)
+    let run_modes: Vec<AttentionMode> = runs.iter().map(|&i| modes[i]).collect();
+    let values = time(&run_modes);
+    let estimate = runs.iter().map(|&i| estimates[i]).fold(0.0, f64::max) + extra;
+    for (&i, v) in runs.iter().zip(&values) {
+        eprintln!("# {what} {} L={l}: {v:.4}", names[i]);
+        out[i] = Some(*v);
+    }
+    eprintln!("# {what} L={l}: peak RSS {:.2} GiB (estimate {:.2} GiB)", peak_rss() / GIB, estimate / GIB);
+    out
 }
 
 /// Runs the cells of one length: (train dense, train sparse, decode dense, decode sparse).
 fn measure(model: &DeepseekV32, vs: &VarStore, cfg: &ModelConfig, args: &Args, l: i64) -> [Cell; 4] {
-    let modes = [AttentionMode::Dense, AttentionMode::Sparse];
+    let (dense, sparse) = (AttentionMode::Dense, AttentionMode::Sparse);
     let mut out = [None; 4];
     if args.bench != Bench::Decode {
-        for (i, mode) in modes.into_iter().enumerate() {
-            out[i] =
-                cell(args, "train", l, mode, train_bytes(cfg, l, mode), || time_train(model, vs, cfg, args, l, mode));
-        }
+        let est = [train_bytes(cfg, l, dense), train_bytes(cfg, l, sparse)];
+        let [d, s] = bench_pair(args, "train", l, est, 0.0, |m| time_train(model, vs, cfg, args, l, m));
+        (out[0], out[1]) = (d, s);
     }
-    if args.bench != Bench::Train {
-        let max = cfg.max_position_embeddings as i64;
-        if l + args.steps as i64 + 1 > max {
-            println!("skip: decode L={l}: the decode steps would pass max_position_embeddings {max}");
-            return out;
-        }
-        for (i, mode) in modes.into_iter().enumerate() {
-            let est = decode_bytes(cfg, l, mode);
-            out[2 + i] = cell(args, "decode", l, mode, est, || time_decode(model, cfg, args, l, mode));
-        }
+    let max = cfg.max_position_embeddings as i64;
+    if args.bench != Bench::Train && l + args.steps as i64 + 1 > max {
+        println!("skip: decode L={l}: the decode steps would pass max_position_embeddings {max}");
+    } else if args.bench != Bench::Train {
+        let est = [decode_bytes(cfg, l, dense), decode_bytes(cfg, l, sparse)];
+        let caches = 2.0 * cache_bytes(cfg, l);
+        let [d, s] = bench_pair(args, "decode", l, est, caches, |m| time_decode(model, cfg, args, l, m));
+        (out[2], out[3]) = (d, s);
     }
     out
 }

@@ -185,6 +185,10 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<bool> {
         }
     }
     let base_lr = stage.lr(&run.recipe.optimizer).expect("training stages have a learning rate");
+    let schedule = match stage {
+        Stage::Grpo(g) => g.schedule.unwrap_or(o.schedule),
+        _ => o.schedule,
+    };
     let max_bad = run.recipe.run.max_bad_steps;
 
     // Stage-specific setup.
@@ -211,7 +215,7 @@ fn run_training(run: &mut Run, stage: &Stage) -> Result<bool> {
     bar.set_position(run.state.stage_step as u64);
     while run.state.stage_step < steps {
         let lr =
-            optim::lr_at(schedule_of(o.schedule), base_lr, run.state.stage_step, steps, o.warmup_steps, o.min_lr_ratio);
+            optim::lr_at(schedule_of(schedule), base_lr, run.state.stage_step, steps, o.warmup_steps, o.min_lr_ratio);
         let (mut metrics, skipped) = match (stage, grpo_parts.as_mut()) {
             (Stage::Grpo(_), Some(parts)) => {
                 let seed = step_seed(run.state.seeds.run, run.state.global_step);
@@ -508,7 +512,11 @@ fn save(run: &mut Run, opt: Option<&AdamW>, reference: Option<&[(String, Tensor)
     // An update can overflow the weights even when its loss and gradient were finite: such a state
     // is never checkpointed.
     let bad: Vec<&str> = tch::no_grad(|| {
-        tensors.iter().filter(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false)).map(|(n, _)| n.as_str()).collect()
+        tensors
+            .iter()
+            .filter(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false))
+            .map(|(n, _)| n.as_str())
+            .collect()
     });
     if !bad.is_empty() {
         let last = run.checkpoints.list().pop().map(|(_, d)| d.display().to_string());

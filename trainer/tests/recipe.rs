@@ -95,18 +95,20 @@ fn set(arg: &str) -> At {
 fn example_recipes_load() {
     let smoke = Recipe::load(&repo().join("recipes/smoke.toml"), &[]).unwrap();
     let names: Vec<&str> = smoke.stages.iter().map(Stage::name).collect();
-    assert_eq!(names, ["pretrain", "indexer_warmup", "sparse_train", "eval_before", "grpo", "eval_after"]);
+    assert_eq!(names, ["pretrain", "indexer_warmup", "sparse_train", "sft", "eval_before", "grpo", "eval_after"]);
     let kinds: Vec<&str> = smoke.stages.iter().map(Stage::kind).collect();
-    assert_eq!(kinds, ["pretrain", "indexer_warmup", "sparse_train", "eval", "grpo", "eval"]);
+    assert_eq!(kinds, ["pretrain", "indexer_warmup", "sparse_train", "sft", "eval", "grpo", "eval"]);
     assert_eq!(smoke.model.model_config().unwrap().num_hidden_layers, 2, "[model.config] merges over the preset");
     assert_eq!(smoke.run_dir(None), Path::new("runs/smoke"));
 
     let arith = Recipe::load(&repo().join("recipes/arith-grpo.toml"), &[]).unwrap();
     assert_eq!(arith.optimizer.schedule, Schedule::Cosine);
     assert_eq!(arith.algorithm.off_policy_delta, Some(0.5));
-    assert_eq!(arith.stages[2].lr(&arith.optimizer), Some(5e-4));
-    let Stage::Eval(eval) = &arith.stages[1] else { panic!("stage 1 is an eval") };
-    assert_eq!((eval.samples, eval.pass_k.as_slice()), (8, &[1, 8][..]));
+    assert_eq!(arith.stages[3].lr(&arith.optimizer), Some(1.5e-4));
+    let Stage::Grpo(grpo) = &arith.stages[3] else { panic!("stage 3 is grpo") };
+    assert_eq!(grpo.schedule, Some(Schedule::Constant), "a stage's own schedule");
+    let Stage::Eval(eval) = &arith.stages[2] else { panic!("stage 2 is an eval") };
+    assert_eq!((eval.samples, eval.pass_k.as_slice()), (4, &[1, 4][..]));
 }
 
 #[test]
@@ -426,9 +428,9 @@ fn set_stages_by_index_and_by_name() {
     assert_eq!(e.max_problems, Some(5));
 
     let smoke = Recipe::load(&repo().join("recipes/smoke.toml"), &sets(&["stages.eval_after.samples=3"])).unwrap();
-    let Stage::Eval(after) = &smoke.stages[5] else { panic!("eval_after") };
+    let Stage::Eval(after) = &smoke.stages[6] else { panic!("eval_after") };
     assert_eq!((after.samples, after.pass_k.as_slice()), (3, &[1, 3][..]));
-    let Stage::Eval(before) = &smoke.stages[3] else { panic!("eval_before") };
+    let Stage::Eval(before) = &smoke.stages[4] else { panic!("eval_before") };
     assert_eq!(before.samples, 2, "only the named stage changes");
 }
 

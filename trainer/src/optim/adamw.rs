@@ -177,7 +177,8 @@ impl AdamW {
         if missing.is_empty() {
             return;
         }
-        let zero: Tensor = missing.iter().map(|p| p.sum(tch::Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
+        let zero: Tensor =
+            missing.iter().map(|p| p.sum(tch::Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
         zero.backward();
     }
 

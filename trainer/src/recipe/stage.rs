@@ -95,6 +95,10 @@ pub struct GrpoStage {
     /// Peak learning rate (default `optimizer.lr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
+    /// Learning-rate schedule of this stage (default `optimizer.schedule`): RL often runs at a
+    /// constant rate after a decaying supervised stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<super::Schedule>,
 }
 
 /// `kind = "eval"`.

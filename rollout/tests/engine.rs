@@ -163,3 +163,28 @@ fn an_engine_can_move_to_a_serving_thread() {
     let handle = std::thread::spawn(move || run_all(&mut eng, vec![request(&prompt(3, 1), 4, 0, 0)]));
     assert_eq!(handle.join().unwrap()[0].samples[0].tokens.len(), 4);
 }
+
+#[test]
+fn a_watched_request_reports_its_tokens_step_by_step() {
+    let mut eng = engine("tiny-sparse", 4, 4);
+    let watched = eng.submit(Request { n: 2, ..request(&prompt(9, 5), 12, 3, 0) }).unwrap();
+    let quiet = eng.submit(request(&prompt(6, 6), 12, 4, 1)).unwrap();
+    assert!(eng.watch(watched));
+    let mut reported: Vec<Vec<i64>> = vec![Vec::new(); 2];
+    let mut outputs = Vec::new();
+    while !eng.is_idle() {
+        outputs.extend(eng.step());
+        for p in eng.take_progress() {
+            assert_eq!(p.id, watched, "only the watched request reports");
+            assert_eq!(p.tokens.len(), 1, "one token per sample per step");
+            reported[p.sample].extend(p.tokens.iter().map(|t| t.id));
+        }
+    }
+    assert!(!eng.watch(quiet), "an ended request cannot be watched");
+    let out = outputs.iter().find(|o| o.id == watched).unwrap();
+    for s in &out.samples {
+        let got = &reported[s.index];
+        assert!(!got.is_empty() && got.len() < s.tokens.len(), "the last step's token comes with the output");
+        assert_eq!(got[..], s.ids()[..got.len()], "reported tokens are the output's, in order");
+    }
+}

@@ -1,7 +1,7 @@
 //! An admitted request: its slots, how much of its prompt is cached, and each sample's stream,
 //! tokens and state. Drawing a token and deciding whether it ends the sample happen here.
 
-use super::request::{Experts, FinishReason, Request, RequestId, RequestOutput, Sample, Token};
+use super::request::{Experts, FinishReason, Progress, Request, RequestId, RequestOutput, Sample, Token};
 use super::Detokenizer;
 use rlvr_model::sample::{choose, greedy, stream_seed, Stream, Truncation};
 
@@ -11,6 +11,8 @@ pub(crate) struct SampleState {
     stream: Stream,
     /// Tokens generated so far.
     tokens: Vec<Token>,
+    /// How many of `tokens` [`Live::progress`] has reported.
+    reported: usize,
     /// Set once it has ended.
     pub(crate) finish: Option<FinishReason>,
     /// The last token drawn but not yet fed through the model (the next decode step's input).
@@ -43,6 +45,7 @@ impl Live {
             .map(|(j, slot)| SampleState {
                 stream: Stream::new(stream_seed(req.seed, req.index, j)),
                 tokens: Vec::new(),
+                reported: 0,
                 finish: None,
                 pending: None,
                 slot: Some(slot),
@@ -103,6 +106,19 @@ impl Live {
             None
         };
         sample.pending = sample.finish.is_none().then_some(id);
+    }
+
+    /// Each sample's tokens drawn since the last call; samples that drew none are left out.
+    pub(crate) fn progress(&mut self) -> Vec<Progress> {
+        let id = self.id;
+        let fresh = self.samples.iter_mut().enumerate().filter(|(_, s)| s.tokens.len() > s.reported);
+        fresh
+            .map(|(sample, s)| {
+                let tokens = s.tokens[s.reported..].to_vec();
+                s.reported = s.tokens.len();
+                Progress { id, sample, tokens }
+            })
+            .collect()
     }
 
     /// Ends every sample still running with [`FinishReason::Abort`].

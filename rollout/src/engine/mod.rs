@@ -27,6 +27,10 @@
 //! sample in flight across an update has old-version tokens, then new-version ones. Its cached keys
 //! (prompt and earlier tokens) stay those the old weights computed, as in other in-flight updates.
 //!
+//! **Streaming**: a caller that wants tokens as they are drawn marks the request with
+//! [`Engine::watch`] and calls [`Engine::take_progress`] after each step; only watched requests
+//! pay for the copies.
+//!
 //! **Stop strings** need a detokenizer ([`Engine::with_detokenizer`]): after each token the
 //! sample's whole completion is decoded and searched for each stop string.
 //!
@@ -45,13 +49,13 @@ mod request;
 mod weights;
 
 pub use error::EngineError;
-pub use request::{Experts, FinishReason, Request, RequestId, RequestOutput, Sample, Token};
+pub use request::{Experts, FinishReason, Progress, Request, RequestId, RequestOutput, Sample, Token};
 pub use weights::checksum_of;
 
 use live::Live;
 use rlvr_model::sample::copy_slot;
 use rlvr_model::{AttentionMode, DeepseekV32, ForwardOutput, KvCache};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -89,6 +93,7 @@ pub struct Engine {
     detokenizer: Option<Detokenizer>,
     waiting: VecDeque<(RequestId, Request)>,
     live: Vec<Live>,
+    watched: HashSet<RequestId>,
     free: Vec<usize>,
     done: Vec<RequestOutput>,
     next_id: u64,
@@ -118,6 +123,7 @@ impl Engine {
             detokenizer: None,
             waiting: VecDeque::new(),
             live: Vec::new(),
+            watched: HashSet::new(),
             done: Vec::new(),
             next_id: 0,
             version: 0,
@@ -163,6 +169,7 @@ impl Engine {
             let mut live = Live::new(id, req, Vec::new());
             live.abort();
             self.done.push(live.into_output());
+            self.watched.remove(&id);
             return true;
         }
         let Some(live) = self.live.iter_mut().find(|l| l.id == id) else {
@@ -171,6 +178,24 @@ impl Engine {
         live.abort();
         self.retire();
         true
+    }
+
+    /// Asks for request `id`'s tokens step by step ([`Engine::take_progress`]). False if it is not
+    /// waiting or running.
+    pub fn watch(&mut self, id: RequestId) -> bool {
+        let known = self.waiting.iter().any(|(w, _)| *w == id) || self.live.iter().any(|l| l.id == id);
+        if known {
+            self.watched.insert(id);
+        }
+        known
+    }
+
+    /// The tokens that the samples of watched requests still running drew since the last call,
+    /// one entry per sample that drew any. A request that ended in the last step reports instead
+    /// in its [`RequestOutput`], whose tokens include those never taken here.
+    pub fn take_progress(&mut self) -> Vec<Progress> {
+        let watched = &self.watched;
+        self.live.iter_mut().filter(|l| watched.contains(&l.id)).flat_map(Live::progress).collect()
     }
 
     /// One engine step (see the module notes); returns the requests that ended since the last one.
@@ -335,6 +360,9 @@ impl Engine {
         let (ended, running): (Vec<Live>, Vec<Live>) =
             std::mem::take(&mut self.live).into_iter().partition(Live::finished);
         self.live = running;
+        for live in &ended {
+            self.watched.remove(&live.id);
+        }
         self.done.extend(ended.into_iter().map(Live::into_output));
     }
 }

@@ -199,6 +199,18 @@ impl Sample {
     }
 }
 
+/// Tokens that one sample of a watched request drew since the last report
+/// ([`crate::engine::Engine::take_progress`]).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The request's handle.
+    pub id: RequestId,
+    /// The sample's index among the request's `n`.
+    pub sample: usize,
+    /// The new tokens, oldest first.
+    pub tokens: Vec<Token>,
+}
+
 /// A finished request: its samples in index order.
 #[derive(Debug, Clone)]
 pub struct RequestOutput {

@@ -3,20 +3,30 @@
 //! parsed back with `chat::parse_completion` into `content`, `reasoning_content` and `tool_calls`.
 //! A reply that does not parse (e.g. from an untrained model) comes back whole as `content`.
 //!
-//! Streaming sends per token the part of its text that falls in the reasoning or the content, and
-//! the parsed tool calls with the last chunk.
+//! Streaming sends a role chunk, then per token the part of its text that falls in the reasoning
+//! or the content, as soon as the step that drew it ends (text that may still be a stop string, a
+//! `</think>`, the start of the tool calls or the closing end-of-sentence waits for the next token;
+//! see `delta.rs`), and the parsed tool calls with the last chunk.
 
 use super::api::{parse_request, ChatRequest};
-use super::render::{fingerprint, newest_version, render, Extras, Rendered};
-use super::{collect, render::add_extras, stream, unix_now, ApiError, AppState};
+use super::delta::TextStream;
+use super::render::{fingerprint, finish_name, newest_version, render, Extras};
+use super::stream::{self, Chunker};
+use super::{collect, render::add_extras, unix_now, ApiError, AppState};
 use crate::chat::{self, ChatOptions, Message, Role, Tool, EOS, THINK_END};
 use crate::engine::{RequestOutput, Sample, Token};
+use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
+
+/// Where the tool calls begin in a reply; the content ends there.
+const CALLS_START: &str = "\n\n<｜DSML｜function_calls>";
 
 /// What every choice of one response shares.
 struct Shape {
@@ -56,7 +66,7 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
     let (fresh_seed, id) = state.fresh();
     let request = s.request(prompt.clone(), 0, s.seed.unwrap_or(fresh_seed), &state.limits)?;
     let ticket = state.admit(1)?;
-    let receivers = state.submit(vec![request])?;
+    let receivers = state.submit(vec![request], s.stream)?;
     let shape = Shape {
         id: format!("chatcmpl-{id}"),
         created: unix_now(),
@@ -74,22 +84,22 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
         version: state.metrics.version(),
     };
     if s.stream {
-        let st = state.clone();
-        return Ok(stream::sse(&state, ticket, receivers, move |outputs| chunks(&st, &shape, &outputs)));
+        let chunks = Chunks { tok: tok.clone(), shape, texts: HashMap::new() };
+        return Ok(stream::sse(&state, ticket, receivers, chunks));
     }
     let outputs = collect(receivers).await?;
     drop(ticket);
     Ok(Json(full_body(&state, &shape, &outputs)).into_response())
 }
 
-/// The reply as a message, and the finish reason (`tool_calls` when it called tools).
-fn reply(rendered: &Rendered, thinking: bool) -> (Message, &'static str) {
-    let message = match chat::parse_completion(&rendered.text, thinking) {
+/// The reply `text` as a message, and the finish reason (`tool_calls` when it called tools;
+/// else `finish`).
+fn reply(text: &str, finish: &'static str, thinking: bool) -> (Message, &'static str) {
+    let message = match chat::parse_completion(text, thinking) {
         Ok(parsed) => parsed.into_message(),
-        Err(_) => Message::new(Role::Assistant, rendered.text.strip_suffix(EOS).unwrap_or(&rendered.text)),
+        Err(_) => Message::new(Role::Assistant, text.strip_suffix(EOS).unwrap_or(text)),
     };
-    let finish =
-        if !message.tool_calls.is_empty() && rendered.finish == "stop" { "tool_calls" } else { rendered.finish };
+    let finish = if !message.tool_calls.is_empty() && finish == "stop" { "tool_calls" } else { finish };
     (message, finish)
 }
 
@@ -110,7 +120,7 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
     let mut list = Vec::new();
     for sample in &samples {
         let rendered = render(sample, tok, false, &shape.stops);
-        let (message, finish) = reply(&rendered, shape.thinking);
+        let (message, finish) = reply(&rendered.text, rendered.finish, shape.thinking);
         let mut choice = Map::new();
         choice.insert("index".into(), json!(sample.index));
         choice.insert("message".into(), message.to_json());
@@ -142,13 +152,13 @@ fn spans(text: &str, thinking: bool) -> ((usize, usize), (usize, usize)) {
         (true, Some(p)) => ((0, p), p + THINK_END.len()),
         (true, None) => ((0, body_end), body_end),
     };
-    let content_end = text[start..body_end].find("\n\n<｜DSML｜function_calls>").map_or(body_end, |p| start + p);
+    let content_end = text[start..body_end].find(CALLS_START).map_or(body_end, |p| start + p);
     (reasoning, (start, content_end.max(start)))
 }
 
-/// The part of `text[at..at + len]` inside `span`.
-fn part(text: &str, at: usize, len: usize, span: (usize, usize)) -> &str {
-    let (lo, hi) = (at.max(span.0), (at + len).min(span.1));
+/// The part of `text[range]` inside `span`.
+fn part(text: &str, range: Range<usize>, span: (usize, usize)) -> &str {
+    let (lo, hi) = (range.start.max(span.0), range.end.min(span.1));
     if lo < hi {
         &text[lo..hi]
     } else {
@@ -156,44 +166,79 @@ fn part(text: &str, at: usize, len: usize, span: (usize, usize)) -> &str {
     }
 }
 
-/// The streamed response: a role chunk, per token a delta of reasoning and/or content, then the
-/// finish reason (with the tool calls).
-fn chunks(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Vec<Value> {
-    let tok = state.tokenizer.as_deref();
-    let chunk = |version: u64, choice: Value| {
+/// The streamed response's chunks (see the module notes); their deltas add up to the
+/// non-streamed reasoning and content.
+struct Chunks {
+    tok: Arc<Tokenizer>,
+    shape: Shape,
+    /// Each sample's text so far, by sample index; present once its role chunk went out.
+    texts: HashMap<usize, TextStream>,
+}
+
+impl Chunks {
+    /// A chunk of one choice, stamped with `version`.
+    fn chunk(&self, version: u64, choice: Value) -> Value {
+        let shape = &self.shape;
         json!({"id": shape.id, "object": "chat.completion.chunk", "created": shape.created,
             "model": shape.model, "system_fingerprint": fingerprint(version), "choices": [choice]})
-    };
-    let mut out = Vec::new();
-    for sample in outputs.iter().flat_map(|o| &o.samples) {
-        let rendered = render(sample, tok, false, &shape.stops);
-        let (reasoning, content) = spans(&rendered.text, shape.thinking);
-        let first = sample.tokens.first().map_or(shape.version, |t| t.version);
-        out.push(chunk(
-            first,
-            json!({"index": sample.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}),
-        ));
-        let mut at = 0;
-        for (t, piece) in sample.tokens.iter().zip(&rendered.pieces) {
-            let mut delta = Map::new();
-            let r = part(&rendered.text, at, piece.len(), reasoning);
-            let c = part(&rendered.text, at, piece.len(), content);
-            if !r.is_empty() {
-                delta.insert("reasoning_content".into(), json!(r));
-            }
-            delta.insert("content".into(), json!(c));
-            at += piece.len();
-            let mut choice = json!({"index": sample.index, "delta": delta, "finish_reason": null});
-            if shape.logprobs {
-                choice["logprobs"] = logprobs_json(std::slice::from_ref(t), std::slice::from_ref(piece));
-            }
-            out.push(chunk(t.version, choice));
-        }
-        let (message, finish) = reply(&rendered, shape.thinking);
-        let calls = message.to_json().get("tool_calls").cloned();
-        let delta = calls.map_or(json!({}), |c| json!({ "tool_calls": c }));
-        let last = sample.versions().map_or(shape.version, |v| v.1);
-        out.push(chunk(last, json!({"index": sample.index, "delta": delta, "finish_reason": finish})));
     }
-    out
+
+    /// The role chunk that opens sample `index`, the first time it is asked for.
+    fn open(&mut self, index: usize, version: u64) -> Option<Value> {
+        if self.texts.contains_key(&index) {
+            return None;
+        }
+        self.texts.insert(index, TextStream::new(false));
+        let delta = json!({"role": "assistant", "content": ""});
+        Some(self.chunk(version, json!({"index": index, "delta": delta, "finish_reason": null})))
+    }
+
+    /// The delta of `text[range]`: its reasoning part (when any) and its content part.
+    fn delta(&self, text: &str, range: Range<usize>) -> Map<String, Value> {
+        let (reasoning, content) = spans(text, self.shape.thinking);
+        let mut delta = Map::new();
+        let r = part(text, range.clone(), reasoning);
+        if !r.is_empty() {
+            delta.insert("reasoning_content".into(), json!(r));
+        }
+        delta.insert("content".into(), json!(part(text, range, content)));
+        delta
+    }
+}
+
+impl Chunker for Chunks {
+    fn tokens(&mut self, _prompt: usize, sample: usize, tokens: &[Token]) -> Vec<Value> {
+        let mut out: Vec<Value> = tokens.first().and_then(|t| self.open(sample, t.version)).into_iter().collect();
+        let markers: &[&str] = if self.shape.thinking { &[THINK_END, CALLS_START, EOS] } else { &[CALLS_START, EOS] };
+        for t in tokens {
+            let text = self.texts.get_mut(&sample).expect("opened above");
+            let piece = text.push(&self.tok, t.id);
+            let range = text.release(&self.shape.stops, markers);
+            // Split by the spans of all the text so far: a marker that the held-back tail may
+            // still complete never reaches into the released range.
+            let delta = self.delta(self.texts[&sample].text(), range);
+            let mut choice = json!({"index": sample, "delta": delta, "finish_reason": null});
+            if self.shape.logprobs {
+                choice["logprobs"] = logprobs_json(std::slice::from_ref(t), &[piece]);
+            }
+            out.push(self.chunk(t.version, choice));
+        }
+        out
+    }
+
+    /// The text held back to the end, the finish reason, and the tool calls.
+    fn finish(&mut self, _prompt: usize, sample: &Sample) -> Vec<Value> {
+        let mut out: Vec<Value> = self.open(sample.index, self.shape.version).into_iter().collect();
+        let text = self.texts.get_mut(&sample.index).expect("opened above");
+        let range = text.finish(&self.tok, sample.finish_reason, &self.shape.stops);
+        let text = self.texts[&sample.index].text();
+        let mut delta = if range.is_empty() { Map::new() } else { self.delta(text, range) };
+        let (message, finish) = reply(text, finish_name(sample.finish_reason), self.shape.thinking);
+        if let Some(calls) = message.to_json().get("tool_calls") {
+            delta.insert("tool_calls".into(), calls.clone());
+        }
+        let last = sample.versions().map_or(self.shape.version, |v| v.1);
+        out.push(self.chunk(last, json!({"index": sample.index, "delta": delta, "finish_reason": finish})));
+        out
+    }
 }

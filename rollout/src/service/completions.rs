@@ -1,16 +1,24 @@
 //! `POST /v1/completions`: OpenAI's text completions over the engine. `prompt` may be text
 //! (tokenized with special tokens, e.g. BOS), token ids, or a list of either; prompt `i` is engine
 //! request index `i`, and its `n` samples are choices `i·n .. i·n + n`.
+//!
+//! Streaming sends per token a chunk with the text it adds (held back while it may still become a
+//! stop string or is part of an unfinished character; see `delta.rs`), its log-prob and version,
+//! then per choice a chunk with the finish reason. Choices' chunks interleave as they are drawn.
 
 use super::api::{parse_request, CompletionRequest, LogprobsFlag, PromptInput};
-use super::render::{add_extras, clip_pieces, fingerprint, newest_version, render, Extras, Rendered};
-use super::{collect, stream, unix_now, ApiError, AppState};
-use crate::engine::{RequestOutput, Sample};
+use super::delta::TextStream;
+use super::render::{add_extras, fingerprint, finish_name, newest_version, render, Extras, Rendered};
+use super::stream::{self, Chunker};
+use super::{collect, unix_now, ApiError, AppState};
+use crate::engine::{RequestOutput, Sample, Token};
+use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What every choice of one response shares.
@@ -23,6 +31,8 @@ struct Shape {
     extras: Extras,
     stops: Vec<String>,
     prompts: Vec<Vec<i64>>,
+    /// Samples per prompt.
+    n: usize,
     version: u64,
 }
 
@@ -40,8 +50,9 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
         .enumerate()
         .map(|(i, p)| s.request(p.clone(), i, seed, &state.limits))
         .collect::<Result<Vec<_>, _>>()?;
+    let n = requests[0].n;
     let ticket = state.admit(requests.len())?;
-    let receivers = state.submit(requests)?;
+    let receivers = state.submit(requests, s.stream)?;
     let shape = Shape {
         id: format!("cmpl-{id}"),
         created: unix_now(),
@@ -55,11 +66,12 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
         },
         stops: s.stop_strings(),
         prompts,
+        n,
         version: state.metrics.version(),
     };
     if s.stream {
-        let st = state.clone();
-        return Ok(stream::sse(&state, ticket, receivers, move |outputs| chunks(&st, &shape, &outputs)));
+        let chunks = Chunks { tok: state.tokenizer.clone(), shape, texts: HashMap::new() };
+        return Ok(stream::sse(&state, ticket, receivers, chunks));
     }
     let outputs = collect(receivers).await?;
     drop(ticket);
@@ -140,35 +152,66 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
     })
 }
 
-/// The streamed response: per sample, one chunk per token (its text, log-prob and version), then
-/// one with the finish reason. The chunks' texts add up to the non-streamed `text`.
-fn chunks(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Vec<Value> {
-    let tok = state.tokenizer.as_deref();
-    let chunk = |version: u64, choice: Value| {
+/// The streamed response's chunks (see the module notes); their texts add up to the
+/// non-streamed `text`.
+struct Chunks {
+    tok: Option<Arc<Tokenizer>>,
+    shape: Shape,
+    /// Each choice's text so far, by choice index (with a tokenizer).
+    texts: HashMap<usize, TextStream>,
+}
+
+impl Chunks {
+    /// A chunk of one choice, stamped with `version`.
+    fn chunk(&self, version: u64, choice: Value) -> Value {
+        let shape = &self.shape;
         json!({"id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
             "system_fingerprint": fingerprint(version), "choices": [choice]})
-    };
-    let mut out = Vec::new();
-    for (index, sample, _) in choices(outputs) {
-        let rendered = render(sample, tok, true, &shape.stops);
-        let texts = if tok.is_some() {
-            clip_pieces(&rendered.pieces, &rendered.text)
-        } else {
-            vec![String::new(); sample.tokens.len()]
+    }
+
+    /// Token `t`'s piece and the text it releases (empty without a tokenizer).
+    fn advance(&mut self, index: usize, t: &Token) -> (String, String) {
+        let Some(tok) = &self.tok else {
+            return (format!("token_id:{}", t.id), String::new());
         };
-        for (i, t) in sample.tokens.iter().enumerate() {
-            let mut choice = json!({"index": index, "text": texts[i], "logprobs": null, "finish_reason": null});
-            if shape.logprobs {
-                choice["logprobs"] =
-                    json!({"tokens": [rendered.pieces[i]], "token_logprobs": [t.logprob], "token_ids": [t.id]});
+        let text = self.texts.entry(index).or_insert_with(|| TextStream::new(true));
+        let piece = text.push(tok, t.id);
+        let range = text.release(&self.shape.stops, &[]);
+        (piece, text.text()[range].to_string())
+    }
+}
+
+impl Chunker for Chunks {
+    fn tokens(&mut self, prompt: usize, sample: usize, tokens: &[Token]) -> Vec<Value> {
+        let index = prompt * self.shape.n + sample;
+        let mut out = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let (piece, text) = self.advance(index, t);
+            let mut choice = json!({"index": index, "text": text, "logprobs": null, "finish_reason": null});
+            if self.shape.logprobs {
+                choice["logprobs"] = json!({"tokens": [piece], "token_logprobs": [t.logprob], "token_ids": [t.id]});
             }
-            if shape.extras.token_ids {
+            if self.shape.extras.token_ids {
                 choice["token_ids"] = json!([t.id]);
             }
-            out.push(chunk(t.version, choice));
+            out.push(self.chunk(t.version, choice));
         }
-        let last = sample.versions().map_or(shape.version, |v| v.1);
-        out.push(chunk(last, json!({"index": index, "text": "", "logprobs": null, "finish_reason": rendered.finish})));
+        out
     }
-    out
+
+    /// The finish reason, with the text held back to the end (e.g. a stop string's start that
+    /// never completed one).
+    fn finish(&mut self, prompt: usize, sample: &Sample) -> Vec<Value> {
+        let index = prompt * self.shape.n + sample.index;
+        let rest = match (&self.tok, self.texts.get_mut(&index)) {
+            (Some(tok), Some(text)) => {
+                let range = text.finish(tok, sample.finish_reason, &self.shape.stops);
+                text.text()[range].to_string()
+            }
+            _ => String::new(),
+        };
+        let finish = finish_name(sample.finish_reason);
+        let last = sample.versions().map_or(self.shape.version, |v| v.1);
+        vec![self.chunk(last, json!({"index": index, "text": rest, "logprobs": null, "finish_reason": finish}))]
+    }
 }

@@ -9,18 +9,22 @@
 //!
 //! One thread owns the engine (`worker.rs`); handlers send it requests and await their outcome.
 //! Admission is bounded: at most `slots + max_queue` engine requests are outstanding, more get 429.
-//! A request whose client goes away is aborted at the next engine step (streams notice it when a
-//! keep-alive comment fails to send, every [`ServiceConfig::keep_alive`]).
+//! Streamed responses send each token's chunk as soon as the engine step that drew it ends (text
+//! that may still become a stop string, or bytes of an unfinished character, wait for the next
+//! token; see `delta.rs`). A request whose client goes away is aborted at the next engine step
+//! (streams notice it when a chunk or a keep-alive comment, every [`ServiceConfig::keep_alive`],
+//! fails to send).
 //! Shutdown ([`Service::serve`]'s future resolving): stop accepting, let requests in flight finish
 //! for [`ServiceConfig::grace`], then abort them (their choices end with `"finish_reason": "abort"`).
 //!
 //! Left out: `best_of`, `top_logprobs` alternatives, `presence`/`frequency` penalties, `logit_bias`,
-//! `suffix`, `response_format`, authentication, TLS; chunks stream once a request has ended, since
-//! the engine reports requests, not steps.
+//! `suffix`, `response_format`, authentication, TLS; a streamed chat reply's tool calls come whole
+//! with its last chunk.
 
 mod api;
 mod chat_completions;
 mod completions;
+mod delta;
 mod errors;
 pub mod metrics;
 mod render;
@@ -246,12 +250,17 @@ impl AppState {
         (nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15), format!("{n:x}{:08x}", nanos as u32))
     }
 
-    /// Sends the requests to the engine thread; one receiver each.
-    fn submit(&self, requests: Vec<crate::engine::Request>) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+    /// Sends the requests to the engine thread; one receiver each. `stream` asks for their tokens
+    /// step by step.
+    fn submit(
+        &self,
+        requests: Vec<crate::engine::Request>,
+        stream: bool,
+    ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
         let mut receivers = Vec::with_capacity(requests.len());
         for request in requests {
             let (events, rx) = unbounded_channel();
-            if !self.worker.send(Command::Submit { request, events }) {
+            if !self.worker.send(Command::Submit { request, stream, events }) {
                 return Err(ApiError::unavailable("the engine thread has stopped"));
             }
             receivers.push(rx);
@@ -260,15 +269,20 @@ impl AppState {
     }
 }
 
-/// Awaits every request's outcome, in order.
+/// Awaits every request's outcome, in order (token events, sent only for streamed requests, are
+/// skipped).
 pub(crate) async fn collect(receivers: Vec<UnboundedReceiver<Event>>) -> Result<Vec<RequestOutput>, ApiError> {
     let mut outputs = Vec::with_capacity(receivers.len());
     for mut rx in receivers {
-        match rx.recv().await {
-            Some(Event::Done(output)) => outputs.push(output),
-            Some(Event::Rejected(e)) => return Err(e.into()),
-            None => return Err(ApiError::unavailable("the engine thread stopped before answering")),
-        }
+        let output = loop {
+            match rx.recv().await {
+                Some(Event::Tokens(_)) => {}
+                Some(Event::Done(output)) => break output,
+                Some(Event::Rejected(e)) => return Err(e.into()),
+                None => return Err(ApiError::unavailable("the engine thread stopped before answering")),
+            }
+        };
+        outputs.push(output);
     }
     Ok(outputs)
 }

@@ -2,6 +2,7 @@
 //! completion text (cut before a stop string, as OpenAI does; the token ids keep the token that
 //! completed it), the finish reason, and rlvr's record extensions.
 
+use super::delta::final_len;
 use crate::engine::{FinishReason, Sample};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use serde_json::{json, Map, Value};
@@ -39,26 +40,9 @@ pub fn render(sample: &Sample, tok: Option<&Tokenizer>, skip_special: bool, stop
     if let (Some(last), Ok(rest)) = (pieces.last_mut(), decoder.finish(tok)) {
         last.push_str(&rest);
     }
-    let full: String = pieces.concat();
-    let cut = stops.iter().filter(|s| !s.is_empty()).filter_map(|s| full.find(s.as_str())).min();
-    let text = match (sample.finish_reason, cut) {
-        (FinishReason::Stop, Some(at)) => full[..at].to_string(),
-        _ => full,
-    };
+    let mut text: String = pieces.concat();
+    text.truncate(final_len(&text, sample.finish_reason, stops));
     Rendered { pieces, text, finish }
-}
-
-/// The pieces clipped so that they add up to `text` (a prefix of their concatenation).
-pub fn clip_pieces(pieces: &[String], text: &str) -> Vec<String> {
-    let mut left = text.len();
-    pieces
-        .iter()
-        .map(|p| {
-            let take = p.len().min(left);
-            left -= take;
-            p.get(..take).unwrap_or(p).to_string()
-        })
-        .collect()
 }
 
 /// Which extensions a request asked for.

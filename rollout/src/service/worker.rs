@@ -1,16 +1,15 @@
 //! The engine thread. The model is not `Sync`, so one dedicated thread owns the [`Engine`] and
-//! everything else talks to it through channels: [`Command`]s in, one [`Event`] per request out.
+//! everything else talks to it through channels: [`Command`]s in, [`Event`]s per request out.
 //!
 //! Its loop: take every waiting command (blocking only when the engine has nothing to do), abort
 //! the requests whose receiver is gone (the client disconnected), run one [`Engine::step`], refresh
-//! the metrics, answer queued weight updates with the version the step applied, and send the
-//! finished requests. A weight update therefore lands between two steps, as the engine requires.
-//!
-//! Left out: per-step token events. The engine reports a request only once it has ended, so a
-//! streamed response's chunks are sent when its request ends.
+//! the metrics, answer queued weight updates with the version the step applied, send each streamed
+//! request's new tokens ([`Event::Tokens`], from [`Engine::take_progress`]), and send the finished
+//! requests ([`Event::Done`]). A weight update therefore lands between two steps, as the engine
+//! requires, and a streamed token leaves as soon as the step that drew it ends.
 
 use super::metrics::Metrics;
-use crate::engine::{Engine, EngineError, Request, RequestId, RequestOutput};
+use crate::engine::{Engine, EngineError, Progress, Request, RequestId, RequestOutput};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,8 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 /// What a request's caller hears back.
 #[derive(Debug)]
 pub enum Event {
+    /// New tokens of one sample (streamed requests only, while they run).
+    Tokens(Progress),
     /// The request ended (its samples may have ended by abort).
     Done(RequestOutput),
     /// The engine refused it.
@@ -29,11 +30,13 @@ pub enum Event {
 
 /// What the engine thread is asked to do.
 pub enum Command {
-    /// Queue a request; its [`Event`] goes to `events`. Dropping the receiver aborts it.
+    /// Queue a request; its [`Event`]s go to `events`. Dropping the receiver aborts it.
     Submit {
         /// The request.
         request: Request,
-        /// Where its outcome goes.
+        /// Whether to send its tokens step by step ([`Event::Tokens`]) before its outcome.
+        stream: bool,
+        /// Where its events go.
         events: UnboundedSender<Event>,
     },
     /// Queue new weights; `reply` gets the version they are applied as, or the refusal.
@@ -129,13 +132,25 @@ fn run(mut engine: Engine, commands: Receiver<Command>, metrics: &Metrics) {
         for reply in replies.drain(..) {
             let _ = reply.send(Ok(engine.version()));
         }
-        for output in outputs {
-            if let Some(tx) = events.remove(&output.id) {
-                let _ = tx.send(Event::Done(output));
-            }
-        }
+        deliver(&mut engine, &mut events, outputs);
         if closed && engine.is_idle() {
             return;
+        }
+    }
+}
+
+/// Sends the new tokens of streamed requests still running, then the ended requests' outputs
+/// (dropping their senders). A request is either running or ended, so its tokens always come
+/// before its outcome.
+fn deliver(engine: &mut Engine, events: &mut HashMap<RequestId, UnboundedSender<Event>>, outputs: Vec<RequestOutput>) {
+    for progress in engine.take_progress() {
+        if let Some(tx) = events.get(&progress.id) {
+            let _ = tx.send(Event::Tokens(progress));
+        }
+    }
+    for output in outputs {
+        if let Some(tx) = events.remove(&output.id) {
+            let _ = tx.send(Event::Done(output));
         }
     }
 }
@@ -149,8 +164,11 @@ fn handle(
     metrics: &Metrics,
 ) {
     match command {
-        Command::Submit { request, events: tx } => match engine.submit(request) {
+        Command::Submit { request, stream, events: tx } => match engine.submit(request) {
             Ok(id) => {
+                if stream {
+                    engine.watch(id);
+                }
                 events.insert(id, tx);
             }
             Err(e) => {

@@ -135,6 +135,43 @@ impl Server {
     }
 }
 
+/// A streamed response read event by event, as a client sees it arrive.
+pub struct SseReader {
+    resp: reqwest::Response,
+    /// Bytes received but not yet read as events (a network read may end inside a character).
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    /// POSTs a streaming request to `server`; panics unless it is answered 200.
+    pub async fn post(server: &Server, path: &str, body: &Value) -> SseReader {
+        let resp = client().post(format!("{}{path}", server.url)).json(body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        SseReader { resp, buf: Vec::new() }
+    }
+
+    /// The next `data:` payload (keep-alive comments skipped); `None` once the body ends.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let event = String::from_utf8(event).unwrap();
+                match event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    Some(data) => return Some(data.to_string()),
+                    None => continue,
+                }
+            }
+            let bytes = self.resp.chunk().await.unwrap()?;
+            self.buf.extend_from_slice(&bytes);
+        }
+    }
+
+    /// The next chunk as JSON; `None` at `[DONE]` or the end of the body.
+    pub async fn next_chunk(&mut self) -> Option<Value> {
+        self.next().await.filter(|d| d != "[DONE]").map(|d| serde_json::from_str(&d).unwrap())
+    }
+}
+
 /// A client without connection reuse (each request its own connection, as separate clients).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()

@@ -18,7 +18,8 @@
 //! O(L·H·d_c) per decoded token. DSA adds the lightning indexer, O(L²·H_I·d_I) with small H_I·d_I
 //! and no gradient, and attends to `index_topk` keys per query, O(L·k·H·d_c). Before a cell runs its
 //! memory is estimated ([`train_bytes`], [`decode_bytes`]); one over `--mem-gib` prints a skip line
-//! instead of running. Each cell's measured peak RSS goes to stderr beside its estimate.
+//! instead of running. Every timed step, and each benchmark's peak RSS beside its estimate, goes to
+//! stderr.
 //!
 //! Left out: the optimizer step, batches above one sequence, bf16 and GPUs, the indexer losses of
 //! the DSA training stages, and prefill timing.
@@ -141,7 +142,8 @@ fn tokens(cfg: &ModelConfig, seed: u64, length: i64, purpose: u64, n: i64) -> Te
     Tensor::randint(cfg.vocab_size as i64, [1, n], (Kind::Int64, Device::Cpu))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+fn median(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     if n % 2 == 1 {
@@ -209,13 +211,15 @@ fn cache_bytes(cfg: &ModelConfig, l: i64) -> f64 {
 }
 
 /// Rough peak bytes of the decode benchmark at context `l` besides its caches: one prefill chunk's
-/// (H, chunk, L) dense scores (three live at once) or its indexer scores and gathered latent.
+/// (H, chunk, L) f32 dense score blocks (about ten at the peak: the einsums' outputs and copies,
+/// the masked scores and the softmax; checked against peak RSS at L = 1k–8k), or its indexer
+/// scores and gathered latent.
 fn decode_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
     let (l, c) = ((l + DECODE_ROOM) as f64, PREFILL_CHUNK as f64);
     let h = cfg.num_attention_heads as f64;
     let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
     let attention = match mode {
-        AttentionMode::Dense => 3.0 * 4.0 * h * c * l,
+        AttentionMode::Dense => 10.0 * 4.0 * h * c * l,
         AttentionMode::Sparse => 9.0 * 4.0 * c * l + 2.0 * c * cfg.index_topk as f64 * latent * 4.0,
     };
     BASE_BYTES + attention + c * 4.0 * 2.0 * cfg.vocab_size as f64 + 4.0 * params(cfg)
@@ -227,8 +231,8 @@ fn params(cfg: &ModelConfig) -> f64 {
 }
 
 /// Runs `step(i)` for modes `0..n` in turn, one warm-up round and then `rounds` timed rounds, so
-/// every mode sees the same share of a shared machine's load: the median per mode.
-fn interleaved(n: usize, rounds: usize, mut step: impl FnMut(usize) -> f64) -> Vec<f64> {
+/// every mode sees the same share of a shared machine's load: the timed values per mode.
+fn interleaved(n: usize, rounds: usize, mut step: impl FnMut(usize) -> f64) -> Vec<Vec<f64>> {
     let mut times = vec![Vec::with_capacity(rounds); n];
     for round in 0..=rounds {
         for (i, t) in times.iter_mut().enumerate() {
@@ -238,7 +242,7 @@ fn interleaved(n: usize, rounds: usize, mut step: impl FnMut(usize) -> f64) -> V
             }
         }
     }
-    times.into_iter().map(median).collect()
+    times
 }
 
 /// Seconds per training step at length `l`, per mode.
@@ -249,7 +253,7 @@ fn time_train(
     args: &Args,
     l: i64,
     modes: &[AttentionMode],
-) -> Vec<f64> {
+) -> Vec<Vec<f64>> {
     let batch = tokens(cfg, args.seed, l, 1, l); // (1, L)
     interleaved(modes.len(), args.repeat, |i| {
         let start = Instant::now();
@@ -266,7 +270,7 @@ fn time_train(
 
 /// Milliseconds per decoded token after an L-token prefill, per mode (one cache each, the same
 /// tokens).
-fn time_decode(model: &DeepseekV32, cfg: &ModelConfig, args: &Args, l: i64, modes: &[AttentionMode]) -> Vec<f64> {
+fn time_decode(model: &DeepseekV32, cfg: &ModelConfig, args: &Args, l: i64, modes: &[AttentionMode]) -> Vec<Vec<f64>> {
     let prompt = tokens(cfg, args.seed, l, 2, l); // (1, L)
     let next = tokens(cfg, args.seed, l, 3, args.steps as i64 + 1); // (1, steps + 1)
     tch::no_grad(|| {
@@ -301,7 +305,7 @@ fn bench_pair(
     l: i64,
     estimates: [f64; 2],
     extra: f64,
-    time: impl FnOnce(&[AttentionMode]) -> Vec<f64>,
+    time: impl FnOnce(&[AttentionMode]) -> Vec<Vec<f64>>,
 ) -> [Cell; 2] {
     let modes = [AttentionMode::Dense, AttentionMode::Sparse];
     let names = ["dense", "sparse"];
@@ -322,8 +326,9 @@ fn bench_pair(
     let values = time(&run_modes);
     let estimate = runs.iter().map(|&i| estimates[i]).fold(0.0, f64::max) + extra;
     for (&i, v) in runs.iter().zip(&values) {
-        eprintln!("# {what} {} L={l}: {v:.4}", names[i]);
-        out[i] = Some(*v);
+        let each: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
+        eprintln!("# {what} {} L={l}: median {:.4} of [{}]", names[i], median(v), each.join(", "));
+        out[i] = Some(median(v));
     }
     eprintln!("# {what} L={l}: peak RSS {:.2} GiB (estimate {:.2} GiB)", peak_rss() / GIB, estimate / GIB);
     out

@@ -102,13 +102,23 @@ fn example_recipes_load() {
     assert_eq!(smoke.run_dir(None), Path::new("runs/smoke"));
 
     let arith = Recipe::load(&repo().join("recipes/arith-grpo.toml"), &[]).unwrap();
-    assert_eq!(arith.optimizer.schedule, Schedule::Cosine);
+    assert_eq!(arith.optimizer.schedule, Schedule::Constant);
     assert_eq!(arith.algorithm.off_policy_delta, Some(0.5));
-    assert_eq!(arith.stages[3].lr(&arith.optimizer), Some(1.5e-4));
+    assert_eq!(arith.stages[3].lr(&arith.optimizer), Some(3e-4));
     let Stage::Grpo(grpo) = &arith.stages[3] else { panic!("stage 3 is grpo") };
     assert_eq!(grpo.schedule, Some(Schedule::Constant), "a stage's own schedule");
     let Stage::Eval(eval) = &arith.stages[2] else { panic!("stage 2 is an eval") };
     assert_eq!((eval.samples, eval.pass_k.as_slice()), (4, &[1, 4][..]));
+
+    // The quickstart: the V3.2 path, with index_topk a strict subset of the training sequences.
+    let quick = Recipe::load(&repo().join("recipes/quickstart.toml"), &[]).unwrap();
+    let kinds: Vec<&str> = quick.stages.iter().map(Stage::kind).collect();
+    assert_eq!(kinds, ["pretrain", "indexer_warmup", "sparse_train", "sft", "eval", "grpo", "eval"]);
+    let names: Vec<&str> = quick.stages.iter().map(Stage::name).collect();
+    assert_eq!((names[4], names[6]), ("eval_before", "eval_after"));
+    let topk = quick.model.model_config().unwrap().index_topk;
+    let Stage::SparseTrain(sparse) = &quick.stages[2] else { panic!("stage 2 is sparse_train") };
+    assert!(topk < sparse.seq_len, "index_topk {topk} must select a strict subset of {} keys", sparse.seq_len);
 }
 
 #[test]
@@ -515,7 +525,7 @@ fn assert_round_trip(r: &Recipe) {
 
 #[test]
 fn resolved_recipe_round_trips() {
-    for name in ["smoke.toml", "arith-grpo.toml"] {
+    for name in ["smoke.toml", "arith-grpo.toml", "quickstart.toml"] {
         assert_round_trip(&Recipe::load(&repo().join("recipes").join(name), &[]).unwrap());
     }
     assert_round_trip(&ok(BASE, &[]));

@@ -15,7 +15,7 @@ cargo build --release --quiet -p rlvr-trainer --example dsa_crossover
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
-echo "# $(date -u '+%F %H:%M UTC'), $(nproc) cores ($cpu), $mem, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u '+%F %H:%M UTC'), $(nproc --all) cores ($cpu), $mem, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 "$target_dir/release/examples/dsa_crossover" --preset small --layers 2 --lengths 1024,2048,4096,8192,16000 \
   --repeat 3 --steps 16 --threads "$threads" --mode both --seed 0 --mem-gib 20 "$@"

@@ -20,7 +20,7 @@ trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 target/release/rlvr init --config small --out "$work/model" --seed 0 >/dev/null
 vocab=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$work/model/config.json")
-echo "# $(date -u +%F), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), threads $threads" >&2
+echo "# $(date -u +%F), $(nproc --all) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), threads $threads" >&2
 echo "| batch | rlvr tokens/s | transformers tokens/s | rlvr / transformers | same greedy tokens | identical completions | peak RSS rlvr / transformers |"
 echo "|---|---|---|---|---|---|---|"
 for b in $batches; do

@@ -4,6 +4,8 @@
 # ids each, seed 0), f32, CPU, 2 threads each, greedy, exactly 128 new tokens per prompt, at batch
 # 1, 16 and 64. Prints a markdown table: tokens/s (median of RUNS timed passes after one batch-1
 # warm-up), the ratio, greedy-token agreement and each process's peak RSS.
+# Both sides run with OMP_WAIT_POLICY=PASSIVE (the policy `rlvr generate` sets for itself when the
+# variable is unset; transformers is faster with it too); set OMP_WAIT_POLICY to compare another.
 # Usage: bash benches/generate/run.sh [RUNS] (default 1); THREADS=n and BATCHES="1 16 64" override.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -17,10 +19,10 @@ bash scripts/libtorch.sh
 cargo build --release --quiet --bin rlvr
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 target/release/rlvr init --config small --out "$work/model" --seed 0 >/dev/null
 vocab=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$work/model/config.json")
-echo "# $(date -u +%F), $(nproc --all) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), threads $threads" >&2
+echo "# $(date -u +%F), $(nproc --all) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), threads $threads, OMP_WAIT_POLICY=$OMP_WAIT_POLICY" >&2
 echo "| batch | rlvr tokens/s | transformers tokens/s | rlvr / transformers | same greedy tokens | identical completions | peak RSS rlvr / transformers |"
 echo "|---|---|---|---|---|---|---|"
 for b in $batches; do

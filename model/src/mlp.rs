@@ -19,9 +19,10 @@ pub fn linear_weight(path: &nn::Path, inp: i64, out: i64) -> Tensor {
     path.var("weight", &[out, inp], nn::init::DEFAULT_KAIMING_UNIFORM)
 }
 
-/// `x (..., in) @ weight (out, in)ᵀ → (..., out)`.
+/// `x (..., in) @ weight (out, in)ᵀ → (..., out)`: the few-row CPU kernel where it applies
+/// (inference on a handful of rows, see [`crate::kernel`]), else libtorch.
 pub fn linear(x: &Tensor, weight: &Tensor) -> Tensor {
-    x.linear::<&Tensor>(weight, None)
+    crate::kernel::linear(x, weight).unwrap_or_else(|| x.linear::<&Tensor>(weight, None))
 }
 
 impl Mlp {

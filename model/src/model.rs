@@ -94,6 +94,17 @@ impl DeepseekV32 {
         Ok(DeepseekV32 { embed_tokens, layers, norm, lm_head, mtp, rope, config: cfg.clone() })
     }
 
+    /// Stacks each MoE layer's routed experts for grouped inference ([`crate::moe::Moe::pack_experts`]):
+    /// what a generation engine does once its weights are in place (dtype and device final).
+    pub fn pack_experts(&mut self) {
+        let mtp_layers = self.mtp.iter_mut().map(|m| &mut m.layer);
+        for layer in self.layers.iter_mut().chain(mtp_layers) {
+            if let Ffn::Moe(moe) = &mut layer.mlp {
+                moe.pack_experts();
+            }
+        }
+    }
+
     /// The checkpoint names of every indexer parameter this model holds (MTP layers included
     /// when built): the dense warm-up's trainable set.
     pub fn indexer_parameter_names(&self) -> Vec<String> {

@@ -9,11 +9,17 @@
 //! reference marks this choice UNCONFIRMED; it is what open "R3" implementations do, and it keeps
 //! the router trained). [`Moe::forward_routed`] takes a whole routing, weights included.
 //!
+//! Expert compute: per active expert, one gather, its SwiGLU and one scatter-add (training: each
+//! expert's own variables get their gradients). After [`Moe::pack_experts`] (the rollout engine
+//! does it), inference runs the routed experts grouped over stacked weights instead, see
+//! [`crate::moe_packed`].
+//!
 //! Left out: the aux-loss-free bias update and the sequence-wise balance loss (trainer's job),
-//! expert parallelism, and grouped-GEMM dispatch (one matmul per active expert here).
+//! expert parallelism, and a grouped path that trains (the stacked weights carry no gradient).
 
 use crate::config::ModelConfig;
 use crate::mlp::Mlp;
+use crate::moe_packed::PackedExperts;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Which experts each token uses and with what weight.
@@ -41,6 +47,7 @@ pub struct Moe {
     top_k: i64,
     norm_topk_prob: bool,
     routed_scaling_factor: f64,
+    packed: Option<PackedExperts>,
 }
 
 impl Moe {
@@ -64,7 +71,15 @@ impl Moe {
             top_k: cfg.num_experts_per_tok as i64,
             norm_topk_prob: cfg.norm_topk_prob,
             routed_scaling_factor: cfg.routed_scaling_factor,
+            packed: None,
         }
+    }
+
+    /// Stacks the routed experts' weights for grouped inference and makes each expert's variables
+    /// views of that storage (see [`crate::moe_packed`]); names, loading and in-place updates are
+    /// unchanged. Call it after any dtype or device change of the variables.
+    pub fn pack_experts(&mut self) {
+        self.packed = Some(PackedExperts::pack(&self.experts));
     }
 
     /// Routes tokens `x (N, d)`: the router's own top-k.
@@ -141,8 +156,17 @@ impl Moe {
         out.view_as(x)
     }
 
-    /// Σ_k w_k · expert_k(x) for tokens `x (N, d)`: gathers each expert's tokens and runs it once.
+    /// Σ_k w_k · expert_k(x) for tokens `x (N, d)`: grouped when packed and no expert gradient is
+    /// wanted, else [`Self::dispatch_each`].
     fn dispatch(&self, x: &Tensor, routing: &Routing) -> Tensor {
+        match &self.packed {
+            Some(p) if p.usable(&self.experts) => p.forward(x, &routing.experts, &routing.weights),
+            _ => self.dispatch_each(x, routing),
+        }
+    }
+
+    /// Σ_k w_k · expert_k(x) for tokens `x (N, d)`: gathers each expert's tokens and runs it once.
+    fn dispatch_each(&self, x: &Tensor, routing: &Routing) -> Tensor {
         let k = routing.experts.size()[1];
         let ids =
             Vec::<i64>::try_from(routing.experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64");

@@ -4,8 +4,9 @@
 //! [`Engine::step`] does, in order: (1) apply new weights queued by [`Engine::update_weights`];
 //! (2) admit waiting requests, first come first served, while the head one's `n` slots are free;
 //! (3) feed one prompt chunk (at most [`EngineConfig::prefill_chunk`] tokens) of every request
-//! still prefilling, one forward each; a request whose prompt is complete has its cache rows copied
-//! to its other samples' slots and draws every sample's first token from the last prompt logits;
+//! still prefilling, requests with chunks of one length together in one forward (`prefill.rs`); a
+//! request whose prompt is complete has its cache rows copied to its other samples' slots and
+//! draws every sample's first token from the last prompt logits;
 //! (4) decode one token for every sample that held an undecoded token when the step began, all in
 //! one batched forward (so each sample gains at most one token per step);
 //! (5) free the slots of ended samples and return the requests whose samples have all ended.
@@ -45,6 +46,7 @@
 
 mod error;
 mod live;
+mod prefill;
 mod request;
 mod weights;
 
@@ -53,8 +55,7 @@ pub use request::{Experts, FinishReason, Progress, Request, RequestId, RequestOu
 pub use weights::checksum_of;
 
 use live::Live;
-use rlvr_model::sample::copy_slot;
-use rlvr_model::{AttentionMode, DeepseekV32, ForwardOutput, KvCache};
+use rlvr_model::{kernel, AttentionMode, DeepseekV32, ForwardOutput, KvCache};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,14 +107,17 @@ pub struct Engine {
 impl Engine {
     /// An engine over `model`, whose variables live in `vars` (the store it was built in and
     /// loaded into; updates are written there), with a cache of `config.slots` slots on the
-    /// model's device and in its dtype. Starts at policy version 0.
-    pub fn new(model: DeepseekV32, vars: &VarStore, config: EngineConfig) -> Self {
+    /// model's device and in its dtype. Starts at policy version 0. The model's routed experts are
+    /// packed for grouped compute ([`DeepseekV32::pack_experts`]), so its dtype and device must be
+    /// final; updates then write into the packed storage.
+    pub fn new(mut model: DeepseekV32, vars: &VarStore, config: EngineConfig) -> Self {
         assert!(config.slots > 0, "an engine needs at least one slot");
         assert!(config.prefill_chunk > 0, "prefill_chunk must be ≥ 1");
         let max = model.config.max_position_embeddings;
         assert!(config.max_seq_len <= max, "max_seq_len {} > max_position_embeddings {max}", config.max_seq_len);
         let (kind, device) = (model.embed_tokens.kind(), model.embed_tokens.device());
         let cache = KvCache::new(&model.config, config.slots, config.max_seq_len, kind, device);
+        model.pack_experts();
         Engine {
             vars: vars.variables(),
             cache,
@@ -209,13 +213,12 @@ impl Engine {
         // Samples whose first token comes from this step's prefill wait for the next decode, so
         // every sample gains at most one token per step.
         let rows = self.decode_rows();
-        tch::no_grad(|| {
-            for i in 0..self.live.len() {
-                if self.live[i].prefilling() {
-                    self.prefill_chunk(i);
-                }
-            }
-            self.decode(&rows);
+        // The few-row CPU kernel for decode-sized products (rlvr_model::kernel), no autograd.
+        kernel::enabled(|| {
+            tch::no_grad(|| {
+                self.prefill();
+                self.decode(&rows);
+            })
         });
         self.retire();
         self.busy += start.elapsed();
@@ -280,34 +283,6 @@ impl Engine {
             let (id, req) = self.waiting.pop_front().expect("checked above");
             let slots = self.free.split_off(self.free.len() - req.n);
             self.live.push(Live::new(id, req, slots.into_iter().rev().collect()));
-        }
-    }
-
-    /// Feeds the next prompt chunk of live request `i`; when the prompt is complete, copies its
-    /// cache to the sibling slots and draws every sample's first token.
-    fn prefill_chunk(&mut self, i: usize) {
-        let live = &mut self.live[i];
-        let (slot, siblings) = live.prefill_slots();
-        let start = live.prefilled;
-        let len = self.config.prefill_chunk.min(live.req.prompt.len() - start);
-        let device = self.model.embed_tokens.device();
-        let ids = Tensor::from_slice(&live.req.prompt[start..start + len]).to_device(device).unsqueeze(0); // (1, c)
-        let slots = [slot];
-        let opts = DeepseekV32::cached_options(&ids, &mut self.cache, &slots, self.config.mode);
-        let out = self.model.run(&ids, opts);
-        let mut experts = if live.req.return_routing { experts_by_row(&out) } else { Vec::new() };
-        live.prefilled += len;
-        if live.prefilling() {
-            live.prompt_experts.extend(experts);
-            return;
-        }
-        let last = experts.pop();
-        live.prompt_experts.extend(experts);
-        copy_slot(&mut self.cache, slot, &siblings);
-        let logits = host_rows(&out.logits.get(0).narrow(0, len as i64 - 1, 1)); // (1, V)
-        for j in 0..live.samples.len() {
-            live.emit(j, &logits, self.version, last.clone(), self.detokenizer.as_ref());
-            self.tokens_generated += 1;
         }
     }
 

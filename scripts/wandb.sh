@@ -6,12 +6,6 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
-want=0.31.0
 
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("wandb"))' 2>/dev/null || true)
-if [ "$have" != "$want" ]; then
-  echo "rlvr: installing wandb==$want into $venv" >&2
-  "$venv/bin/python" -m pip install --quiet "wandb==$want" >&2
-fi
+bash "$root/scripts/pip-pin.sh" wandb 0.31.0
 echo "$venv/bin/python"

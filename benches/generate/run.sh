@@ -16,7 +16,7 @@ batches=${BATCHES:-1 16 64}
 new=128
 prompt_len=32
 bash scripts/libtorch.sh
-bash scripts/transformers.sh
+bash scripts/pip-pin.sh transformers 5.23.0
 cargo build --release --quiet --bin rlvr
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

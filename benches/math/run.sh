@@ -7,8 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 bash scripts/libtorch.sh
 cargo build --release --quiet --bin rlvr
-have=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("math-verify"))' 2>/dev/null || true)
-[ "$have" = 0.9.0 ] || .venv/bin/python -m pip install --quiet "math-verify==0.9.0"
+bash scripts/pip-pin.sh math-verify 0.9.0
 out=$(mktemp)
 summary=$(target/release/rlvr verify --verifier math --input benches/math/corpus.jsonl --output "$out" 2>&1 >/dev/null | tail -1)
 echo "$summary" >&2

@@ -10,7 +10,7 @@ cd "$root"
 runs=${1:-3}
 threads=2
 bash scripts/libtorch.sh
-bash scripts/transformers.sh
+bash scripts/pip-pin.sh transformers 5.23.0
 cargo build --release --quiet --bin rlvr
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

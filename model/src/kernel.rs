@@ -380,15 +380,25 @@ mod avx512 {
         }
     }
 
-    /// Dispatches on how many rows of x are left.
+    /// Dispatches on how many rows of x are left, and whether to prefetch: while the first block
+    /// of x rows walks the tile, if the rows ahead exist.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn rows<const W: usize>(x: *const f32, w: *const f32, y: *mut f32, d: Dims, i: usize, j: usize, end: usize) {
-        match d.m - i {
-            1 => tile::<W, 1>(x, w, y, d, i, j, end),
-            2 => tile::<W, 2>(x, w, y, d, i, j, end),
-            3 => tile::<W, 3>(x, w, y, d, i, j, end),
-            _ => tile::<W, 4>(x, w, y, d, i, j, end),
+        if i == 0 && j + W + PREFETCH_ROWS <= end {
+            match d.m - i {
+                1 => tile::<W, 1, true>(x, w, y, d, i, j),
+                2 => tile::<W, 2, true>(x, w, y, d, i, j),
+                3 => tile::<W, 3, true>(x, w, y, d, i, j),
+                _ => tile::<W, 4, true>(x, w, y, d, i, j),
+            }
+        } else {
+            match d.m - i {
+                1 => tile::<W, 1, false>(x, w, y, d, i, j),
+                2 => tile::<W, 2, false>(x, w, y, d, i, j),
+                3 => tile::<W, 3, false>(x, w, y, d, i, j),
+                _ => tile::<W, 4, false>(x, w, y, d, i, j),
+            }
         }
     }
 
@@ -396,30 +406,38 @@ mod avx512 {
     /// last partial 16, zeros in the unused lanes), then the lanes summed in a fixed order.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const W: usize, const R: usize>(x: *const f32, w: *const f32, y: *mut f32, d: Dims, i: usize, j: usize, end: usize) {
+    unsafe fn tile<const W: usize, const R: usize, const PF: bool>(x: *const f32, w: *const f32, y: *mut f32, d: Dims, i: usize, j: usize) {
         let k = d.k;
         let wp: [*const f32; W] = std::array::from_fn(|c| w.add((j + c) * k));
         let xp = x.add(i * k);
-        // Prefetch while the first block of x rows walks the tile, if the rows ahead exist.
-        let prefetch = i == 0 && j + W + PREFETCH_ROWS <= end;
         let ahead = PREFETCH_ROWS * k;
         let mut acc = [[_mm512_setzero_ps(); R]; W];
+        let full = k - k % 16;
         let mut p = 0;
-        while p < k {
-            let mask: __mmask16 = if k - p >= 16 { 0xffff } else { (1u16 << (k - p)) - 1 };
-            if prefetch {
+        while p < full {
+            if PF {
                 for c in 0..W {
                     _mm_prefetch::<_MM_HINT_T0>(wp[c].add(p + ahead) as *const i8);
                 }
             }
-            let a: [__m512; W] = std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, wp[c].add(p)));
+            let a: [__m512; W] = std::array::from_fn(|c| _mm512_loadu_ps(wp[c].add(p)));
             for r in 0..R {
-                let xv = _mm512_maskz_loadu_ps(mask, xp.add(r * k + p));
+                let xv = _mm512_loadu_ps(xp.add(r * k + p));
                 for c in 0..W {
                     acc[c][r] = _mm512_fmadd_ps(a[c], xv, acc[c][r]);
                 }
             }
             p += 16;
+        }
+        if full < k {
+            let mask: __mmask16 = (1u16 << (k - full)) - 1;
+            let a: [__m512; W] = std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, wp[c].add(full)));
+            for r in 0..R {
+                let xv = _mm512_maskz_loadu_ps(mask, xp.add(r * k + full));
+                for c in 0..W {
+                    acc[c][r] = _mm512_fmadd_ps(a[c], xv, acc[c][r]);
+                }
+            }
         }
         for r in 0..R {
             let row = y.add((i + r) * d.n + j);

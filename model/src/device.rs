@@ -71,3 +71,116 @@ fn nvidia_smi_names() -> Option<Vec<String>> {
     let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
     (out.status.success() && !names.is_empty()).then_some(names)
 }
+
+/// Where a run computes, as recipes and the command line spell it: `cpu`, `cuda` (the first
+/// device), `cuda:N`, or `auto` (the first CUDA device when libtorch sees one, else the CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// CUDA when available, else the CPU.
+    Auto,
+}
+
+impl DeviceSpec {
+    /// The libtorch device. `Auto` resolves to CUDA 0 when libtorch sees a CUDA device.
+    pub fn device(self) -> tch::Device {
+        match self {
+            DeviceSpec::Cpu => tch::Device::Cpu,
+            DeviceSpec::Cuda(n) => tch::Device::Cuda(n),
+            DeviceSpec::Auto => tch::Device::cuda_if_available(),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "auto" => Ok(DeviceSpec::Auto),
+            other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Ok(DeviceSpec::Cuda(n)),
+                None => Err(format!("must be cpu, cuda, cuda:N or auto, got {other:?}")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(0) => f.write_str("cuda"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The dtype of a model's parameters and activations, as recipes and the command line spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// bfloat16, except [`KEEP_F32`]'s parameters.
+    Bf16,
+}
+
+/// The parameters transformers keeps in f32 in a bf16 model (`_keep_in_fp32_modules`); the model
+/// casts them at use.
+pub const KEEP_F32: [&str; 3] = ["e_score_correction_bias", "indexer.weights_proj", "indexer.k_norm"];
+
+impl Dtype {
+    /// The libtorch kind.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Dtype::F32 => tch::Kind::Float,
+            Dtype::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    /// Casts every variable of `vs` to this dtype, except [`KEEP_F32`]'s in bf16.
+    pub fn cast(self, vs: &tch::nn::VarStore) {
+        if self == Dtype::F32 {
+            return;
+        }
+        for (name, mut var) in vs.variables() {
+            if !KEEP_F32.iter().any(|k| name.contains(k)) {
+                tch::no_grad(|| var.set_data(&var.to_kind(self.kind())));
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Dtype::F32),
+            "bf16" => Ok(Dtype::Bf16),
+            other => Err(format!("must be f32 or bf16, got {other:?}")),
+        }
+    }
+}

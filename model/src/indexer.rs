@@ -65,13 +65,7 @@ impl Indexer {
     /// Rotates the leading `rope_dim` dims of `x (..., d_I)` half-split.
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
         let pe = rotate_half_split(&x.narrow(-1, 0, self.rope_dim), cos, sin);
-        Tensor::cat(
-            &[
-                pe,
-                x.narrow(-1, self.rope_dim, self.head_dim - self.rope_dim),
-            ],
-            -1,
-        )
+        Tensor::cat(&[pe, x.narrow(-1, self.rope_dim, self.head_dim - self.rope_dim)], -1)
     }
 
     /// Keys of tokens `x (B, S, d)` at rope `cos, sin (B, S, r/2)`: (B, S, d_I) f32. These are what
@@ -84,12 +78,7 @@ impl Indexer {
     /// Queries from the normed MLA query latent `q_latent (B, T, q_lora_rank)`: (B, T, H_I, d_I) f32.
     pub fn queries(&self, q_latent: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
         let (b, t) = (q_latent.size()[0], q_latent.size()[1]);
-        let q = linear(q_latent, &self.wq_b).to_kind(Kind::Float).view([
-            b,
-            t,
-            self.n_heads,
-            self.head_dim,
-        ]); // (B, T, H_I, d_I)
+        let q = linear(q_latent, &self.wq_b).to_kind(Kind::Float).view([b, t, self.n_heads, self.head_dim]); // (B, T, H_I, d_I)
         self.rope(&q, &cos.unsqueeze(2), &sin.unsqueeze(2))
     }
 
@@ -109,9 +98,7 @@ impl Indexer {
         let mut parts = Vec::new();
         for start in (0..t).step_by(block as usize) {
             let len = block.min(t - start);
-            let qb = q
-                .narrow(1, start, len)
-                .reshape([b, len * self.n_heads, self.head_dim]); // (B, len·H_I, d_I)
+            let qb = q.narrow(1, start, len).reshape([b, len * self.n_heads, self.head_dim]); // (B, len·H_I, d_I)
             let relu = (qb.bmm(&kt) * (self.head_dim as f64).powf(-0.5)).relu();
             let relu = relu.view([b, len, self.n_heads, s]); // (B, len, H_I, S)
             let wb = w.narrow(1, start, len).unsqueeze(2); // (B, len, 1, H_I)

@@ -407,7 +407,14 @@ mod avx512 {
     /// last partial 16, zeros in the unused lanes), then the lanes summed in a fixed order.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const W: usize, const R: usize, const PF: bool>(x: *const f32, w: *const f32, y: *mut f32, d: Dims, i: usize, j: usize) {
+    unsafe fn tile<const W: usize, const R: usize, const PF: bool>(
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        d: Dims,
+        i: usize,
+        j: usize,
+    ) {
         let k = d.k;
         let wp: [*const f32; W] = std::array::from_fn(|c| w.add((j + c) * k));
         let xp = x.add(i * k);
@@ -508,11 +515,13 @@ mod tests {
         }
         let w = Tensor::randn([130, 64], f);
         let x = Tensor::randn([MAX_ROWS, 64], f);
-        enabled(|| tch::no_grad(|| {
-            let x3 = x.narrow(0, 0, 6).view([2, 3, 64]);
-            assert_eq!(linear(&x3, &w).expect("taken").size(), [2, 3, 130]);
-            assert!(linear(&Tensor::randn([MAX_ROWS + 1, 64], f), &w).is_none(), "too many rows");
-        }));
+        enabled(|| {
+            tch::no_grad(|| {
+                let x3 = x.narrow(0, 0, 6).view([2, 3, 64]);
+                assert_eq!(linear(&x3, &w).expect("taken").size(), [2, 3, 130]);
+                assert!(linear(&Tensor::randn([MAX_ROWS + 1, 64], f), &w).is_none(), "too many rows");
+            })
+        });
         assert!(tch::no_grad(|| linear(&x, &w)).is_none(), "outside `enabled`");
         enabled(|| {
             let w = Tensor::randn([8, 12], f).set_requires_grad(true);

@@ -33,10 +33,11 @@ pub mod vocab_mask;
 
 pub use cache::KvCache;
 pub use config::ModelConfig;
+pub use device::{DeviceSpec, Dtype};
+pub use error::ModelError;
 pub use forward::{ForwardOptions, ForwardOutput};
 pub use indexer_loss::{IndexerLosses, IndexerStage};
 pub use mla::{AttentionMode, MlaPath};
 pub use model::DeepseekV32;
-pub use error::ModelError;
 pub use params::ParamCounts;
 pub use vocab_mask::VocabMask;

@@ -24,13 +24,27 @@ use crate::norm::RmsNorm;
 use crate::rope::{rotate_interleaved, RopeTables};
 use tch::{nn, Tensor};
 
-/// Which keys attention reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which keys attention reads (recipes and the command line spell it `dense` / `sparse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AttentionMode {
     /// Every causal key; the indexer is unused.
+    #[default]
     Dense,
     /// DeepSeek Sparse Attention: the indexer's top-`index_topk` keys per query.
     Sparse,
+}
+
+impl std::str::FromStr for AttentionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dense" => Ok(AttentionMode::Dense),
+            "sparse" => Ok(AttentionMode::Sparse),
+            other => Err(format!("must be dense or sparse, got {other:?}")),
+        }
+    }
 }
 
 /// How attention over the full (masked) key set is computed; the two agree to rounding.

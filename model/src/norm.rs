@@ -15,10 +15,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// A norm of width `dim` whose weight sits at `path.weight`.
     pub fn new(path: &nn::Path, dim: i64, eps: f64) -> Self {
-        RmsNorm {
-            weight: path.ones("weight", &[dim]),
-            eps,
-        }
+        RmsNorm { weight: path.ones("weight", &[dim]), eps }
     }
 
     /// Normalises the last dimension of `x`.
@@ -44,21 +41,13 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// A LayerNorm of width `dim` at `path.{weight,bias}`.
     pub fn new(path: &nn::Path, dim: i64, eps: f64) -> Self {
-        LayerNorm {
-            weight: path.ones("weight", &[dim]),
-            bias: path.zeros("bias", &[dim]),
-            eps,
-        }
+        LayerNorm { weight: path.ones("weight", &[dim]), bias: path.zeros("bias", &[dim]), eps }
     }
 
     /// Normalises the last dimension of `x` in f32; returns f32.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let dim = *x.size().last().expect("layer norm input has a last dim");
-        let (w, b) = (
-            self.weight.to_kind(Kind::Float),
-            self.bias.to_kind(Kind::Float),
-        );
-        x.to_kind(Kind::Float)
-            .layer_norm([dim], Some(&w), Some(&b), self.eps, false)
+        let (w, b) = (self.weight.to_kind(Kind::Float), self.bias.to_kind(Kind::Float));
+        x.to_kind(Kind::Float).layer_norm([dim], Some(&w), Some(&b), self.eps, false)
     }
 }

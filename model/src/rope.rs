@@ -39,37 +39,22 @@ impl RopeTables {
     pub fn new(cfg: &ModelConfig) -> Result<Self, ModelError> {
         let rope = cfg.rope()?;
         let d = cfg.qk_rope_head_dim;
-        let base: Vec<f64> = (0..d / 2)
-            .map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / d as f64))
-            .collect();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / d as f64)).collect();
         let Some(yarn) = rope.yarn else {
-            return Ok(RopeTables {
-                inv_freq: base,
-                attention_factor: 1.0,
-                softmax_mscale: 1.0,
-            });
+            return Ok(RopeTables { inv_freq: base, attention_factor: 1.0, softmax_mscale: 1.0 });
         };
         let inv_freq = yarn_blend(&base, rope.theta, d, &yarn);
         let fields = cfg.rope_parameters.as_ref().or(cfg.rope_scaling.as_ref());
         let attention_factor = attention_factor(fields, &yarn);
-        let softmax_mscale = if yarn.mscale_all_dim != 0.0 {
-            yarn_mscale(yarn.factor, yarn.mscale_all_dim).powi(2)
-        } else {
-            1.0
-        };
-        Ok(RopeTables {
-            inv_freq,
-            attention_factor,
-            softmax_mscale,
-        })
+        let softmax_mscale =
+            if yarn.mscale_all_dim != 0.0 { yarn_mscale(yarn.factor, yarn.mscale_all_dim).powi(2) } else { 1.0 };
+        Ok(RopeTables { inv_freq, attention_factor, softmax_mscale })
     }
 
     /// cos and sin at `positions` (any shape, i64): each `(..., d/2)`, f32, scaled by the
     /// attention factor.
     pub fn cos_sin(&self, positions: &Tensor) -> (Tensor, Tensor) {
-        let inv = Tensor::from_slice(&self.inv_freq)
-            .to_kind(Kind::Float)
-            .to_device(positions.device());
+        let inv = Tensor::from_slice(&self.inv_freq).to_kind(Kind::Float).to_device(positions.device());
         let angle = positions.to_kind(Kind::Float).unsqueeze(-1) * inv; // (..., d/2)
         let f = self.attention_factor;
         (angle.cos() * f, angle.sin() * f)
@@ -104,10 +89,7 @@ fn yarn_blend(base: &[f64], theta: f64, d: usize, yarn: &Yarn) -> Vec<f64> {
 /// when both are given and non-zero, else `mscale(s, 1)`. Read from the raw fields, because the
 /// parsed [`Yarn`] fills a missing `mscale` with 1.
 fn attention_factor(fields: Option<&RopeFields>, yarn: &Yarn) -> f64 {
-    if let Some(f) = fields
-        .and_then(|f| f.extra.get("attention_factor"))
-        .and_then(|v| v.as_f64())
-    {
+    if let Some(f) = fields.and_then(|f| f.extra.get("attention_factor")).and_then(|v| v.as_f64()) {
         return f;
     }
     let ms = fields.and_then(|f| f.mscale).filter(|&m| m != 0.0);

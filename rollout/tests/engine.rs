@@ -7,7 +7,7 @@ mod support;
 
 use rlvr_model::AttentionMode;
 use rlvr_rollout::engine::{FinishReason, Request, RequestOutput};
-use support::{engine, ids, max_diff, prompt, reference, request, run_all, teacher_forced};
+use support::{engine, ids, max_diff, prompt, reference, request, run_all, sampled, teacher_forced};
 
 #[test]
 fn logprobs_equal_teacher_forced_logprobs_in_sparse_mode() {
@@ -35,7 +35,7 @@ fn logprobs_equal_teacher_forced_logprobs_in_sparse_mode() {
 
 /// The nucleus request under test: index 3, seed 11, top-p 0.9.
 fn probe() -> Request {
-    Request { top_p: 0.9, n: 2, ..request(&prompt(9, 4), 24, 11, 3) }
+    sampled(Request { n: 2, ..request(&prompt(9, 4), 24, 11, 3) }, |s| s.top_p = 0.9)
 }
 
 fn assert_same(alone: &RequestOutput, batched: &RequestOutput) {
@@ -53,7 +53,7 @@ fn a_request_alone_equals_it_in_a_full_batch_admitted_midway() {
     // arrives while they decode, with a fourth request that fills the pool.
     let mut eng = engine("tiny-sparse", 6, 5);
     let first = eng.submit(Request { n: 2, ..request(&prompt(21, 5), 40, 1, 0) }).unwrap();
-    let second = eng.submit(Request { top_k: 30, ..request(&prompt(3, 6), 40, 2, 1) }).unwrap();
+    let second = eng.submit(sampled(request(&prompt(3, 6), 40, 2, 1), |s| s.top_k = 30)).unwrap();
     let mut outs = Vec::new();
     for _ in 0..7 {
         outs.extend(eng.step());
@@ -84,7 +84,7 @@ fn a_request_alone_equals_it_in_a_full_batch_admitted_midway() {
 fn greedy_reproduces_the_reference_greedy_tokens() {
     let r = reference("tiny-sparse");
     let (p, want) = (ids(&r, "greedy_prompt"), ids(&r, "greedy_tokens"));
-    let greedy = Request { temperature: 0.0, ..request(&p, 32, 0, 0) };
+    let greedy = sampled(request(&p, 32, 0, 0), |s| s.temperature = 0.0);
     // Alone, and next to a sampling request, with the prompt fed two tokens at a time.
     let out = run_all(&mut engine("tiny-sparse", 3, 2), vec![greedy.clone(), request(&prompt(12, 1), 20, 0, 1)]);
     assert_eq!(out[0].samples[0].ids(), want);
@@ -97,7 +97,7 @@ fn greedy_reproduces_the_reference_greedy_tokens() {
 fn stop_ids_stop_strings_length_and_abort() {
     let r = reference("tiny-sparse");
     let (p, want) = (ids(&r, "greedy_prompt"), ids(&r, "greedy_tokens"));
-    let greedy = Request { temperature: 0.0, ..request(&p, 32, 0, 0) };
+    let greedy = sampled(request(&p, 32, 0, 0), |s| s.temperature = 0.0);
     let stop = want[9];
     let first = want.iter().position(|&t| t == stop).unwrap();
     let detok = std::sync::Arc::new(|ids: &[i64]| ids.iter().map(|i| format!("<{i}>")).collect::<String>());
@@ -105,7 +105,7 @@ fn stop_ids_stop_strings_length_and_abort() {
     let by_id = Request { stop_ids: vec![stop], ..greedy.clone() };
     let text = format!("<{}><{}>", want[3], want[4]);
     let by_text = Request { stop_strings: vec![text], ..greedy.clone() };
-    let short = Request { max_tokens: 5, ..greedy.clone() };
+    let short = sampled(greedy.clone(), |s| s.max_tokens = 5);
     let out = run_all(&mut eng, vec![by_id, by_text, short]);
     assert_eq!(out[0].samples[0].ids(), want[..=first].to_vec());
     assert_eq!(out[0].samples[0].finish_reason, FinishReason::Stop);
@@ -143,10 +143,10 @@ fn bad_requests_name_the_field() {
         (Request::new(vec![]), "prompt"),
         (Request::new(vec![3, 192]), "prompt"),
         (Request { n: 3, ..Request::new(vec![3]) }, "`n`"),
-        (Request { max_tokens: 96, ..Request::new(vec![3]) }, "max_tokens"),
-        (Request { top_p: 0.0, ..Request::new(vec![3]) }, "top_p"),
-        (Request { temperature: -1.0, ..Request::new(vec![3]) }, "temperature"),
-        (Request { min_p: 2.0, ..Request::new(vec![3]) }, "min_p"),
+        (sampled(Request::new(vec![3]), |s| s.max_tokens = 96), "max_tokens"),
+        (sampled(Request::new(vec![3]), |s| s.top_p = 0.0), "top_p"),
+        (sampled(Request::new(vec![3]), |s| s.temperature = -1.0), "temperature"),
+        (sampled(Request::new(vec![3]), |s| s.min_p = 2.0), "min_p"),
     ];
     for (req, field) in cases {
         let err = eng.submit(req).unwrap_err().to_string();

@@ -6,8 +6,8 @@
 mod support;
 
 use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions};
-use rlvr_rollout::engine::Request;
-use support::{engine, prompt, request, run_all};
+use rlvr_rollout::engine::{Request, SamplingParams};
+use support::{engine, prompt, request, run_all, sampled};
 use tch::{Kind, Tensor};
 
 /// Full-forward logits of `seq`: (L, V) on the host, row-major.
@@ -50,7 +50,8 @@ fn the_recorded_kept_set_is_the_truncation_of_the_models_logits() {
     let mut eng = engine("tiny-sparse", 4, 6);
     let (temperature, top_k, top_p, min_p) = (0.8, 40, 0.85, 0.02);
     let base = request(&prompt(10, 11), 30, 5, 0);
-    let req = Request { n: 3, temperature, top_k, top_p, min_p, return_sampling_mask: true, ..base };
+    let sampling = SamplingParams { temperature, top_k, top_p, min_p, ..base.sampling };
+    let req = Request { n: 3, sampling, return_sampling_mask: true, ..base };
     let out = run_all(&mut eng, vec![req.clone()]).remove(0);
     let model = eng.model();
     let mut sizes = Vec::new();
@@ -71,7 +72,7 @@ fn the_recorded_kept_set_is_the_truncation_of_the_models_logits() {
     assert!(*min >= 1 && *max < top_k && min < max, "the truncation really cuts: sizes {min}..{max}");
     // Untruncated and greedy draws record an empty set (the whole vocabulary).
     let plain = Request { return_sampling_mask: true, ..request(&prompt(4, 1), 3, 0, 0) };
-    let greedy = Request { temperature: 0.0, top_p: 0.5, ..plain.clone() };
+    let greedy = sampled(plain.clone(), |s| (s.temperature, s.top_p) = (0.0, 0.5));
     for o in run_all(&mut eng, vec![plain, greedy]) {
         assert!(o.samples[0].tokens.iter().all(|t| t.kept.as_deref() == Some(&[][..])));
     }

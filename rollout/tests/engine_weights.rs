@@ -7,7 +7,7 @@ mod support;
 
 use rlvr_model::AttentionMode;
 use rlvr_rollout::engine::{checksum_of, EngineError, Request};
-use support::{engine, ids, load, max_diff, prompt, reference, request, run_all, teacher_forced};
+use support::{engine, ids, load, max_diff, prompt, reference, request, run_all, sampled, teacher_forced};
 use tch::Tensor;
 
 /// tiny-sharded's weights as the trainer would hand them over: (name, tensor), f32.
@@ -21,7 +21,7 @@ fn new_weights() -> Vec<(String, Tensor)> {
 /// The fixture's greedy request.
 fn greedy(name: &str) -> (Request, Vec<i64>) {
     let r = reference(name);
-    (Request { temperature: 0.0, ..request(&ids(&r, "greedy_prompt"), 32, 0, 0) }, ids(&r, "greedy_tokens"))
+    (sampled(request(&ids(&r, "greedy_prompt"), 32, 0, 0), |s| s.temperature = 0.0), ids(&r, "greedy_tokens"))
 }
 
 #[test]

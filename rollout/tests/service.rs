@@ -151,7 +151,8 @@ fn ids_and_logprobs(choice: &Value) -> (Vec<i64>, Vec<f64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greedy_http_equals_the_engine_and_streaming_equals_the_whole() {
     let mut engine = support::engine("tiny-sparse", 4, 512);
-    let request = Request { max_tokens: 12, temperature: 0.0, ..Request::new(PROMPT.to_vec()) };
+    let mut request = Request::new(PROMPT.to_vec());
+    (request.sampling.max_tokens, request.sampling.temperature) = (12, 0.0);
     let direct = support::run_all(&mut engine, vec![request]).remove(0).samples.remove(0);
     let mut server = Server::start(&fixture("tiny-sparse"), Options::default()).await;
     let body = json!({"prompt": PROMPT, "max_tokens": 12, "temperature": 0, "logprobs": 1, "ignore_eos": true});

@@ -5,6 +5,7 @@
 
 use super::score::{device, Compute};
 use anyhow::{Context, Result};
+use rlvr_rollout::engine::SamplingParams;
 use rlvr_trainer::data::{DataSpec, Dataset};
 use rlvr_trainer::policy::{Policy, Source};
 use rlvr_trainer::sampler::{Sampler, Settings};
@@ -12,7 +13,6 @@ use rlvr_trainer::stages::eval::evaluate;
 use rlvr_verifiers::VerifierSpec;
 use serde_json::json;
 use std::path::PathBuf;
-use tch::Kind;
 
 /// Arguments of `rlvr eval`.
 #[derive(clap::Args, Debug)]
@@ -68,25 +68,27 @@ pub fn run(args: Args) -> Result<()> {
     let spec: DataSpec = serde_json::from_value(spec).context("--format")?;
     let data = Dataset::load(&spec, args.seed).with_context(|| format!("loading {}", args.data.display()))?;
     let verifier = VerifierSpec::from_cli(&args.verifier, None)?.build()?;
-    let kind = match args.compute.dtype {
-        super::score::Dtype::F32 => Kind::Float,
-        super::score::Dtype::Bf16 => Kind::BFloat16,
-    };
-    let policy =
-        Policy::build(&Source::Dir(args.model.clone()), &args.model, false, device(args.compute.device)?, kind)?;
+    let policy = Policy::build(
+        &Source::Dir(args.model.clone()),
+        &args.model,
+        false,
+        device(args.compute.device)?,
+        args.compute.dtype,
+    )?;
     let problems = data.held_out();
     let problems = &problems[..args.limit.unwrap_or(problems.len()).min(problems.len())];
     let settings = Settings {
         n: args.samples,
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: 0,
-        min_p: 0.0,
+        sampling: SamplingParams {
+            max_tokens: args.max_tokens,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            ..SamplingParams::default()
+        },
         sampling_mask: false,
         routing: false,
     };
-    let mut sampler = Sampler::new(&policy, args.slots, args.max_tokens, args.compute.mode.into(), 0)?;
+    let mut sampler = Sampler::new(&policy, args.slots, args.max_tokens, args.compute.mode, 0)?;
     let pass_k: Vec<usize> = if args.samples > 1 { vec![1, args.samples] } else { vec![1] };
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let result = evaluate(&policy, &mut sampler, verifier.as_ref(), problems, &settings, &pass_k, args.seed, parallel)?;

@@ -26,7 +26,7 @@
 use super::score::{device, load_model, Compute};
 use anyhow::{anyhow, bail, Context, Result};
 use rlvr_model::ModelConfig;
-use rlvr_rollout::engine::{Engine, EngineConfig, FinishReason, Request, RequestOutput, Sample};
+use rlvr_rollout::engine::{Engine, EngineConfig, FinishReason, Request, RequestOutput, Sample, SamplingParams};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::{BufRead, BufWriter, Write};
@@ -212,11 +212,13 @@ fn check_sampling(args: &Args) -> Result<()> {
 fn request(args: &Args, cfg: &ModelConfig, prompt: Vec<i64>, index: usize) -> Request {
     Request {
         n: args.n,
-        max_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        min_p: args.min_p,
+        sampling: SamplingParams {
+            max_tokens: args.max_new_tokens,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            min_p: args.min_p,
+        },
         stop_ids: if args.ignore_eos { Vec::new() } else { cfg.eos_ids() },
         seed: args.seed,
         index,
@@ -234,8 +236,7 @@ fn generate(
 ) -> Result<(Vec<RequestOutput>, f64)> {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let slots = (prompts.len() * args.n).min(args.n.max(64));
-    let config =
-        EngineConfig { mode: args.compute.mode.into(), ..EngineConfig::new(slots, longest + args.max_new_tokens) };
+    let config = EngineConfig { mode: args.compute.mode, ..EngineConfig::new(slots, longest + args.max_new_tokens) };
     let mut engine = engine_of(config);
     if args.warmup {
         engine.submit(request(args, cfg, prompts[0].clone(), 0)).context("warm-up prompt")?;

@@ -5,27 +5,8 @@
 
 use anyhow::{Context, Result};
 use rlvr_model::checkpoint::{init, save, SaveOptions};
-use rlvr_model::{ModelConfig, ParamCounts};
+use rlvr_model::{Dtype, ModelConfig, ParamCounts};
 use std::path::PathBuf;
-use tch::Kind;
-
-/// Stored dtype of `rlvr init`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Dtype {
-    /// float32.
-    F32,
-    /// bfloat16.
-    Bf16,
-}
-
-impl Dtype {
-    fn kind(self) -> Kind {
-        match self {
-            Dtype::F32 => Kind::Float,
-            Dtype::Bf16 => Kind::BFloat16,
-        }
-    }
-}
 
 /// Arguments of `rlvr init`.
 #[derive(clap::Args, Debug)]
@@ -40,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stored dtype (the router's `e_score_correction_bias` is always f32).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    #[arg(long, default_value = "f32")]
     pub dtype: Dtype,
     /// Largest shard in bytes; larger models are split with a `model.safetensors.index.json`.
     #[arg(long, default_value_t = 5_000_000_000)]

@@ -15,7 +15,7 @@
 
 use anyhow::{bail, Context, Result};
 use rlvr_model::checkpoint;
-use rlvr_model::{AttentionMode, DeepseekV32, ModelConfig};
+use rlvr_model::{AttentionMode, DeepseekV32, DeviceSpec, Dtype, ModelConfig};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::{BufRead, BufWriter, Write};
@@ -23,44 +23,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-/// Attention mode on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Mode {
-    /// Every causal key (indexer unused).
-    Dense,
-    /// DeepSeek Sparse Attention (the model's own top-k selection).
-    Sparse,
-}
-
-/// Compute device on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU.
-    Cpu,
-    /// The first CUDA device.
-    Cuda,
-}
-
-/// Weight and activation dtype on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Dtype {
-    /// float32 everywhere.
-    F32,
-    /// bfloat16 weights and activations (router bias, indexer `weights_proj` and `k_norm` stay f32).
-    Bf16,
-}
-
 /// How a command runs the model: `--mode`, `--device`, `--dtype` (shared by score, generate, serve).
 #[derive(Clone, Copy, Debug, clap::Args)]
 pub struct Compute {
-    /// Attention mode.
-    #[arg(long, value_enum, default_value = "sparse")]
-    pub mode: Mode,
-    /// Compute device.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32")]
+    /// Attention mode: `dense` or `sparse`.
+    #[arg(long, default_value = "sparse")]
+    pub mode: AttentionMode,
+    /// Compute device: `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Compute dtype: `f32`, or `bf16` (router bias, indexer `weights_proj` and `k_norm` stay f32).
+    #[arg(long, default_value = "f32")]
     pub dtype: Dtype,
 }
 
@@ -120,11 +93,12 @@ fn read_input(path: &Path, vocab: usize) -> Result<Vec<(usize, Vec<i64>)>> {
 }
 
 /// The tch device of a command-line choice; an error when CUDA is asked for but absent.
-pub fn device(arg: DeviceArg) -> Result<Device> {
-    match arg {
-        DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceArg::Cuda => bail!("--device cuda: libtorch sees no CUDA device"),
+pub fn device(spec: DeviceSpec) -> Result<Device> {
+    match spec.device() {
+        Device::Cuda(n) if !tch::Cuda::is_available() || n as i64 >= tch::Cuda::device_count() => {
+            bail!("--device {spec}: libtorch sees {} CUDA device(s)", tch::Cuda::device_count())
+        }
+        device => Ok(device),
     }
 }
 
@@ -134,25 +108,8 @@ pub fn load_model(dir: &Path, device: Device, dtype: Dtype) -> Result<(DeepseekV
     let vs = VarStore::new(device);
     let model = DeepseekV32::new(&vs.root(), &cfg)?;
     checkpoint::load_varstore(dir, &cfg, &vs, true).with_context(|| format!("loading {}", dir.display()))?;
-    if let Dtype::Bf16 = dtype {
-        // transformers keeps these in f32 (`_keep_in_fp32_modules`); the model casts at use.
-        let keep = ["e_score_correction_bias", "indexer.weights_proj", "indexer.k_norm"];
-        for (name, mut var) in vs.variables() {
-            if !keep.iter().any(|k| name.contains(k)) {
-                tch::no_grad(|| var.set_data(&var.to_kind(Kind::BFloat16)));
-            }
-        }
-    }
+    dtype.cast(&vs);
     Ok((model, vs))
-}
-
-impl From<Mode> for AttentionMode {
-    fn from(mode: Mode) -> Self {
-        match mode {
-            Mode::Dense => AttentionMode::Dense,
-            Mode::Sparse => AttentionMode::Sparse,
-        }
-    }
 }
 
 /// Batches of indices into `seqs`: sorted by length, `size` neighbours each.
@@ -216,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut scored = Vec::new();
     for pass in 1..=args.repeat {
         let start = Instant::now();
-        scored = score_all(&model, &seqs, args.batch_size as usize, args.compute.mode.into(), device)?;
+        scored = score_all(&model, &seqs, args.batch_size as usize, args.compute.mode, device)?;
         let secs = start.elapsed().as_secs_f64();
         if args.timing {
             eprintln!(

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         dir.file_name().map_or("rlvr".into(), |n| n.to_string_lossy().into_owned())
     });
     let (model, vs) = load_model(&args.model, device, args.compute.dtype)?;
-    let engine = EngineConfig { mode: args.compute.mode.into(), ..EngineConfig::new(args.slots, max_seq_len) };
+    let engine = EngineConfig { mode: args.compute.mode, ..EngineConfig::new(args.slots, max_seq_len) };
     let config = ServiceConfig {
         max_queue: args.max_queue,
         grace: Duration::from_secs(args.grace_secs),

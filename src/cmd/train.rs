@@ -1,9 +1,9 @@
 //! `rlvr train RECIPE.toml [--set key=value]... [--resume] [--out DIR] [--max-steps N]`: runs a recipe's stages
-//! (see `rlvr_trainer::run`) into a run directory with checkpoints, `metrics.jsonl`, plots and
+//! (see `rlvr_trainer::session`) into a run directory with checkpoints, `metrics.jsonl`, plots and
 //! `report.json`.
 
 use anyhow::Result;
-use rlvr_trainer::run::{train, TrainArgs};
+use rlvr_trainer::session::{train, TrainArgs};
 use std::path::PathBuf;
 
 /// Arguments of `rlvr train`.

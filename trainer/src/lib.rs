@@ -8,7 +8,7 @@
 //! - [`stages`]: pretrain / SFT / DSA stages, GRPO, eval;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what `--resume` needs;
 //! - [`metrics`]: `metrics.jsonl`, console, progress bars, W&B, plots;
-//! - [`run`]: `rlvr train`, top to bottom.
+//! - [`session`]: `rlvr train`, top to bottom; [`report`]: its closing table.
 
 pub mod batch;
 pub mod checkpoint;
@@ -18,7 +18,8 @@ pub mod metrics;
 pub mod optim;
 pub mod policy;
 pub mod recipe;
-pub mod run;
+pub mod report;
 pub mod sampler;
+pub mod session;
 pub mod stages;
 pub mod state;

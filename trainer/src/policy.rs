@@ -5,11 +5,12 @@
 //! The VarStore's variable names are the checkpoint's, so the trainer's parameter sets
 //! (the indexer for the warm-up), the optimizer state and the engine updates all use HF names.
 
+use crate::recipe::Stage;
 use anyhow::{bail, Context, Result};
 use rlvr_model::checkpoint::{init, load_varstore};
-use rlvr_model::{DeepseekV32, ModelConfig};
+use rlvr_model::{AttentionMode, DeepseekV32, Dtype, ModelConfig};
 use rlvr_rollout::tokenizer::Tokenizer;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -43,14 +44,10 @@ pub struct Policy {
     pub tokenizer_files: Vec<PathBuf>,
 }
 
-/// The parameters transformers keeps in f32 in a bf16 model (`_keep_in_fp32_modules`); the model
-/// casts them at use.
-const KEEP_F32: [&str; 3] = ["e_score_correction_bias", "indexer.weights_proj", "indexer.k_norm"];
-
 impl Policy {
-    /// Builds the model from `source` on `device` in `kind`, with MTP modules when `mtp`, and the
+    /// Builds the model from `source` on `device` in `dtype`, with MTP modules when `mtp`, and the
     /// tokenizer found in `tokenizer_dir`.
-    pub fn build(source: &Source, tokenizer_dir: &Path, mtp: bool, device: Device, kind: Kind) -> Result<Self> {
+    pub fn build(source: &Source, tokenizer_dir: &Path, mtp: bool, device: Device, dtype: Dtype) -> Result<Self> {
         let config = match source {
             Source::Init { config, .. } => config.clone(),
             Source::Dir(dir) | Source::Checkpoint(dir) => ModelConfig::from_path(dir)?,
@@ -76,9 +73,7 @@ impl Policy {
                     .with_context(|| format!("loading {}", dir.display()))?;
             }
         }
-        if kind == Kind::BFloat16 {
-            cast_bf16(&vs);
-        }
+        dtype.cast(&vs);
         let tokenizer = Tokenizer::from_dir(tokenizer_dir)
             .with_context(|| format!("loading the tokenizer of {}", tokenizer_dir.display()))?;
         if tokenizer.vocab_size() > config.vocab_size {
@@ -135,6 +130,37 @@ impl Policy {
         out
     }
 
+    /// Which parameters `stage` trains: the warm-up only the indexers; GRPO never the MTP modules
+    /// (it has no MTP loss); stages with dense attention (GRPO: the rollout's, `rollout_mode`)
+    /// never the indexers (they get no gradient there, and AdamW's decay would still move them).
+    /// The router bias is never a parameter ([`Self::set_trainable`]).
+    pub fn stage_trainable(&self, stage: &Stage, rollout_mode: AttentionMode) -> impl Fn(&str) -> bool {
+        let indexer: HashSet<String> = self.model.indexer_parameter_names().into_iter().collect();
+        let first_mtp = self.config.num_hidden_layers;
+        let is_mtp = move |name: &str| {
+            name.strip_prefix("model.layers.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i >= first_mtp)
+        };
+        let dense = |mode: AttentionMode| mode == AttentionMode::Dense;
+        let (only_indexer, no_indexer, no_mtp) = match stage {
+            Stage::IndexerWarmup(_) => (true, false, false),
+            Stage::SparseTrain(_) => (false, false, false),
+            Stage::Pretrain(s) => (false, dense(s.attention), false),
+            Stage::Sft(s) => (false, dense(s.attention), false),
+            Stage::Grpo(_) => (false, dense(rollout_mode), true),
+            Stage::Eval(_) => (false, true, true),
+        };
+        move |name: &str| {
+            let idx = indexer.contains(name);
+            if only_indexer {
+                return idx;
+            }
+            !(no_indexer && idx) && !(no_mtp && is_mtp(name))
+        }
+    }
+
     /// A separate copy of the main model (no MTP) in its own store, for a rollout engine.
     pub fn engine_copy(&self) -> Result<(DeepseekV32, VarStore)> {
         let vs = VarStore::new(self.vs.device());
@@ -179,14 +205,5 @@ impl Policy {
     /// `ids` as text, special tokens dropped.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         Ok(self.tokenizer.decode(ids, true)?)
-    }
-}
-
-/// Casts every parameter except [`KEEP_F32`]'s to bf16.
-pub fn cast_bf16(vs: &VarStore) {
-    for (name, mut var) in vs.variables() {
-        if !KEEP_F32.iter().any(|k| name.contains(k)) {
-            tch::no_grad(|| var.set_data(&var.to_kind(Kind::BFloat16)));
-        }
     }
 }

@@ -1,30 +1,26 @@
 //! The colocated rollout: an engine over a copy of the policy in the same process, updated from the
 //! trainer's tensors in memory after each GRPO step (checksummed, no disk), which samples groups of
-//! completions with their sampling log-probs, kept sets and routings.
+//! completions with their sampling log-probs, kept sets and routings; and [`sample_and_judge`],
+//! the collect phase that GRPO and eval share (prompts → completions → verdicts).
 
+use crate::data::Problem;
 use crate::policy::Policy;
 use anyhow::{bail, Context, Result};
 use rlvr_model::AttentionMode;
-use rlvr_rollout::engine::{checksum_of, Engine, EngineConfig, Request, RequestOutput};
+use rlvr_rollout::engine::{checksum_of, Engine, EngineConfig, Request, RequestOutput, SamplingParams};
+use rlvr_verifiers::{score_batch, Verdict, Verifier};
+use std::time::Instant;
 
 /// Longest prompt (in tokens) a rollout engine is sized for.
 pub const MAX_PROMPT_TOKENS: usize = 1024;
 
-/// How to sample.
+/// What to sample for each prompt and what to record.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Samples per prompt.
     pub n: usize,
-    /// Tokens per sample at most.
-    pub max_tokens: usize,
-    /// Softmax temperature (0 = greedy).
-    pub temperature: f64,
-    /// Nucleus mass.
-    pub top_p: f64,
-    /// Top-k (0 = off).
-    pub top_k: usize,
-    /// Min-p (0 = off).
-    pub min_p: f64,
+    /// How each sample is drawn.
+    pub sampling: SamplingParams,
     /// Record kept sets (keep sampling mask).
     pub sampling_mask: bool,
     /// Record routings (keep routing).
@@ -63,7 +59,7 @@ impl Sampler {
 
     /// The policy version the next samples come from.
     pub fn version(&self) -> u64 {
-        self.engine.version()
+        self.engine.next_version()
     }
 
     /// Samples `settings.n` completions of every prompt; outputs in prompt order. Prompt `i`'s
@@ -85,11 +81,7 @@ impl Sampler {
             }
             let request = Request {
                 n: settings.n,
-                max_tokens: settings.max_tokens,
-                temperature: settings.temperature,
-                top_p: settings.top_p,
-                top_k: settings.top_k,
-                min_p: settings.min_p,
+                sampling: settings.sampling,
                 stop_ids: self.eos.clone(),
                 seed,
                 index: first_index + i,
@@ -108,4 +100,53 @@ impl Sampler {
     pub fn tokens_generated(&self) -> u64 {
         self.engine.tokens_generated()
     }
+}
+
+/// A batch of problems sampled and judged.
+pub struct Judged {
+    /// Each problem's prompt ids (`bos` then the prompt text).
+    pub prompts: Vec<Vec<i64>>,
+    /// Each problem's `n` samples, in problem order.
+    pub outputs: Vec<RequestOutput>,
+    /// One verdict per sample, problem-major (`n` per problem).
+    pub verdicts: Vec<Verdict>,
+    /// Seconds spent generating.
+    pub gen_s: f64,
+    /// Seconds spent judging.
+    pub score_s: f64,
+}
+
+/// Samples `settings.n` completions of every problem from streams (`seed`, `first_index + i`, j)
+/// and judges them with `verifier` on `parallel` threads.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_and_judge(
+    policy: &Policy,
+    sampler: &mut Sampler,
+    verifier: &dyn Verifier,
+    problems: &[Problem],
+    settings: &Settings,
+    seed: u64,
+    first_index: usize,
+    parallel: usize,
+) -> Result<Judged> {
+    let prompts = problems.iter().map(|p| prompt_ids(policy, &p.prompt)).collect::<Result<Vec<_>>>()?;
+    let started = Instant::now();
+    let outputs = sampler.sample(&prompts, settings, seed, first_index)?;
+    let gen_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut items = Vec::new();
+    for (problem, out) in problems.iter().zip(&outputs) {
+        for sample in &out.samples {
+            items.push((problem.task.clone(), policy.decode(&sample.ids())?));
+        }
+    }
+    let verdicts = score_batch(verifier, &items, parallel);
+    Ok(Judged { prompts, outputs, verdicts, gen_s, score_s: started.elapsed().as_secs_f64() })
+}
+
+/// A prompt's ids as the model sees them: `bos` then the text.
+pub fn prompt_ids(policy: &Policy, text: &str) -> Result<Vec<i64>> {
+    let mut ids = vec![policy.bos()];
+    ids.extend(policy.encode(text)?);
+    Ok(ids)
 }

@@ -14,7 +14,7 @@ fn tiny_policy(dir: &Path) -> Policy {
     let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/tiny");
     let config = ModelConfig::from_path(&preset).expect("tiny preset");
     write_arithmetic_tokenizer(dir).expect("tokenizer");
-    Policy::build(&Source::Init { config, seed: 3 }, dir, true, Device::Cpu, Kind::Float).expect("policy")
+    Policy::build(&Source::Init { config, seed: 3 }, dir, true, Device::Cpu, rlvr_model::Dtype::F32).expect("policy")
 }
 
 /// Sum of |grad| per named parameter (0 when the gradient is undefined).

@@ -1,10 +1,12 @@
 //! Recipes: the examples load, defaults are filled in, every mistake names its file, key and line
 //! (or `--set`), `--set` edits what it says, and the resolved recipe round-trips.
 
+use rlvr_model::{AttentionMode, Dtype};
 use rlvr_trainer::data::{DataSpec, FileFormat};
-use rlvr_trainer::recipe::{
-    AdvantageKind, AggregationKind, At, Attention, Dtype, KlKind, Recipe, RecipeError, Schedule, Stage, WandbMode,
-};
+use rlvr_trainer::grpo::{AdvantageMode, Aggregation, KlEstimator};
+use rlvr_trainer::metrics::WandbMode;
+use rlvr_trainer::optim::Schedule;
+use rlvr_trainer::recipe::{At, Recipe, RecipeError, Stage};
 use std::path::{Path, PathBuf};
 
 /// A small valid recipe: pretrain, grpo, eval, all else default.
@@ -103,7 +105,7 @@ fn example_recipes_load() {
 
     let arith = Recipe::load(&repo().join("recipes/arith-grpo.toml"), &[]).unwrap();
     assert_eq!(arith.optimizer.schedule, Schedule::Constant);
-    assert_eq!(arith.algorithm.off_policy_delta, Some(0.5));
+    assert_eq!(arith.algorithm.loss.off_policy_delta, Some(0.5));
     assert_eq!(arith.stages[3].lr(&arith.optimizer), Some(3e-4));
     let Stage::Grpo(grpo) = &arith.stages[3] else { panic!("stage 3 is grpo") };
     assert_eq!(grpo.schedule, Some(Schedule::Constant), "a stage's own schedule");
@@ -125,7 +127,7 @@ fn example_recipes_load() {
 fn defaults_are_filled_in() {
     let r = ok(BASE, &[]);
     assert_eq!(
-        (r.run.seed, r.run.device.as_str(), r.run.dtype, r.run.threads, r.run.max_bad_steps),
+        (r.run.seed, r.run.device.to_string().as_str(), r.run.dtype, r.run.threads, r.run.max_bad_steps),
         (0, "cpu", Dtype::F32, 0, 3)
     );
     assert_eq!(r.run.out.as_deref(), Some(Path::new("runs/t")));
@@ -134,17 +136,19 @@ fn defaults_are_filled_in() {
     assert_eq!((a.min_digits, a.max_digits, a.operands, a.held_out), (1, 2, 2, 200));
     assert_eq!(a.ops, ["+", "-"]);
     let ro = &r.rollout;
-    assert_eq!((ro.group_size, ro.prompts_per_step, ro.max_tokens, ro.top_k, ro.slots), (8, 8, 32, 0, 0));
-    assert_eq!((ro.temperature, ro.top_p, ro.min_p, ro.attention), (1.0, 1.0, 0.0, Attention::Dense));
+    let sa = &ro.sampling;
+    assert_eq!((ro.group_size, ro.prompts_per_step, sa.max_tokens, sa.top_k, ro.slots), (8, 8, 32, 0, 0));
+    assert_eq!((sa.temperature, sa.top_p, sa.min_p, ro.attention), (1.0, 1.0, 0.0, AttentionMode::Dense));
     assert_eq!(ro.effective_slots(), 64);
     let al = &r.algorithm;
     assert_eq!(
-        (al.advantage, al.aggregation, al.kl_estimator),
-        (AdvantageKind::Mean, AggregationKind::Sequence, KlKind::Unbiased)
+        (al.advantage, al.loss.aggregation, al.loss.kl_estimator),
+        (AdvantageMode::Mean, Aggregation::Sequence, KlEstimator::Unbiased)
     );
-    assert_eq!((al.clip_low, al.clip_high, al.kl_coef, al.constant_norm), (0.2, 0.28, 0.0, Some(32.0)));
+    let lo = &al.loss;
+    assert_eq!((lo.clip_low, lo.clip_high, lo.kl_coef, lo.constant_norm), (0.2, 0.28, 0.0, Some(32.0)));
     assert_eq!(
-        (al.keep_routing, al.keep_sampling_mask, al.dynamic_sampling, al.off_policy_delta),
+        (al.keep_routing, al.keep_sampling_mask, al.dynamic_sampling, lo.off_policy_delta),
         (true, true, false, None)
     );
     assert_eq!((al.max_refills, al.overlong_buffer, al.overlong_penalty), (2, 0, 1.0));
@@ -160,7 +164,7 @@ fn defaults_are_filled_in() {
     assert!(matches!(r.verifier_spec(), Ok(rlvr_verifiers::VerifierSpec::Math(_))));
 
     let Stage::Pretrain(p) = &r.stages[0] else { panic!("stage 0 is pretrain") };
-    assert_eq!((p.batch_size, p.seq_len, p.lr, p.attention), (16, 64, Some(1e-3), Attention::Dense));
+    assert_eq!((p.batch_size, p.seq_len, p.lr, p.attention), (16, 64, Some(1e-3), AttentionMode::Dense));
     let Stage::Eval(e) = &r.stages[2] else { panic!("stage 2 is eval") };
     assert_eq!((e.samples, e.pass_k.as_slice(), e.temperature, e.max_problems), (4, &[1, 4][..], Some(1.0), None));
     assert_eq!(r.stages[2].lr(&r.optimizer), None);
@@ -174,7 +178,7 @@ fn other_stage_defaults_and_lr() {
     );
     let r = ok(&text, &["optimizer.lr=3e-4"]);
     let Stage::Sft(s) = &r.stages[3] else { panic!("sft") };
-    assert_eq!((s.batch_size, s.lr, s.attention), (16, Some(3e-4), Attention::Dense));
+    assert_eq!((s.batch_size, s.lr, s.attention), (16, Some(3e-4), AttentionMode::Dense));
     let Stage::IndexerWarmup(w) = &r.stages[4] else { panic!("indexer_warmup") };
     assert_eq!((w.batch_size, w.seq_len, w.lr), (8, 128, Some(1e-3)), "indexer_warmup defaults to 1e-3");
     let Stage::SparseTrain(t) = &r.stages[5] else { panic!("sparse_train") };
@@ -240,6 +244,21 @@ fn unknown_key_in_a_stage() {
         "unknown field `stepz` in stages[1] (grpo); expected",
         &at,
     );
+}
+
+#[test]
+fn unknown_algorithm_key_is_named() {
+    // The loss keys are flattened into [algorithm] and the sampling keys into [rollout]: an
+    // unknown key there, or a loss/sampling key of the wrong type, is still named exactly.
+    let text = format!("{BASE}\n[algorithm]\nclip_ratio = 0.2\n");
+    let at = line(line_of(&text, "clip_ratio"));
+    assert_error(&fail(&text, &[]), "algorithm.clip_ratio", "unknown field `clip_ratio` in [algorithm]", &at);
+    let text = format!("{BASE}\n[algorithm]\nclip_low = \"wide\"\n");
+    let at = line(line_of(&text, "clip_low"));
+    assert_error(&fail(&text, &[]), "algorithm.clip_low", "expected f64", &at);
+    let text = format!("{BASE}\n[rollout]\ntop_q = 0.9\n");
+    let at = line(line_of(&text, "top_q"));
+    assert_error(&fail(&text, &[]), "rollout.top_q", "unknown field `top_q` in [rollout]", &at);
 }
 
 #[test]
@@ -408,14 +427,14 @@ fn validation_errors_in_the_file_give_the_line() {
 #[test]
 fn set_numbers_bools_strings_and_arrays() {
     let r = ok(BASE, &["optimizer.lr=1e-4", "rollout.group_size=4", "algorithm.clip_high=1"]);
-    assert_eq!((r.optimizer.lr, r.rollout.group_size, r.algorithm.clip_high), (1e-4, 4, 1.0));
+    assert_eq!((r.optimizer.lr, r.rollout.group_size, r.algorithm.loss.clip_high), (1e-4, 4, 1.0));
     assert_eq!(r.stages[0].lr(&r.optimizer), Some(1e-4), "stages without lr follow optimizer.lr");
 
     let r = ok(BASE, &["logging.plots=false", "algorithm.dynamic_sampling=true", "logging.wandb.enabled=true"]);
     assert!(!r.logging.plots && r.algorithm.dynamic_sampling && r.logging.wandb.enabled);
 
     let r = ok(BASE, &["run.name=other", "run.device=cuda:1", "logging.wandb.entity=\"team\"", "run.dtype=bf16"]);
-    assert_eq!((r.run.name.as_str(), r.run.device.as_str(), r.run.dtype), ("other", "cuda:1", Dtype::Bf16));
+    assert_eq!((r.run.name.as_str(), r.run.device.to_string().as_str(), r.run.dtype), ("other", "cuda:1", Dtype::Bf16));
     assert_eq!(r.logging.wandb.entity.as_deref(), Some("team"));
     assert_eq!(r.run_dir(None), Path::new("runs/other"));
 

@@ -1,10 +1,11 @@
 //! Verifier choice as data: a serde-tagged enum for recipes (`kind = "math" | "code" | ...`) and
-//! the CLI's `--verifier KIND` spelling (`math`, `code`, `format`, `length`, `external:<cmd>`).
+//! the CLI's `--verifier KIND` spelling (`math`, `code`, `format`, `length`, `language`, `judge`,
+//! `external:<cmd>`).
 
 use crate::math::MathConfig;
 use crate::{
-    CodeConfig, CodeVerifier, ExternalConfig, ExternalVerifier, FormatConfig, FormatVerifier, LengthConfig,
-    LengthPenalty, MathVerifier, Verifier, VerifyError,
+    CodeConfig, CodeVerifier, ExternalConfig, ExternalVerifier, FormatConfig, FormatVerifier, JudgeConfig,
+    JudgeVerifier, LanguageConfig, LanguageVerifier, LengthConfig, LengthPenalty, MathVerifier, Verifier, VerifyError,
 };
 use serde::Deserialize;
 
@@ -20,12 +21,18 @@ pub enum VerifierSpec {
     Format(FormatConfig),
     /// DAPO overlong penalty.
     Length(LengthConfig),
+    /// Share of the completion in the target language.
+    Language(LanguageConfig),
+    /// A generative reward model with a rubric, over an OpenAI-compatible endpoint (boxed: its
+    /// config is much larger than the others).
+    Judge(Box<JudgeConfig>),
     /// A long-lived process speaking JSON lines (see PROTOCOL.md).
     External(ExternalConfig),
 }
 
 impl VerifierSpec {
-    /// Parses the CLI spelling: `math`, `code`, `format`, `length` or `external:<command>`, with
+    /// Parses the CLI spelling: `math`, `code`, `format`, `length`, `language`, `judge` (which needs
+    /// at least `base_url` in its settings) or `external:<command>`, with
     /// optional settings (a JSON object of the kind's config fields).
     pub fn from_cli(kind: &str, settings: Option<serde_json::Value>) -> Result<Self, VerifyError> {
         let mut object = match settings {
@@ -42,7 +49,7 @@ impl VerifierSpec {
             }
             Some(_) => {
                 return Err(VerifyError::Config(format!(
-                    "unknown verifier `{kind}` (math, code, format, length, external:<cmd>)"
+                    "unknown verifier `{kind}` (math, code, format, length, language, judge, external:<cmd>)"
                 )))
             }
             None => kind,
@@ -59,6 +66,8 @@ impl VerifierSpec {
             VerifierSpec::Code(c) => Box::new(CodeVerifier::new(c)?),
             VerifierSpec::Format(c) => Box::new(FormatVerifier::new(c)),
             VerifierSpec::Length(c) => Box::new(LengthPenalty::new(c)?),
+            VerifierSpec::Language(c) => Box::new(LanguageVerifier::new(c)?),
+            VerifierSpec::Judge(c) => Box::new(JudgeVerifier::new(*c)?),
             VerifierSpec::External(c) => Box::new(ExternalVerifier::new(c)),
         })
     }

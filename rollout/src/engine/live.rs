@@ -51,7 +51,7 @@ impl Live {
                 slot: Some(slot),
             })
             .collect();
-        Live { id, trunc: req.truncation(), req, prefilled: 0, prompt_experts: Vec::new(), samples }
+        Live { id, trunc: req.sampling.truncation(), req, prefilled: 0, prompt_experts: Vec::new(), samples }
     }
 
     /// Whether part of the prompt still has to go through the model.
@@ -84,11 +84,11 @@ impl Live {
     ) {
         let req = &self.req;
         let sample = &mut self.samples[j];
-        let (id, logprob, kept) = if req.temperature <= 0.0 {
+        let (id, logprob, kept) = if req.sampling.temperature <= 0.0 {
             let (id, lp) = greedy(logits);
             (id, lp, Vec::new())
         } else {
-            let kept = self.trunc.kept(logits, req.temperature);
+            let kept = self.trunc.kept(logits, req.sampling.temperature);
             let (id, lp) = choose(&kept, &mut sample.stream);
             let mut ids: Vec<i64> =
                 if self.trunc.is_off() { Vec::new() } else { kept.iter().map(|&(i, _)| i as i64).collect() };
@@ -100,7 +100,7 @@ impl Live {
         sample.tokens.push(Token { id, logprob, version, kept, experts });
         sample.finish = if req.stop_ids.contains(&id) || hits_stop_string(req, &sample.tokens, detokenizer) {
             Some(FinishReason::Stop)
-        } else if sample.tokens.len() >= req.max_tokens {
+        } else if sample.tokens.len() >= req.sampling.max_tokens {
             Some(FinishReason::Length)
         } else {
             None

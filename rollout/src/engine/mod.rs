@@ -51,7 +51,7 @@ mod request;
 mod weights;
 
 pub use error::EngineError;
-pub use request::{Experts, FinishReason, Progress, Request, RequestId, RequestOutput, Sample, Token};
+pub use request::{Experts, FinishReason, Progress, Request, RequestId, RequestOutput, Sample, SamplingParams, Token};
 pub use weights::checksum_of;
 
 use live::Live;
@@ -243,6 +243,12 @@ impl Engine {
     /// per applied update).
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The policy version the next step's tokens will carry: [`Engine::version`], plus one when an
+    /// update is queued.
+    pub fn next_version(&self) -> u64 {
+        self.version + u64::from(self.update.is_some())
     }
 
     /// Queues new weights (the trainer's named tensors, names as the checkpoint's) for the start of

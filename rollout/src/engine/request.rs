@@ -15,13 +15,11 @@ pub struct RequestId(pub u64);
 /// skipped), its `num_experts_per_tok` expert ids in the router's order.
 pub type Experts = Vec<Vec<i64>>;
 
-/// One generation request: a prompt, `n` samples, sampling settings and what to record.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// Prompt token ids (non-empty, in the vocabulary).
-    pub prompt: Vec<i64>,
-    /// Samples to draw; each occupies its own slot. The prompt is prefilled once.
-    pub n: usize,
+/// How each sample is drawn: one struct shared by the engine's [`Request`], the trainer's rollout
+/// and recipes (`[rollout]` holds these keys).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
     /// Tokens to generate at most per sample (≥ 1).
     pub max_tokens: usize,
     /// Softmax temperature; 0 is greedy (argmax, no truncation).
@@ -32,6 +30,53 @@ pub struct Request {
     pub top_k: usize,
     /// Keep ids with `p ≥ min_p · p_max`, in [0, 1]; 0 = off.
     pub min_p: f64,
+}
+
+impl Default for SamplingParams {
+    /// Untruncated sampling at temperature 1, up to 32 tokens.
+    fn default() -> Self {
+        SamplingParams { max_tokens: 32, temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0 }
+    }
+}
+
+impl SamplingParams {
+    /// The truncation these settings ask for.
+    pub fn truncation(&self) -> Truncation {
+        Truncation { top_k: self.top_k, top_p: self.top_p, min_p: self.min_p }
+    }
+
+    /// Whether sampling drops part of the vocabulary (top-p, top-k or min-p on, not greedy).
+    pub fn truncates(&self) -> bool {
+        self.temperature > 0.0 && (self.top_p < 1.0 || self.top_k > 0 || self.min_p > 0.0)
+    }
+
+    /// Checks the ranges (`max_tokens` ≥ 1 included): the first field out of range and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_tokens == 0 {
+            return Err(("max_tokens", "must be at least 1, got 0".into()));
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(("temperature", format!("must be ≥ 0, got {}", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(("top_p", format!("must be in (0, 1], got {}", self.top_p)));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(("min_p", format!("must be in [0, 1], got {}", self.min_p)));
+        }
+        Ok(())
+    }
+}
+
+/// One generation request: a prompt, `n` samples, sampling settings and what to record.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Prompt token ids (non-empty, in the vocabulary).
+    pub prompt: Vec<i64>,
+    /// Samples to draw; each occupies its own slot. The prompt is prefilled once.
+    pub n: usize,
+    /// How each sample is drawn.
+    pub sampling: SamplingParams,
     /// Ids that end a sample (kept as its last token), e.g. the config's `eos_token_id`.
     pub stop_ids: Vec<i64>,
     /// Strings that end a sample once the decoded completion contains one (the token that
@@ -54,11 +99,7 @@ impl Request {
         Request {
             prompt,
             n: 1,
-            max_tokens: 16,
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
+            sampling: SamplingParams { max_tokens: 16, ..SamplingParams::default() },
             stop_ids: Vec::new(),
             stop_strings: Vec::new(),
             seed: 0,
@@ -66,11 +107,6 @@ impl Request {
             return_sampling_mask: false,
             return_routing: false,
         }
-    }
-
-    /// The truncation these settings ask for.
-    pub fn truncation(&self) -> Truncation {
-        Truncation { top_k: self.top_k, top_p: self.top_p, min_p: self.min_p }
     }
 
     /// Checks the request against an engine of `slots` slots of `capacity` tokens over a
@@ -91,23 +127,15 @@ impl Request {
         if self.n == 0 || self.n > slots {
             return Err(EngineError::bad("n", format!("{} is not in 1..={slots} (the engine's slots)", self.n)));
         }
-        if self.max_tokens == 0 || self.prompt.len() + self.max_tokens > capacity {
+        let max_tokens = self.sampling.max_tokens;
+        if max_tokens == 0 || self.prompt.len() + max_tokens > capacity {
             let problem = format!(
-                "{} with a {}-token prompt must be ≥ 1 and fit a slot of {capacity} tokens",
-                self.max_tokens,
+                "{max_tokens} with a {}-token prompt must be ≥ 1 and fit a slot of {capacity} tokens",
                 self.prompt.len()
             );
             return Err(EngineError::bad("max_tokens", problem));
         }
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(EngineError::bad("temperature", format!("must be ≥ 0, got {}", self.temperature)));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(EngineError::bad("top_p", format!("must be in (0, 1], got {}", self.top_p)));
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(EngineError::bad("min_p", format!("must be in [0, 1], got {}", self.min_p)));
-        }
+        self.sampling.validate().map_err(|(field, problem)| EngineError::bad(field, problem))?;
         if !self.stop_strings.is_empty() && !has_detokenizer {
             return Err(EngineError::bad("stop_strings", "need an engine built with a detokenizer"));
         }

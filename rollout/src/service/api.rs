@@ -3,7 +3,7 @@
 //! every field it reads is checked, and an error names it in `param`.
 
 use super::errors::ApiError;
-use crate::engine::Request;
+use crate::engine::{Request, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -227,11 +227,13 @@ impl Sampling {
         }
         let request = Request {
             n: n as usize,
-            max_tokens: max_tokens as usize,
-            temperature: self.temperature.unwrap_or(1.0),
-            top_p: self.top_p.unwrap_or(1.0),
-            top_k: top_k.max(0) as usize,
-            min_p: self.min_p.unwrap_or(0.0),
+            sampling: SamplingParams {
+                max_tokens: max_tokens as usize,
+                temperature: self.temperature.unwrap_or(1.0),
+                top_p: self.top_p.unwrap_or(1.0),
+                top_k: top_k.max(0) as usize,
+                min_p: self.min_p.unwrap_or(0.0),
+            },
             stop_ids: if self.ignore_eos { Vec::new() } else { limits.eos_ids.clone() },
             stop_strings: self.stop_strings(),
             seed,

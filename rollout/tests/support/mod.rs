@@ -52,7 +52,13 @@ pub fn run_all(engine: &mut Engine, requests: Vec<Request>) -> Vec<RequestOutput
 
 /// A sampling request: `max_tokens` tokens at temperature 1, seed `seed`, index `index`.
 pub fn request(prompt: &[i64], max_tokens: usize, seed: u64, index: usize) -> Request {
-    Request { max_tokens, seed, index, ..Request::new(prompt.to_vec()) }
+    sampled(Request { seed, index, ..Request::new(prompt.to_vec()) }, |s| s.max_tokens = max_tokens)
+}
+
+/// `request` with its sampling settings changed by `change`.
+pub fn sampled(mut request: Request, change: impl FnOnce(&mut rlvr_rollout::engine::SamplingParams)) -> Request {
+    change(&mut request.sampling);
+    request
 }
 
 /// Teacher-forced `log p(seq[i+1] | seq[..=i])` of one sequence: (L − 1) values.

@@ -10,10 +10,11 @@ use tch::{Kind, Tensor};
 pub const STD_EPS: f64 = 1e-6;
 
 /// How a group's rewards become advantages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdvantageMode {
     /// `R_i − mean(R)`: the V3.2 paper.
+    #[default]
     Mean,
     /// `(R_i − mean(R)) / (std(R) + STD_EPS)`, std with Bessel's correction (DeepSeekMath GRPO).
     MeanStd,

@@ -4,10 +4,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// The normaliser of a per-token objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     /// `(1/N) Σ_i (1/|o_i|) Σ_t x`: mean over sequences of each one's token mean (GRPO, V3.2).
+    #[default]
     Sequence,
     /// `Σ_{i,t} x / Σ_i |o_i|`: mean over all tokens of the batch (DAPO).
     Token,

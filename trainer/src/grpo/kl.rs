@@ -8,7 +8,7 @@ use tch::Tensor;
 const LOG_SPACE_ABOVE: f64 = 20.0;
 
 /// Which per-token estimate of `KL(π_θ ‖ π_ref)` the penalty uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KlEstimator {
     /// `log π_θ − log π_ref`.
@@ -20,6 +20,7 @@ pub enum KlEstimator {
     /// V3.2 eq. 7: `(π_θ/π_old) · K3`. Tokens are sampled from π_old, so the importance ratio makes
     /// the gradient `ρ (log π_θ − log π_ref) ∇log π_θ` an unbiased estimate of `∇KL`, bounded where
     /// plain K3's `(1 − π_ref/π_θ)` is not.
+    #[default]
     Unbiased,
 }
 

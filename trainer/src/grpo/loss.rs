@@ -17,9 +17,10 @@ pub struct KlPenalty {
     pub coef: f64,
 }
 
-/// One variant of the loss, as plain data (a recipe's `[loss]` table).
+/// One variant of the loss, as plain data: the recipe's `[algorithm]` table holds these keys
+/// (flattened beside the update schedule), and [`LossConfig::validate`] is its range check.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 pub struct LossConfig {
     /// ε_low: the ratio is clipped below at `1 − clip_low`.
     pub clip_low: f64,
@@ -27,44 +28,73 @@ pub struct LossConfig {
     pub clip_high: f64,
     /// The normaliser of both the policy-gradient and the KL term.
     pub aggregation: Aggregation,
-    /// The constant of [`Aggregation::Constant`] (the maximum response length); unused otherwise.
-    #[serde(default)]
-    pub constant_norm: f64,
-    /// The KL penalty; `None` leaves it out (V3.2 finds that best for some domains, e.g. maths).
-    #[serde(default)]
-    pub kl: Option<KlPenalty>,
+    /// The constant of [`Aggregation::Constant`] (the maximum response length; a recipe fills in
+    /// `rollout.max_tokens`); unused otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constant_norm: Option<f64>,
+    /// The per-token KL estimator of the penalty.
+    pub kl_estimator: KlEstimator,
+    /// β; 0 leaves the penalty (and the reference model) out (V3.2 finds that best for some
+    /// domains, e.g. maths).
+    pub kl_coef: f64,
     /// δ of V3.2's off-policy sequence mask; `None` keeps every sequence.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub off_policy_delta: Option<f64>,
 }
 
-impl LossConfig {
-    /// Checks the ranges; the message names the field and its value.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..1.0).contains(&self.clip_low) {
-            return Err(format!("loss.clip_low = {}: must be in [0, 1)", self.clip_low));
+impl Default for LossConfig {
+    /// The V3.2 settings: ε = 0.2 below, 0.28 above, per-sequence aggregation, no KL, no mask.
+    fn default() -> Self {
+        LossConfig {
+            clip_low: 0.2,
+            clip_high: 0.28,
+            aggregation: Aggregation::Sequence,
+            constant_norm: None,
+            kl_estimator: KlEstimator::Unbiased,
+            kl_coef: 0.0,
+            off_policy_delta: None,
         }
-        if self.clip_high.is_nan() || self.clip_high < 0.0 {
-            return Err(format!("loss.clip_high = {}: must be ≥ 0", self.clip_high));
-        }
-        if self.aggregation == Aggregation::Constant && (self.constant_norm.is_nan() || self.constant_norm <= 0.0) {
-            return Err(format!(
-                "loss.constant_norm = {}: must be > 0 for aggregation \"constant\"",
-                self.constant_norm
-            ));
-        }
-        if let Some(kl) = self.kl {
-            if kl.coef.is_nan() || kl.coef < 0.0 {
-                return Err(format!("loss.kl.coef = {}: must be ≥ 0", kl.coef));
-            }
-        }
-        if let Some(delta) = self.off_policy_delta {
-            if delta.is_nan() {
-                return Err("loss.off_policy_delta = NaN".to_string());
-            }
-        }
-        Ok(())
     }
+}
+
+impl LossConfig {
+    /// The KL penalty, when β > 0.
+    pub fn kl(&self) -> Option<KlPenalty> {
+        (self.kl_coef > 0.0).then_some(KlPenalty { estimator: self.kl_estimator, coef: self.kl_coef })
+    }
+
+    /// Checks the ranges: the first field out of range, named as the recipe spells it.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        let real = |field: &'static str, value: f64, want: &str, ok: bool| match value.is_finite() && ok {
+            true => Ok(()),
+            false => Err(InvalidField { field, message: format!("must be {want}, got {value}") }),
+        };
+        real("clip_low", self.clip_low, "in [0, 1)", (0.0..1.0).contains(&self.clip_low))?;
+        real("clip_high", self.clip_high, "≥ 0", self.clip_high >= 0.0)?;
+        match (self.aggregation, self.constant_norm) {
+            (_, Some(norm)) => real("constant_norm", norm, "> 0", norm > 0.0)?,
+            (Aggregation::Constant, None) => {
+                let message = "must be given (> 0) for aggregation \"constant\"".to_string();
+                return Err(InvalidField { field: "constant_norm", message });
+            }
+            _ => {}
+        }
+        real("kl_coef", self.kl_coef, "≥ 0", self.kl_coef >= 0.0)?;
+        match self.off_policy_delta {
+            Some(delta) => real("off_policy_delta", delta, "≥ 0", delta >= 0.0),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A [`LossConfig`] field out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    /// The field, as the recipe spells it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub message: String,
 }
 
 /// One minibatch's tensors. All (N, T) f32 unless noted.
@@ -116,7 +146,7 @@ pub fn grpo_loss(x: &LossInputs, cfg: &LossConfig) -> LossOutput {
     assert_eq!(x.logp_old.size(), size, "grpo_loss: logp_old must match logp {size:?}");
     assert_eq!(x.mask.size(), size, "grpo_loss: mask must match logp {size:?}");
     assert_eq!(x.advantages.size(), [size[0]], "grpo_loss: advantages must be (N) = ({})", size[0]);
-    let (agg, norm) = (cfg.aggregation, cfg.constant_norm);
+    let (agg, norm) = (cfg.aggregation, cfg.constant_norm.unwrap_or(0.0));
 
     let sur = clipped_surrogate(x.logp, x.logp_old, x.advantages, cfg.clip_low, cfg.clip_high);
     let keep = cfg.off_policy_delta.map(|d| off_policy_mask(x.logp_old, x.logp, x.mask, x.advantages, d)); // (N)
@@ -124,7 +154,7 @@ pub fn grpo_loss(x: &LossInputs, cfg: &LossConfig) -> LossOutput {
         Some(k) => -aggregate(&(&sur.objective * k.unsqueeze(1)), x.mask, agg, norm),
         None => -aggregate(&sur.objective, x.mask, agg, norm),
     };
-    let kl = cfg.kl.map(|p| {
+    let kl = cfg.kl().map(|p| {
         let logp_ref = x.logp_ref.expect("grpo_loss: the config has a KL penalty but no logp_ref was given");
         assert_eq!(logp_ref.size(), size, "grpo_loss: logp_ref must match logp {size:?}");
         (p.coef, aggregate(&kl_per_token(x.logp, logp_ref, x.logp_old, p.estimator), x.mask, agg, norm))

@@ -42,6 +42,6 @@ pub use advantage::{group_advantages, AdvantageMode, STD_EPS};
 pub use aggregate::{aggregate, Aggregation};
 pub use dapo::{groups_with_signal, overlong_penalty};
 pub use kl::{kl_per_token, KlEstimator};
-pub use loss::{grpo_loss, KlPenalty, LossConfig, LossInputs, LossOutput, LossStats};
+pub use loss::{grpo_loss, InvalidField, KlPenalty, LossConfig, LossInputs, LossOutput, LossStats};
 pub use mask::off_policy_mask;
 pub use surrogate::{clipped_surrogate, Surrogate};

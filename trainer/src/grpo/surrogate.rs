@@ -3,6 +3,10 @@
 
 use tch::{Kind, Tensor};
 
+/// Bound of `|log π_θ − log π_old|` before exponentiation: e^20 ≈ 4.9e8 is far beyond any clip
+/// range, so the clipped objective is unchanged, and the ratio stays finite in f32.
+pub const MAX_LOG_RATIO: f64 = 20.0;
+
 /// The clipped objective and where clipping bit.
 #[derive(Debug)]
 pub struct Surrogate {
@@ -32,7 +36,9 @@ pub fn clipped_surrogate(
     assert_eq!(logp.size(), logp_old.size(), "clipped_surrogate: logp and logp_old differ in shape");
     assert_eq!(advantages.size(), [logp.size()[0]], "clipped_surrogate: advantages must be (N)");
     let a = advantages.detach().to_kind(Kind::Float).unsqueeze(1); // (N, 1)
-    let ratio = (logp - logp_old.detach()).exp(); // (N, T)
+                                                                   // The log-ratio is clamped before `exp` so one far off-policy token cannot make the ratio (and
+                                                                   // the loss) infinite; inside the bound the values and gradients are untouched.
+    let ratio = (logp - logp_old.detach()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp(); // (N, T)
     let (low, high) = (1.0 - clip_low, 1.0 + clip_high);
     let objective = (&ratio * &a).minimum(&(ratio.clamp(low, high) * &a)); // (N, T)
     let (clipped_low, clipped_high) = tch::no_grad(|| {

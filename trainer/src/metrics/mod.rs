@@ -54,6 +54,15 @@ impl StepRecord {
     }
 }
 
+/// A typed metrics struct as a record's flat fields (serialised once; non-finite numbers become
+/// `null`, which JSON cannot hold otherwise).
+pub fn fields(metrics: &impl serde::Serialize) -> Map<String, Value> {
+    match serde_json::to_value(metrics) {
+        Ok(Value::Object(map)) => map,
+        other => panic!("metrics must serialise to a JSON object, got {other:?}"),
+    }
+}
+
 /// What the logger does besides writing metrics.jsonl.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggerConfig {
@@ -66,12 +75,13 @@ pub struct LoggerConfig {
 }
 
 /// Whether the W&B client talks to the server or only writes the run under `run_dir/wandb`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WandbMode {
     /// Stream to the W&B server (needs a login: `WANDB_API_KEY` or `wandb login`).
     Online,
     /// No network; `wandb sync run_dir/wandb/offline-run-*` uploads later.
+    #[default]
     Offline,
 }
 

@@ -206,3 +206,21 @@ fn spawn_writer(mut stdin: ChildStdin, broken_pipe: Arc<AtomicBool>) -> (mpsc::S
     });
     (tx, writer)
 }
+
+/// The project's virtual environment's python: `./.venv`, else beside the executable's checkout.
+pub fn default_python() -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    let local = PathBuf::from(".venv/bin/python");
+    if local.exists() {
+        return local;
+    }
+    let exe = std::env::current_exe().ok();
+    exe.as_deref()
+        .and_then(Path::parent)
+        .into_iter()
+        .flat_map(Path::ancestors)
+        .take(4)
+        .map(|d| d.join(".venv/bin/python"))
+        .find(|p| p.exists())
+        .unwrap_or(local)
+}

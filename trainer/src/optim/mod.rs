@@ -14,6 +14,7 @@ mod clip;
 mod error;
 mod schedule;
 mod state_file;
+pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig, ParamGroup, ParamState};
 pub use clip::clip_grad_norm;

@@ -12,6 +12,8 @@ use super::keys::{from_serde_path, is_written, keys, line_column, show, span_of,
 use super::stage::{EvalStage, GrpoStage, IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, STAGE_KINDS};
 use super::{overrides, validate, Recipe, Stage};
 use crate::data::{ArithmeticSpec, FileSpec};
+use crate::grpo::LossConfig;
+use rlvr_rollout::engine::SamplingParams;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use toml::de::DeTable;
@@ -59,7 +61,7 @@ impl Recipe {
     pub fn resolve(&mut self) {
         self.run.out.get_or_insert_with(|| Path::new("runs").join(&self.run.name));
         self.model.init_seed.get_or_insert(self.run.seed);
-        self.algorithm.constant_norm.get_or_insert(self.rollout.max_tokens as f64);
+        self.algorithm.loss.constant_norm.get_or_insert(self.rollout.sampling.max_tokens as f64);
         for stage in &mut self.stages {
             let lr = stage.lr(&self.optimizer);
             match stage {
@@ -69,7 +71,7 @@ impl Recipe {
                 Stage::IndexerWarmup(s) => s.lr = lr,
                 Stage::SparseTrain(s) => s.lr = lr,
                 Stage::Eval(s) => {
-                    s.temperature.get_or_insert(self.rollout.temperature);
+                    s.temperature.get_or_insert(self.rollout.sampling.temperature);
                     s.pass_k = s.pass_k();
                 }
             }
@@ -180,9 +182,23 @@ fn deserialize(root: &toml::Table) -> Result<Recipe, Problem> {
             let data = root.get("data");
             data.and_then(|v| tagged(keys(&["data"]), v, "source", &["arithmetic", "jsonl", "parquet"], probe_data))
         }
+        // The loss keys are flattened into `[algorithm]`, where serde reports their type errors
+        // at the table: read them again as the loss's own struct.
+        [Seg::Key(a)] if a == "algorithm" => flattened::<LossConfig>(root, "algorithm"),
+        [Seg::Key(r)] if r == "rollout" => flattened::<SamplingParams>(root, "rollout"),
         _ => None,
     };
     Err(precise.unwrap_or(problem))
+}
+
+/// The problem with the keys of section `name` that belong to its flattened part `T` (serde
+/// reports those at the section), found by reading the section as `T` alone.
+fn flattened<T: DeserializeOwned>(root: &toml::Table, name: &str) -> Option<Problem> {
+    let table = root.get(name).and_then(toml::Value::as_table).cloned()?;
+    let inner = probe::<T>(table)?;
+    let mut path = keys(&[name]);
+    path.extend(inner.path);
+    Some(Problem::new(path, inner.message))
 }
 
 /// The problem with `value`, a table tagged by `tag`, found by reading it as its variant's struct.

@@ -20,11 +20,16 @@ mod validate;
 pub use error::{At, RecipeError};
 pub use preset::{find_preset, preset_dirs};
 pub use stage::{
-    Attention, EvalStage, GrpoStage, IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage,
-    INDEXER_WARMUP_LR, STAGE_KINDS,
+    EvalStage, GrpoStage, IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage, INDEXER_WARMUP_LR,
+    STAGE_KINDS,
 };
 
 use crate::data::DataSpec;
+use crate::grpo::{AdvantageMode, LossConfig};
+use crate::metrics::WandbMode;
+use crate::optim::Schedule;
+use rlvr_model::{AttentionMode, DeviceSpec, Dtype};
+use rlvr_rollout::engine::SamplingParams;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -73,8 +78,8 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<PathBuf>,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
-    #[serde(default = "cpu")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// Parameter dtype.
     #[serde(default)]
     pub dtype: Dtype,
@@ -84,17 +89,6 @@ pub struct Run {
     /// Non-finite losses in a row before the run stops.
     #[serde(default = "three")]
     pub max_bad_steps: usize,
-}
-
-/// Parameter dtype.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dtype {
-    /// 32-bit floats.
-    #[default]
-    F32,
-    /// bfloat16.
-    Bf16,
 }
 
 /// `[model]`: exactly one of `preset` and `path`.
@@ -140,18 +134,12 @@ pub struct Rollout {
     pub group_size: usize,
     /// Prompts per rollout step.
     pub prompts_per_step: usize,
-    /// Most tokens generated per completion.
-    pub max_tokens: usize,
-    /// Sampling temperature (0: greedy).
-    pub temperature: f64,
-    /// Nucleus mass kept.
-    pub top_p: f64,
-    /// Most likely tokens kept (0: all).
-    pub top_k: usize,
-    /// Tokens below `min_p` times the top probability are dropped.
-    pub min_p: f64,
+    /// How each completion is drawn: `max_tokens`, `temperature` (0: greedy), `top_p`, `top_k`
+    /// (0: all), `min_p` — the engine's own request settings.
+    #[serde(flatten)]
+    pub sampling: SamplingParams,
     /// Attention used while sampling.
-    pub attention: Attention,
+    pub attention: AttentionMode,
     /// Sequences decoded at once (0: `prompts_per_step · group_size`).
     pub slots: usize,
 }
@@ -161,12 +149,8 @@ impl Default for Rollout {
         Rollout {
             group_size: 8,
             prompts_per_step: 8,
-            max_tokens: 32,
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
-            attention: Attention::Dense,
+            sampling: SamplingParams::default(),
+            attention: AttentionMode::Dense,
             slots: 0,
         }
     }
@@ -183,67 +167,16 @@ impl Rollout {
     }
 }
 
-/// How a group's rewards become advantages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdvantageKind {
-    /// r − mean(r) (DeepSeek-V3.2, Dr.GRPO).
-    #[default]
-    Mean,
-    /// (r − mean(r)) / std(r) (GRPO as first published).
-    MeanStd,
-}
-
-/// How per-token losses are summed into one number.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AggregationKind {
-    /// Mean over each sequence's tokens, then over sequences (GRPO).
-    #[default]
-    Sequence,
-    /// Mean over all tokens of the batch (DAPO).
-    Token,
-    /// Sum over tokens divided by a constant (Dr.GRPO).
-    Constant,
-}
-
-/// Estimator of KL(π_θ ‖ π_ref).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KlKind {
-    /// log(π/π_ref).
-    K1,
-    /// ½ (log(π/π_ref))².
-    K2,
-    /// π_ref/π − log(π_ref/π) − 1 (GRPO).
-    K3,
-    /// k3 weighted by the importance ratio of the sampling policy (DeepSeek-V3.2 eq. 7).
-    #[default]
-    Unbiased,
-}
-
 /// `[algorithm]`: the GRPO-family loss and its update schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Algorithm {
     /// Group advantage.
-    pub advantage: AdvantageKind,
-    /// Ratio clip below 1 (ε_low).
-    pub clip_low: f64,
-    /// Ratio clip above 1 (ε_high, DAPO clip-higher).
-    pub clip_high: f64,
-    /// Loss aggregation.
-    pub aggregation: AggregationKind,
-    /// Divisor of `constant` aggregation (default `rollout.max_tokens`; filled in on load).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub constant_norm: Option<f64>,
-    /// KL estimator.
-    pub kl_estimator: KlKind,
-    /// KL coefficient β (0: no reference model).
-    pub kl_coef: f64,
-    /// Off-policy sequence masking threshold δ (DeepSeek-V3.2 eq. 8–9; `None`: off).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub off_policy_delta: Option<f64>,
+    pub advantage: AdvantageMode,
+    /// The loss: clips, aggregation (`constant_norm` defaults to `rollout.max_tokens`, filled in
+    /// on load), KL estimator and β (0: no reference model), off-policy δ.
+    #[serde(flatten)]
+    pub loss: LossConfig,
     /// Replay the MoE routing chosen during sampling in training.
     pub keep_routing: bool,
     /// Restrict training log-probs to the tokens the sampler's top-p/top-k kept.
@@ -267,14 +200,8 @@ pub struct Algorithm {
 impl Default for Algorithm {
     fn default() -> Self {
         Algorithm {
-            advantage: AdvantageKind::Mean,
-            clip_low: 0.2,
-            clip_high: 0.28,
-            aggregation: AggregationKind::Sequence,
-            constant_norm: None,
-            kl_estimator: KlKind::Unbiased,
-            kl_coef: 0.0,
-            off_policy_delta: None,
+            advantage: AdvantageMode::Mean,
+            loss: LossConfig::default(),
             keep_routing: true,
             keep_sampling_mask: true,
             dynamic_sampling: false,
@@ -286,17 +213,6 @@ impl Default for Algorithm {
             micro_batch: 0,
         }
     }
-}
-
-/// Learning-rate schedule after warm-up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// The peak rate throughout.
-    #[default]
-    Constant,
-    /// Cosine decay from the peak to `min_lr_ratio` times the peak.
-    Cosine,
 }
 
 /// `[optimizer]`: AdamW.
@@ -370,17 +286,6 @@ impl Default for Logging {
     }
 }
 
-/// Whether Weights & Biases uploads as it goes or writes a directory to sync later.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WandbMode {
-    /// Upload while the run goes.
-    Online,
-    /// Write locally; `wandb sync` later.
-    #[default]
-    Offline,
-}
-
 /// `[logging.wandb]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -409,9 +314,6 @@ fn math_verifier() -> toml::Table {
     let mut table = toml::Table::new();
     table.insert("kind".into(), "math".into());
     table
-}
-fn cpu() -> String {
-    "cpu".into()
 }
 fn three() -> usize {
     3

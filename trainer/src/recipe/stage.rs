@@ -1,22 +1,12 @@
 //! The stages a recipe runs in order (`[[stages]]`, tagged by `kind`).
 
 use super::Optimizer;
+use rlvr_model::AttentionMode;
 use serde::{Deserialize, Serialize};
 
 /// Learning rate of `indexer_warmup` when the stage gives none: the indexer trains alone from a
 /// random start, so it takes a larger step than the model's fine-tuning rate.
 pub const INDEXER_WARMUP_LR: f64 = 1e-3;
-
-/// Which attention a stage trains or samples with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Attention {
-    /// Every causal key.
-    #[default]
-    Dense,
-    /// DSA: the keys the lightning indexer selects.
-    Sparse,
-}
 
 /// One step of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +50,7 @@ pub struct PretrainStage {
     pub lr: Option<f64>,
     /// Attention used in training.
     #[serde(default)]
-    pub attention: Attention,
+    pub attention: AttentionMode,
 }
 
 /// `kind = "sft"`.
@@ -80,7 +70,7 @@ pub struct SftStage {
     pub lr: Option<f64>,
     /// Attention used in training.
     #[serde(default)]
-    pub attention: Attention,
+    pub attention: AttentionMode,
 }
 
 /// `kind = "grpo"`.
@@ -98,7 +88,7 @@ pub struct GrpoStage {
     /// Learning-rate schedule of this stage (default `optimizer.schedule`): RL often runs at a
     /// constant rate after a decaying supervised stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<super::Schedule>,
+    pub schedule: Option<crate::optim::Schedule>,
 }
 
 /// `kind = "eval"`.

@@ -25,7 +25,7 @@ pub(crate) fn verifier_spec(table: &toml::Table) -> Result<VerifierSpec, Problem
     let value = toml::Value::Table(table.clone());
     serde_path_to_error::deserialize(value.clone()).map_err(|e| {
         // The spec is tagged by `kind`, which hides the field at fault; read the kind's own config.
-        let kinds = ["math", "code", "format", "length", "external"];
+        let kinds = ["math", "code", "format", "length", "language", "judge", "external"];
         load::tagged(keys(&["verifier"]), &value, "kind", &kinds, probe_verifier).unwrap_or_else(|| {
             let mut path = keys(&["verifier"]);
             path.extend(from_serde_path(e.path()));
@@ -40,6 +40,8 @@ fn probe_verifier(kind: &str, fields: toml::Table) -> Option<Problem> {
         "code" => load::probe::<rlvr_verifiers::CodeConfig>(fields),
         "format" => load::probe::<rlvr_verifiers::FormatConfig>(fields),
         "length" => load::probe::<rlvr_verifiers::LengthConfig>(fields),
+        "language" => load::probe::<rlvr_verifiers::LanguageConfig>(fields),
+        "judge" => load::probe::<rlvr_verifiers::JudgeConfig>(fields),
         _ => load::probe::<rlvr_verifiers::ExternalConfig>(fields),
     }
 }
@@ -47,11 +49,7 @@ fn probe_verifier(kind: &str, fields: toml::Table) -> Option<Problem> {
 fn run(recipe: &Recipe) -> Result<(), Problem> {
     let name = &recipe.run.name;
     let named = !name.trim().is_empty() && !name.contains(['/', '\\']);
-    ensure(named, keys(&["run", "name"]), || format!("must be a non-empty name without slashes, got {name:?}"))?;
-    let device = recipe.run.device.as_str();
-    let known = matches!(device, "cpu" | "cuda" | "auto")
-        || device.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    ensure(known, keys(&["run", "device"]), || format!("must be cpu, cuda, cuda:N or auto, got {device:?}"))
+    ensure(named, keys(&["run", "name"]), || format!("must be a non-empty name without slashes, got {name:?}"))
 }
 
 fn model(recipe: &Recipe) -> Result<(), Problem> {
@@ -89,24 +87,13 @@ fn rollout(rollout: &Rollout, has_grpo: bool) -> Result<(), Problem> {
         false => format!("must be at least 1, got {group}"),
     })?;
     at_least(key("prompts_per_step"), rollout.prompts_per_step, 1)?;
-    at_least(key("max_tokens"), rollout.max_tokens, 1)?;
-    real(key("temperature"), rollout.temperature, "≥ 0", |t| t >= 0.0)?;
-    real(key("top_p"), rollout.top_p, "in (0, 1]", |p| p > 0.0 && p <= 1.0)?;
-    real(key("min_p"), rollout.min_p, "in [0, 1]", |p| (0.0..=1.0).contains(&p))
+    rollout.sampling.validate().map_err(|(field, message)| Problem::new(key(field), message))
 }
 
 fn algorithm(algorithm: &Algorithm, rollout: &Rollout) -> Result<(), Problem> {
     let key = |k: &str| keys(&["algorithm", k]);
-    real(key("clip_low"), algorithm.clip_low, "in [0, 1)", |c| (0.0..1.0).contains(&c))?;
-    real(key("clip_high"), algorithm.clip_high, "≥ 0", |c| c >= 0.0)?;
-    if let Some(norm) = algorithm.constant_norm {
-        real(key("constant_norm"), norm, "> 0", |n| n > 0.0)?;
-    }
-    real(key("kl_coef"), algorithm.kl_coef, "≥ 0", |k| k >= 0.0)?;
-    if let Some(delta) = algorithm.off_policy_delta {
-        real(key("off_policy_delta"), delta, "≥ 0", |d| d >= 0.0)?;
-    }
-    let (buffer, max_tokens) = (algorithm.overlong_buffer, rollout.max_tokens);
+    algorithm.loss.validate().map_err(|e| Problem::new(key(e.field), e.message))?;
+    let (buffer, max_tokens) = (algorithm.overlong_buffer, rollout.sampling.max_tokens);
     ensure(buffer <= max_tokens, key("overlong_buffer"), || {
         format!("{buffer} is longer than rollout.max_tokens ({max_tokens})")
     })?;

@@ -7,9 +7,13 @@
 
 use crate::data::Problem;
 use crate::policy::Policy;
-use crate::sampler::{Sampler, Settings};
-use anyhow::Result;
-use rlvr_verifiers::{score_batch, Outcome, Verifier};
+use crate::recipe::EvalStage;
+use crate::sampler::{sample_and_judge, Sampler, Settings};
+use crate::session::{parallelism, Session};
+use anyhow::{bail, Result};
+use rlvr_rollout::engine::SamplingParams;
+use rlvr_verifiers::{Outcome, Verifier};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// Folded into the run seed for eval sampling streams.
@@ -57,7 +61,7 @@ impl EvalResult {
     }
 }
 
-/// Samples and judges `samples` completions of each problem.
+/// Samples and judges `settings.n` completions of each problem.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     policy: &Policy,
@@ -69,17 +73,9 @@ pub fn evaluate(
     run_seed: u64,
     parallel: usize,
 ) -> Result<EvalResult> {
-    let prompts = problems.iter().map(|p| prompt_ids(policy, &p.prompt)).collect::<Result<Vec<_>>>()?;
-    let outputs = sampler.sample(&prompts, settings, run_seed ^ EVAL_STREAM, 0)?;
-    let mut items = Vec::new();
-    let mut lens = 0usize;
-    for (problem, out) in problems.iter().zip(&outputs) {
-        for s in &out.samples {
-            lens += s.tokens.len();
-            items.push((problem.task.clone(), policy.decode(&s.ids())?));
-        }
-    }
-    let verdicts = score_batch(verifier, &items, parallel);
+    let judged = sample_and_judge(policy, sampler, verifier, problems, settings, run_seed ^ EVAL_STREAM, 0, parallel)?;
+    let verdicts = &judged.verdicts;
+    let lens: usize = judged.outputs.iter().flat_map(|o| &o.samples).map(|s| s.tokens.len()).sum();
     let n = settings.n;
     let correct: Vec<usize> =
         verdicts.chunks(n).map(|g| g.iter().filter(|v| v.outcome == Outcome::Correct).count()).collect();
@@ -89,16 +85,52 @@ pub fn evaluate(
         pass_at_k: pass_k.iter().map(|&k| (k, mean(k))).collect(),
         n: problems.len(),
         samples: n,
-        response_len: lens as f64 / items.len().max(1) as f64,
+        response_len: lens as f64 / verdicts.len().max(1) as f64,
         verifier_errors: verdicts.iter().filter(|v| v.outcome == Outcome::Error).count(),
     })
 }
 
-/// A prompt's ids as the model sees them: `bos` then the text.
-pub fn prompt_ids(policy: &Policy, text: &str) -> Result<Vec<i64>> {
-    let mut ids = vec![policy.bos()];
-    ids.extend(policy.encode(text)?);
-    Ok(ids)
+/// An `eval` stage of a run: samples the held-out problems with the run's rollout settings (the
+/// stage's own temperature), logs one metrics record and returns the stage's report entry.
+pub(crate) fn run(session: &mut Session, name: &str, stage: &EvalStage) -> Result<Value> {
+    let r = &session.recipe.rollout;
+    let held = session.data.held_out();
+    let problems = &held[..stage.max_problems.unwrap_or(held.len()).min(held.len())];
+    if problems.is_empty() {
+        bail!("stage {name}: there are no held-out problems to evaluate (data.held_out / data.test)");
+    }
+    let settings = Settings {
+        n: stage.samples,
+        sampling: SamplingParams { temperature: stage.temperature.unwrap_or(r.sampling.temperature), ..r.sampling },
+        sampling_mask: false,
+        routing: false,
+    };
+    let slots = (problems.len() * stage.samples).min(512);
+    let version = session.state.policy_version;
+    let mut sampler = Sampler::new(&session.policy, slots, r.sampling.max_tokens, r.attention, version)?;
+    let start = std::time::Instant::now();
+    let verifier = session.verifier.as_ref();
+    let seed = session.state.seeds.run;
+    let result =
+        evaluate(&session.policy, &mut sampler, verifier, problems, &settings, &stage.pass_k(), seed, parallelism())?;
+    let metrics = EvalMetrics {
+        accuracy: result.accuracy,
+        pass_at_k: result.pass_at_k.iter().map(|(k, v)| (format!("pass_at_{k}"), *v)).collect(),
+        completion_len: result.response_len,
+        gen_s: start.elapsed().as_secs_f64(),
+    };
+    session.log(name, &metrics)?;
+    Ok(result.to_json())
+}
+
+/// What an `eval` stage logs.
+#[derive(Debug, Clone, Serialize)]
+struct EvalMetrics {
+    accuracy: f64,
+    #[serde(flatten)]
+    pass_at_k: std::collections::BTreeMap<String, f64>,
+    completion_len: f64,
+    gen_s: f64,
 }
 
 #[cfg(test)]

@@ -1,413 +1,433 @@
-//! One GRPO step (reference §3.3; DESIGN.md §6): sample a group of completions per prompt from the
-//! colocated engine, judge them, turn group-relative rewards into advantages, then take
-//! `epochs × minibatches` optimizer steps on the clipped objective with the V3.2 pieces the
-//! recipe turns on — unbiased KL to a frozen reference, off-policy sequence masking against the
-//! engine's own sampling log-probs (π_old), keep routing (the rollout's experts replayed in the
-//! training forward) and keep sampling mask (π_θ renormalised over the rollout's kept sets) — and
-//! publish the new weights to the engine.
+//! One GRPO step (see `docs/architecture.md` and `docs/model.md` for the formulas), along its data
+//! flow:
 //!
-//! DAPO's dynamic sampling drops groups whose rewards are all equal (no signal) and samples more
-//! prompts, at most `max_refills` times; its overlong penalty is added to the reward.
+//! 1. **collect**: sample a group of completions per prompt from the colocated engine and judge
+//!    them ([`crate::sampler::sample_and_judge`], shared with eval); DAPO's dynamic sampling drops
+//!    groups whose rewards are all equal (no signal) and samples more prompts, at most
+//!    `max_refills` times; its overlong penalty is added to the reward;
+//! 2. **batch**: group-relative advantages and training rows ([`super::grpo_batch`]);
+//! 3. **update**: `epochs × minibatches` optimizer steps on the clipped objective with the V3.2
+//!    pieces the recipe turns on — unbiased KL to a frozen reference, off-policy sequence masking
+//!    against the engine's own sampling log-probs (π_old), keep routing (the rollout's experts
+//!    replayed in the training forward) and keep sampling mask (π_θ renormalised over the
+//!    rollout's kept sets) — each through [`optim::step::apply`], as every stage;
+//! 4. **sync**: publish the new weights to the engine, whose version is the policy version.
 //!
 //! Left out: asynchronous rollouts (sampling runs between updates, not beside them).
 
-use crate::batch::pad_rows;
+use super::grpo_batch::{group_rows, Batch, Row};
+use crate::checkpoint;
 use crate::data::Dataset;
 use crate::grpo::{self, LossInputs};
-use crate::optim::{clip_grad_norm, AdamW};
+use crate::optim::{self, AdamW};
 use crate::policy::Policy;
-use crate::sampler::{Sampler, Settings};
-use crate::stages::eval::prompt_ids;
-use anyhow::Result;
-use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage, VocabMask};
-use rlvr_rollout::engine::RequestOutput;
-use rlvr_verifiers::{score_batch, Outcome, Verifier};
-use serde_json::{json, Map, Value};
+use crate::recipe::{Algorithm, Rollout};
+use crate::sampler::{sample_and_judge, Sampler, Settings};
+use crate::session::{parallelism, Session};
+use anyhow::{Context, Result};
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage};
+use rlvr_verifiers::{Outcome, Verdict, Verifier};
+use serde::Serialize;
+use std::path::Path;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-/// One sampled sequence, ready for training.
-struct Row {
-    /// Prompt then completion ids.
-    tokens: Vec<i64>,
-    /// Prompt length P.
-    prompt_len: usize,
-    /// The engine's log-prob of each completion token (π_old).
-    logp_old: Vec<f32>,
-    /// Each completion token's kept set (empty = whole vocabulary).
-    kept: Vec<Vec<i64>>,
-    /// Per main layer, the rollout's experts over positions 0..P+C−1: (1, P+C−1, K).
-    replay: Option<Vec<Option<Tensor>>>,
-    /// Its group-relative advantage.
-    advantage: f32,
+/// The GRPO stage's engine and frozen KL reference.
+pub struct GrpoRunner {
+    sampler: Sampler,
+    /// The reference model (main model, no MTP), when the KL term is on.
+    reference: Option<(DeepseekV32, tch::nn::VarStore)>,
+    /// Its weights, saved with every checkpoint of the stage.
+    reference_tensors: Option<Vec<(String, Tensor)>>,
 }
 
-/// What the step needs besides the policy and optimizer.
-pub struct GrpoInputs<'a> {
-    /// The colocated engine.
-    pub sampler: &'a mut Sampler,
-    /// The reward.
-    pub verifier: &'a dyn Verifier,
-    /// Training problems.
-    pub data: &'a Dataset,
-    /// The frozen KL reference (main model, no MTP), when the KL term is on.
-    pub reference: Option<&'a DeepseekV32>,
-    /// Sampling settings (n = group size).
-    pub settings: Settings,
-    /// Prompts per step.
-    pub prompts: usize,
-    /// The loss.
-    pub loss: grpo::LossConfig,
-    /// Advantage normalisation.
-    pub advantage: grpo::AdvantageMode,
-    /// Attention of rollout and training forwards.
-    pub mode: AttentionMode,
-    /// Dynamic sampling on, and how many extra prompt batches it may draw.
-    pub dynamic_sampling: Option<usize>,
-    /// DAPO overlong shaping: (buffer, penalty factor), off when the buffer is 0.
-    pub overlong: (usize, f64),
-    /// Optimizer passes over the batch, and minibatches per pass.
-    pub epochs: usize,
-    /// Minibatches per pass.
-    pub minibatches: usize,
-    /// Rows per backward (gradient accumulation); 0 = the whole minibatch.
-    pub micro_batch: usize,
-    /// Gradient-norm clip (0 = off).
-    pub grad_clip: f64,
-    /// Verifier threads.
-    pub parallel: usize,
+/// What one GRPO step logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GrpoMetrics {
+    /// Mean reward of every judged completion (refills included).
+    pub reward: f64,
+    /// Its standard deviation.
+    pub reward_std: f64,
+    /// Share of completions judged correct.
+    pub accuracy: f64,
+    /// Loss figures, weighted means over the step's micro-batches.
+    #[serde(flatten)]
+    pub loss: LossSums,
+    /// Learning rate.
+    pub lr: f64,
+    /// Mean completion length in tokens.
+    pub completion_len: f64,
+    /// Groups trained on.
+    pub groups_kept: usize,
+    /// Verdicts whose verifier failed.
+    pub verifier_errors: usize,
+    /// Seconds generating.
+    pub gen_s: f64,
+    /// Seconds judging.
+    pub score_s: f64,
+    /// Seconds in forward, backward and updates.
+    pub train_s: f64,
+    /// Seconds publishing weights.
+    pub sync_s: f64,
+    /// Generated tokens per second of generation.
+    pub tok_per_s: f64,
+    /// Seconds of the whole step.
+    pub step_time: f64,
 }
 
-/// Runs one GRPO step at learning rate `lr`. `cursor` is the next training problem, `seed` the
-/// step's sampling seed. Returns the step's metrics, or `None` in `skipped` form when the loss was
-/// not finite (no update was applied; the caller counts it).
-pub fn step(
-    policy: &Policy,
-    opt: &mut AdamW,
-    inp: &mut GrpoInputs<'_>,
-    lr: f64,
-    cursor: &mut u64,
-    seed: u64,
-) -> Result<(Map<String, Value>, bool)> {
-    let t0 = Instant::now();
-    let g = inp.settings.n;
-    // 1. Sample and judge groups, refilling when dynamic sampling drops some.
-    let (mut rows, mut rewards_all, mut correct, mut judged, mut lens, mut errors) =
-        (Vec::new(), Vec::new(), 0usize, 0usize, 0usize, 0usize);
-    let (mut t_gen, mut t_score) = (0.0, 0.0);
-    let mut generated = 0usize;
-    let refills = inp.dynamic_sampling.unwrap_or(0);
-    for round in 0..=refills {
-        let missing = inp.prompts - rows.len() / g;
-        if missing == 0 || (round > 0 && inp.dynamic_sampling.is_none()) {
-            break;
+/// The rows of one step and what judging them found.
+#[derive(Default)]
+struct Collected {
+    rows: Vec<Row>,
+    rewards: Vec<f32>,
+    correct: usize,
+    judged: usize,
+    generated: usize,
+    errors: usize,
+    gen_s: f64,
+    score_s: f64,
+}
+
+impl GrpoRunner {
+    /// The engine (at the run's policy version) and, when the KL term is on, the reference: the
+    /// policy as the stage began, read from the checkpoint `resumed` when resuming mid-stage.
+    pub(crate) fn new(session: &Session, resumed: Option<&Path>) -> Result<Self> {
+        let r = &session.recipe.rollout;
+        let (policy, version) = (&session.policy, session.state.policy_version);
+        let sampler = Sampler::new(policy, r.effective_slots(), r.sampling.max_tokens, r.attention, version)?;
+        if session.recipe.algorithm.loss.kl().is_none() {
+            return Ok(GrpoRunner { sampler, reference: None, reference_tensors: None });
         }
-        let first = *cursor;
-        let problems: Vec<_> = (0..inp.prompts as u64).map(|i| inp.data.train(first + i)).collect();
-        *cursor += inp.prompts as u64;
-        let prompts = problems.iter().map(|p| prompt_ids(policy, &p.prompt)).collect::<Result<Vec<_>>>()?;
-        let tg = Instant::now();
-        let outputs = inp.sampler.sample(&prompts, &inp.settings, seed, first as usize)?;
-        t_gen += tg.elapsed().as_secs_f64();
-        let ts = Instant::now();
-        let mut items = Vec::new();
-        for (p, out) in problems.iter().zip(&outputs) {
-            for s in &out.samples {
-                items.push((p.task.clone(), policy.decode(&s.ids())?));
+        let tensors = match resumed.filter(|_| session.state.stage_step > 0) {
+            Some(dir) => checkpoint::read_reference(dir)?
+                .with_context(|| format!("{} has no {}", dir.display(), checkpoint::REFERENCE_FILE))?,
+            None => policy.engine_tensors().into_iter().map(|(n, t)| (n, t.detach().copy())).collect(),
+        };
+        let (model, vs) = policy.engine_copy()?;
+        let vars = vs.variables();
+        tch::no_grad(|| {
+            for (name, t) in &tensors {
+                vars[name].shallow_clone().copy_(t);
+            }
+        });
+        Ok(GrpoRunner { sampler, reference: Some((model, vs)), reference_tensors: Some(tensors) })
+    }
+
+    /// The reference weights a checkpoint of this stage must hold.
+    pub fn reference_tensors(&self) -> Option<&[(String, Tensor)]> {
+        self.reference_tensors.as_deref()
+    }
+
+    /// One GRPO step at `lr`; its metrics and whether an update was skipped (non-finite loss or
+    /// gradient). Advances the problem cursor and the policy version.
+    pub(crate) fn step(&mut self, session: &mut Session, opt: &mut AdamW, lr: f64) -> Result<(GrpoMetrics, bool)> {
+        let started = Instant::now();
+        let seed = step_seed(session.state.seeds.run, session.state.global_step);
+        let (algorithm, rollout) = (&session.recipe.algorithm, &session.recipe.rollout);
+        let mut cursor = session.state.problem_cursor;
+        let collected = self.collect(
+            &session.policy,
+            &session.data,
+            session.verifier.as_ref(),
+            rollout,
+            algorithm,
+            &mut cursor,
+            seed,
+        )?;
+        session.state.problem_cursor = cursor;
+
+        let t_train = Instant::now();
+        let update = Update {
+            policy: &session.policy,
+            reference: self.reference.as_ref().map(|(m, _)| m),
+            algorithm,
+            mode: rollout.attention,
+        };
+        let (sums, skipped) = update.run(opt, &collected.rows, lr, session.recipe.optimizer.grad_clip)?;
+        let train_s = t_train.elapsed().as_secs_f64();
+
+        let t_sync = Instant::now();
+        if sums.updates > 0 {
+            self.sampler.sync(&session.policy)?;
+        }
+        session.state.policy_version = self.sampler.version();
+        let sync_s = t_sync.elapsed().as_secs_f64();
+        let metrics = collected.metrics(sums, rollout.group_size, lr, train_s, sync_s, started);
+        Ok((metrics, skipped))
+    }
+
+    /// Samples and judges groups until `prompts_per_step` groups are kept (dynamic sampling) or
+    /// the refills run out.
+    #[allow(clippy::too_many_arguments)]
+    fn collect(
+        &mut self,
+        policy: &Policy,
+        data: &Dataset,
+        verifier: &dyn Verifier,
+        r: &Rollout,
+        a: &Algorithm,
+        cursor: &mut u64,
+        seed: u64,
+    ) -> Result<Collected> {
+        let settings = rollout_settings(policy, r, a);
+        let g = r.group_size;
+        let mut c = Collected::default();
+        let refills = if a.dynamic_sampling { a.max_refills } else { 0 };
+        for _ in 0..=refills {
+            if r.prompts_per_step == c.rows.len() / g {
+                break;
+            }
+            let first = *cursor;
+            let problems: Vec<_> = (0..r.prompts_per_step as u64).map(|i| data.train(first + i)).collect();
+            *cursor += r.prompts_per_step as u64;
+            let judged = sample_and_judge(
+                policy,
+                &mut self.sampler,
+                verifier,
+                &problems,
+                &settings,
+                seed,
+                first as usize,
+                parallelism(),
+            )?;
+            c.gen_s += judged.gen_s;
+            c.score_s += judged.score_s;
+            c.note_errors(&judged.verdicts);
+            for (gi, (prompt, out)) in judged.prompts.iter().zip(&judged.outputs).enumerate() {
+                let verdicts = &judged.verdicts[gi * g..(gi + 1) * g];
+                let rewards = c.judge_group(verdicts, out, r.sampling.max_tokens, a);
+                let keep = !a.dynamic_sampling || grpo::groups_with_signal(&rewards, g)[0];
+                if keep && c.rows.len() / g < r.prompts_per_step {
+                    c.rows.extend(group_rows(&policy.model, prompt, out, &rewards, a.advantage));
+                }
             }
         }
-        let verdicts = score_batch(inp.verifier, &items, inp.parallel);
-        t_score += ts.elapsed().as_secs_f64();
+        Ok(c)
+    }
+}
+
+impl Collected {
+    /// Counts verifier failures, warning at the first.
+    fn note_errors(&mut self, verdicts: &[Verdict]) {
         for v in verdicts.iter().filter(|v| v.outcome == Outcome::Error) {
-            errors += 1;
-            if errors == 1 {
+            self.errors += 1;
+            if self.errors == 1 {
                 eprintln!("warning: the verifier failed on a completion (reward 0): {}", v.detail);
             }
         }
-        for (gi, (prompt, out)) in prompts.iter().zip(&outputs).enumerate() {
-            let verdicts = &verdicts[gi * g..(gi + 1) * g];
-            let mut rewards: Vec<f32> = verdicts.iter().map(|v| v.reward).collect();
-            for (r, s) in rewards.iter_mut().zip(&out.samples) {
-                generated += s.tokens.len();
-                if inp.overlong.0 > 0 {
-                    *r +=
-                        grpo::overlong_penalty(s.tokens.len(), inp.settings.max_tokens, inp.overlong.0, inp.overlong.1)
-                            as f32;
-                }
-            }
-            correct += verdicts.iter().filter(|v| v.outcome == Outcome::Correct).count();
-            judged += g;
-            lens += out.samples.iter().map(|s| s.tokens.len()).sum::<usize>();
-            rewards_all.extend_from_slice(&rewards);
-            let keep = inp.dynamic_sampling.is_none() || grpo::groups_with_signal(&rewards, g)[0];
-            if keep && rows.len() / g < inp.prompts {
-                rows.extend(group_rows(policy, prompt, out, &rewards, inp.advantage));
+    }
+
+    /// One group's rewards (verdicts plus DAPO's overlong penalty), counted into the totals.
+    fn judge_group(
+        &mut self,
+        verdicts: &[Verdict],
+        out: &rlvr_rollout::engine::RequestOutput,
+        max_tokens: usize,
+        a: &Algorithm,
+    ) -> Vec<f32> {
+        let mut rewards: Vec<f32> = verdicts.iter().map(|v| v.reward).collect();
+        for (r, s) in rewards.iter_mut().zip(&out.samples) {
+            self.generated += s.tokens.len();
+            if a.overlong_buffer > 0 {
+                *r += grpo::overlong_penalty(s.tokens.len(), max_tokens, a.overlong_buffer, a.overlong_penalty) as f32;
             }
         }
+        self.correct += verdicts.iter().filter(|v| v.outcome == Outcome::Correct).count();
+        self.judged += verdicts.len();
+        self.rewards.extend_from_slice(&rewards);
+        rewards
     }
-    // 2. Optimise on the kept groups.
-    let tt = Instant::now();
-    let mut m = Map::new();
-    let mut skipped = false;
-    let mut sums = Sums::default();
-    if !rows.is_empty() {
+
+    /// The step's metrics.
+    fn metrics(&self, loss: LossSums, g: usize, lr: f64, train_s: f64, sync_s: f64, started: Instant) -> GrpoMetrics {
+        let rewards = Tensor::from_slice(&self.rewards);
+        let n = self.rewards.len();
+        GrpoMetrics {
+            reward: rewards.mean(Kind::Float).double_value(&[]),
+            reward_std: if n > 1 { rewards.std(true).double_value(&[]) } else { 0.0 },
+            accuracy: self.correct as f64 / self.judged.max(1) as f64,
+            loss,
+            lr,
+            completion_len: self.generated as f64 / self.judged.max(1) as f64,
+            groups_kept: self.rows.len() / g,
+            verifier_errors: self.errors,
+            gen_s: self.gen_s,
+            score_s: self.score_s,
+            train_s,
+            sync_s,
+            tok_per_s: self.generated as f64 / self.gen_s.max(1e-9),
+            step_time: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// The sampling settings of GRPO's rollouts: the recipe's, recording kept sets only when the
+/// sampler truncates (keep sampling mask) and routings only for MoE models (keep routing).
+fn rollout_settings(policy: &Policy, r: &Rollout, a: &Algorithm) -> Settings {
+    let has_moe = (0..policy.config.num_hidden_layers).any(|i| policy.config.is_moe_layer(i));
+    Settings {
+        n: r.group_size,
+        sampling: r.sampling,
+        sampling_mask: a.keep_sampling_mask && r.sampling.truncates(),
+        routing: a.keep_routing && has_moe,
+    }
+}
+
+/// The update phase: what it reads.
+struct Update<'a> {
+    policy: &'a Policy,
+    reference: Option<&'a DeepseekV32>,
+    algorithm: &'a Algorithm,
+    mode: AttentionMode,
+}
+
+impl Update<'_> {
+    /// `epochs × minibatches` optimizer steps over `rows`, each accumulating micro-batches; the
+    /// loss figures and whether any update was skipped.
+    fn run(&self, opt: &mut AdamW, rows: &[Row], lr: f64, grad_clip: f64) -> Result<(LossSums, bool)> {
+        let mut sums = LossSums::default();
+        let mut skipped = false;
+        if rows.is_empty() {
+            return Ok((sums, skipped));
+        }
+        let a = self.algorithm;
         let n = rows.len();
-        let per_mb = n.div_ceil(inp.minibatches.max(1));
-        for _ in 0..inp.epochs.max(1) {
+        let per_mb = n.div_ceil(a.minibatches.max(1));
+        for _ in 0..a.epochs.max(1) {
             for mb in (0..n).step_by(per_mb) {
                 let idx: Vec<usize> = (mb..(mb + per_mb).min(n)).collect();
-                let chunk = if inp.micro_batch == 0 { idx.len() } else { inp.micro_batch };
+                let chunk = if a.micro_batch == 0 { idx.len() } else { a.micro_batch };
                 opt.zero_grad();
                 let mut finite = true;
                 for part in idx.chunks(chunk) {
-                    let out = loss_of(policy, inp, &rows, part, policy.vs.device())?;
+                    let rows: Vec<&Row> = part.iter().map(|&i| &rows[i]).collect();
+                    let (loss, stats, entropy) = self.loss(&rows);
                     let scale = part.len() as f64 / idx.len() as f64;
-                    finite &= out.0.double_value(&[]).is_finite();
+                    finite &= loss.double_value(&[]).is_finite();
                     if finite {
-                        (&out.0 * scale).backward();
+                        (&loss * scale).backward();
                     }
-                    sums.add(&out.1, out.2, scale);
+                    sums.add(&stats, entropy, scale);
                 }
-                let params: Vec<Tensor> = opt.params().map(Tensor::shallow_clone).collect();
-                let norm =
-                    if inp.grad_clip > 0.0 { clip_grad_norm(&params, inp.grad_clip) } else { grad_norm(&params) };
-                if !finite || !norm.is_finite() {
+                if !finite {
                     opt.zero_grad();
                     skipped = true;
                     continue;
                 }
-                sums.grad_norm += norm;
+                let applied = optim::step::apply(opt, lr, grad_clip);
+                if !applied.stepped {
+                    opt.zero_grad();
+                    skipped = true;
+                    continue;
+                }
+                sums.grad_norm_sum += applied.grad_norm;
                 sums.updates += 1;
-                opt.step(lr);
             }
         }
+        Ok((sums.finish(), skipped))
     }
-    let t_train = tt.elapsed().as_secs_f64();
-    // 3. Publish the new weights.
-    let tsync = Instant::now();
-    if sums.updates > 0 {
-        inp.sampler.sync(policy)?;
-    }
-    let t_sync = tsync.elapsed().as_secs_f64();
-    let rewards = Tensor::from_slice(&rewards_all);
-    let step_time = t0.elapsed().as_secs_f64();
-    m.insert("reward".into(), json!(rewards.mean(Kind::Float).double_value(&[])));
-    m.insert("reward_std".into(), json!(if rewards_all.len() > 1 { rewards.std(true).double_value(&[]) } else { 0.0 }));
-    m.insert("accuracy".into(), json!(correct as f64 / judged.max(1) as f64));
-    sums.write(&mut m);
-    m.insert("lr".into(), json!(lr));
-    m.insert("completion_len".into(), json!(lens as f64 / judged.max(1) as f64));
-    m.insert("groups_kept".into(), json!(rows.len() / g));
-    m.insert("verifier_errors".into(), json!(errors));
-    m.insert("gen_s".into(), json!(t_gen));
-    m.insert("score_s".into(), json!(t_score));
-    m.insert("train_s".into(), json!(t_train));
-    m.insert("sync_s".into(), json!(t_sync));
-    m.insert("tok_per_s".into(), json!(generated as f64 / t_gen.max(1e-9)));
-    m.insert("step_time".into(), json!(step_time));
-    Ok((m, skipped))
-}
 
-/// A group's rows with their advantages.
-fn group_rows(
-    policy: &Policy,
-    prompt: &[i64],
-    out: &RequestOutput,
-    rewards: &[f32],
-    mode: grpo::AdvantageMode,
-) -> Vec<Row> {
-    let g = rewards.len() as i64;
-    let adv = grpo::group_advantages(&Tensor::from_slice(rewards).view([1, g]), mode); // (1, G)
-    let adv: Vec<f32> = Vec::<f32>::try_from(adv.flatten(0, -1)).expect("f32 advantages");
-    out.samples
-        .iter()
-        .zip(adv)
-        .map(|(s, advantage)| {
-            let mut tokens = prompt.to_vec();
-            tokens.extend(s.ids());
-            Row {
-                tokens,
-                prompt_len: prompt.len(),
-                logp_old: s.logprobs(),
-                kept: s.tokens.iter().map(|t| t.kept.clone().unwrap_or_default()).collect(),
-                replay: s.replay(&policy.model),
-                advantage,
-            }
-        })
-        .collect()
-}
-
-/// The loss of rows `part`, its statistics and the mean entropy of their response positions.
-fn loss_of(
-    policy: &Policy,
-    inp: &GrpoInputs<'_>,
-    rows: &[Row],
-    part: &[usize],
-    device: Device,
-) -> Result<(Tensor, grpo::LossStats, f64)> {
-    let rows: Vec<&Row> = part.iter().map(|&i| &rows[i]).collect();
-    // Inputs are each row minus its last token; targets the row shifted by one.
-    let inputs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens[..r.tokens.len() - 1].to_vec()).collect();
-    let targets: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens[1..].to_vec()).collect();
-    let (x, _) = pad_rows(&inputs, 0, device); // (B, L)
-    let (y, _) = pad_rows(&targets, 0, device); // (B, L)
-    let (b, l) = (x.size()[0], x.size()[1]);
-    let mut mask = vec![0f32; (b * l) as usize];
-    let mut old = vec![0f32; (b * l) as usize];
-    for (r, row) in rows.iter().enumerate() {
-        for (j, lp) in row.logp_old.iter().enumerate() {
-            let at = r * l as usize + row.prompt_len - 1 + j;
-            mask[at] = 1.0;
-            old[at] = *lp;
-        }
-    }
-    let mask = Tensor::from_slice(&mask).view([b, l]).to_device(device); // (B, L)
-    let logp_old = Tensor::from_slice(&old).view([b, l]).to_device(device); // (B, L)
-    let adv: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
-    let advantages = Tensor::from_slice(&adv).to_device(device); // (B)
-    let vocab_mask = kept_mask(&rows, l, device);
-    let replay = replay_of(&rows, l, policy, device);
-    // Sparse attention trains the indexer as the sparse stage does (post-training "employs sparse
-    // attention in the same way", reference §3.2): its KL over the selected set, detached inputs.
-    let stage = (inp.mode == AttentionMode::Sparse).then_some(IndexerStage::Sparse);
-    let opts = ForwardOptions {
-        vocab_mask: vocab_mask.as_ref(),
-        replay: replay.as_deref(),
-        indexer_loss: stage,
-        ..ForwardOptions::new(inp.mode)
-    };
-    let forward = policy.model.run(&x, opts);
-    let logits = &forward.logits; // (B, L, V)
-    let logp_all = logits.log_softmax(-1, Kind::Float); // (B, L, V)
-    let logp = logp_all.gather(-1, &y.unsqueeze(-1), false).squeeze_dim(-1); // (B, L)
-    let entropy = tch::no_grad(|| {
-        let finite = logp_all.masked_fill(&logp_all.isinf(), 0.0);
-        let h = -(logp_all.exp() * finite).sum_dim_intlist(-1, false, Kind::Float); // (B, L)
-        ((h * &mask).sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1.0)).double_value(&[])
-    });
-    let logp_ref = inp.reference.map(|reference| {
-        tch::no_grad(|| {
-            let opts = ForwardOptions {
-                vocab_mask: vocab_mask.as_ref(),
-                replay: replay.as_deref(),
-                ..ForwardOptions::new(inp.mode)
-            };
-            let lg = reference.run(&x, opts).logits.log_softmax(-1, Kind::Float); // (B, L, V)
-            lg.gather(-1, &y.unsqueeze(-1), false).squeeze_dim(-1) // (B, L)
-        })
-    });
-    let out = grpo::grpo_loss(
-        &LossInputs {
-            logp: &logp,
-            logp_old: &logp_old,
-            logp_ref: logp_ref.as_ref(),
-            advantages: &advantages,
-            mask: &mask,
-        },
-        &inp.loss,
-    );
-    let real = Tensor::from_slice(&real_positions(&rows, l)).view([b, l]).to_device(device); // (B, L)
-    let loss = match &forward.indexer {
-        Some(losses) => out.loss + losses.total(Some(&real)),
-        None => out.loss,
-    };
-    Ok((loss, out.stats, entropy))
-}
-
-/// Which of the (B, L) input positions hold real tokens (not padding).
-fn real_positions(rows: &[&Row], l: i64) -> Vec<bool> {
-    rows.iter().flat_map(|r| (0..l as usize).map(move |i| i + 1 < r.tokens.len())).collect()
-}
-
-/// The rows' kept sets as a vocabulary mask over (B, L) positions; `None` when nothing was truncated.
-fn kept_mask(rows: &[&Row], l: i64, device: Device) -> Option<VocabMask> {
-    let widest = rows.iter().flat_map(|r| r.kept.iter().map(Vec::len)).max().unwrap_or(0);
-    if widest == 0 {
-        return None;
-    }
-    let b = rows.len();
-    let mut ids = vec![-1i64; b * l as usize * widest];
-    for (r, row) in rows.iter().enumerate() {
-        for (j, kept) in row.kept.iter().enumerate() {
-            let at = (r * l as usize + row.prompt_len - 1 + j) * widest;
-            ids[at..at + kept.len()].copy_from_slice(kept);
-        }
-    }
-    let ids = Tensor::from_slice(&ids).view([b as i64, l, widest as i64]).to_device(device); // (B, L, K)
-    Some(VocabMask::Kept(ids))
-}
-
-/// The rows' recorded routings stacked per layer, padded to L positions with experts 0..K.
-fn replay_of(rows: &[&Row], l: i64, policy: &Policy, device: Device) -> Option<Vec<Option<Tensor>>> {
-    let per_row: Vec<&Vec<Option<Tensor>>> = rows.iter().map(|r| r.replay.as_ref()).collect::<Option<_>>()?;
-    let k = policy.config.num_experts_per_tok as i64;
-    let layers = per_row[0].len();
-    Some(
-        (0..layers)
-            .map(|layer| {
-                per_row[0][layer].as_ref()?;
-                let parts: Vec<Tensor> = per_row
-                    .iter()
-                    .map(|r| {
-                        let t = r[layer].as_ref().expect("every row routes the same layers").to_device(device); // (1, n, K)
-                        let n = t.size()[1];
-                        let pad = Tensor::arange(k, (Kind::Int64, device)).view([1, 1, k]).expand([1, l - n, k], true);
-                        Tensor::cat(&[t, pad], 1) // (1, L, K)
-                    })
-                    .collect();
-                Some(Tensor::cat(&parts, 0)) // (B, L, K)
+    /// The loss of `rows`, its statistics and the mean entropy of their response positions.
+    fn loss(&self, rows: &[&Row]) -> (Tensor, grpo::LossStats, f64) {
+        let device = self.policy.vs.device();
+        let batch = Batch::new(rows, self.policy.config.num_experts_per_tok as i64, device);
+        // Sparse attention trains the indexer as the sparse stage does (post-training "employs
+        // sparse attention in the same way", docs/model.md): its KL over the selected set.
+        let stage = (self.mode == AttentionMode::Sparse).then_some(IndexerStage::Sparse);
+        let opts = ForwardOptions {
+            vocab_mask: batch.vocab_mask.as_ref(),
+            replay: batch.replay.as_deref(),
+            indexer_loss: stage,
+            ..ForwardOptions::new(self.mode)
+        };
+        let forward = self.policy.model.run(&batch.inputs, opts);
+        let (logp, logp_all) = batch.target_logprobs(&forward.logits);
+        let entropy = batch.mean_entropy(&logp_all);
+        let logp_ref = self.reference.map(|reference| {
+            tch::no_grad(|| {
+                let opts = ForwardOptions {
+                    vocab_mask: batch.vocab_mask.as_ref(),
+                    replay: batch.replay.as_deref(),
+                    ..ForwardOptions::new(self.mode)
+                };
+                batch.target_logprobs(&reference.run(&batch.inputs, opts).logits).0
             })
-            .collect(),
-    )
+        });
+        let inputs = LossInputs {
+            logp: &logp,
+            logp_old: &batch.logp_old,
+            logp_ref: logp_ref.as_ref(),
+            advantages: &batch.advantages,
+            mask: &batch.mask,
+        };
+        let out = grpo::grpo_loss(&inputs, &self.algorithm.loss);
+        let loss = match &forward.indexer {
+            Some(losses) => out.loss + losses.total(Some(&batch.real)),
+            None => out.loss,
+        };
+        (loss, out.stats, entropy)
+    }
 }
 
-/// The global L2 norm of the gradients.
-fn grad_norm(params: &[Tensor]) -> f64 {
-    let sq: f64 = params
-        .iter()
-        .filter(|p| p.grad().defined())
-        .map(|p| p.grad().to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
-        .sum();
-    sq.sqrt()
-}
-
-/// Running sums of the loss statistics over a step's micro-batches.
-#[derive(Default)]
-struct Sums {
+/// The loss figures of a step: weighted means over its micro-batches, and the updates taken.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LossSums {
+    /// Policy-gradient loss.
+    pub loss: f64,
+    /// KL estimate.
+    pub kl: f64,
+    /// Share of tokens at the lower clip.
+    pub clip_low: f64,
+    /// Share of tokens at the upper clip.
+    pub clip_high: f64,
+    /// Share of sequences the off-policy mask dropped.
+    pub masked_seq_frac: f64,
+    /// Mean importance ratio.
+    pub ratio_mean: f64,
+    /// Mean entropy of the response positions.
+    pub entropy: f64,
+    /// Mean gradient norm of the updates.
+    pub grad_norm: f64,
+    /// Optimizer steps taken.
+    pub updates: usize,
+    #[serde(skip)]
     weight: f64,
-    loss: f64,
-    kl: f64,
-    clip_low: f64,
-    clip_high: f64,
-    masked: f64,
-    ratio: f64,
-    entropy: f64,
-    grad_norm: f64,
-    updates: usize,
+    #[serde(skip)]
+    grad_norm_sum: f64,
 }
 
-impl Sums {
+impl LossSums {
     fn add(&mut self, s: &grpo::LossStats, entropy: f64, w: f64) {
         self.weight += w;
         self.loss += w * s.pg_loss;
         self.kl += w * s.kl_mean;
         self.clip_low += w * s.clip_low_frac;
         self.clip_high += w * s.clip_high_frac;
-        self.masked += w * s.masked_seq_frac;
-        self.ratio += w * s.ratio_mean;
+        self.masked_seq_frac += w * s.masked_seq_frac;
+        self.ratio_mean += w * s.ratio_mean;
         self.entropy += w * entropy;
     }
 
-    fn write(&self, m: &mut Map<String, Value>) {
+    /// The sums turned into means.
+    fn finish(mut self) -> Self {
         let w = self.weight.max(1e-12);
-        m.insert("loss".into(), json!(self.loss / w));
-        m.insert("kl".into(), json!(self.kl / w));
-        m.insert("clip_low".into(), json!(self.clip_low / w));
-        m.insert("clip_high".into(), json!(self.clip_high / w));
-        m.insert("masked_seq_frac".into(), json!(self.masked / w));
-        m.insert("ratio_mean".into(), json!(self.ratio / w));
-        m.insert("entropy".into(), json!(self.entropy / w));
-        m.insert("grad_norm".into(), json!(self.grad_norm / self.updates.max(1) as f64));
-        m.insert("updates".into(), json!(self.updates));
+        for x in [
+            &mut self.loss,
+            &mut self.kl,
+            &mut self.clip_low,
+            &mut self.clip_high,
+            &mut self.masked_seq_frac,
+            &mut self.ratio_mean,
+            &mut self.entropy,
+        ] {
+            *x /= w;
+        }
+        self.grad_norm = self.grad_norm_sum / self.updates.max(1) as f64;
+        self
     }
+}
+
+/// The step's sampling seed, from the run seed and the global step.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    rlvr_model::sample::stream_seed(seed, step as usize, usize::MAX)
 }

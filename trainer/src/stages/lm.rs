@@ -8,15 +8,17 @@
 //! - `sparse_train` (DSA stage 2): top-k attention, everything trains; the indexer reads detached
 //!   inputs and learns from the KL over its selected set only, the rest from the LM loss only.
 //!
-//! The held-out probes (`probe`) measure the DSA figures of issue-level interest on fixed text:
-//! indexer KL and recall under the dense forward, LM loss dense vs sparse.
+//! The DSA stages' held-out figures are in [`super::dsa`].
 
 use crate::batch::{masked_mean, pack_stream, pad_rows, span_mask};
 use crate::data::{Dataset, Problem};
+use crate::optim::{self, AdamW};
 use crate::policy::Policy;
+use crate::recipe::{IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage};
+use crate::session::Session;
 use anyhow::Result;
 use rlvr_model::{AttentionMode, ForwardOptions, IndexerStage};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use tch::{Kind, Tensor};
 
 /// What one supervised step optimises.
@@ -75,14 +77,37 @@ pub fn sft_batch(policy: &Policy, problems: &[Problem]) -> Result<(Tensor, Tenso
     Ok((tokens, mask))
 }
 
-/// The loss of one step on `tokens (B, L)` (`mask (B, L−1)` for SFT) and its metrics.
-pub fn loss(
-    policy: &Policy,
-    objective: Objective,
-    tokens: &Tensor,
-    mask: Option<&Tensor>,
-) -> (Tensor, Map<String, Value>) {
-    let mut m = Map::new();
+/// What one supervised step logs (absent figures are left out of the record).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LmMetrics {
+    /// Next-token loss of the main head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lm_loss: Option<f64>,
+    /// MTP loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtp_loss: Option<f64>,
+    /// Σ over layers of the indexer KL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indexer_kl: Option<f64>,
+    /// Mean indexer recall of the dense attention mass (warm-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall: Option<f64>,
+    /// The optimised total.
+    pub loss: f64,
+    /// Gradient norm before clipping (absent when the loss was not finite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Seconds of forward, backward and update.
+    pub train_s: f64,
+    /// Tokens of the batch per second.
+    pub tok_per_s: f64,
+}
+
+/// The loss of one step on `tokens (B, L)` (`mask (B, L−1)` for SFT) and its figures.
+pub fn loss(policy: &Policy, objective: Objective, tokens: &Tensor, mask: Option<&Tensor>) -> (Tensor, LmMetrics) {
+    let mut m = LmMetrics::default();
     let with_mtp = !policy.model.mtp.is_empty();
     let total = match objective {
         Objective::Pretrain { mode, mtp_weight } | Objective::Sft { mode, mtp_weight } => {
@@ -92,10 +117,10 @@ pub fn loss(
                 Some(mask) => masked_mean(&nll, mask),
                 None => nll.mean(Kind::Float),
             };
-            m.insert("lm_loss".into(), json!(lm.double_value(&[])));
+            m.lm_loss = Some(lm.double_value(&[]));
             match out.mtp_loss(tokens) {
                 Some(mtp) if mtp_weight > 0.0 => {
-                    m.insert("mtp_loss".into(), json!(mtp.double_value(&[])));
+                    m.mtp_loss = Some(mtp.double_value(&[]));
                     lm + mtp * mtp_weight
                 }
                 _ => lm,
@@ -107,18 +132,18 @@ pub fn loss(
             let out = policy.model.run(tokens, opts);
             let losses = out.indexer.expect("the warm-up forward returns indexer losses");
             let kl = losses.total(None);
-            m.insert("indexer_kl".into(), json!(kl.double_value(&[])));
+            m.indexer_kl = Some(kl.double_value(&[]));
             let recall: Vec<f64> = losses.recall(None).iter().flatten().map(|r| r.double_value(&[])).collect();
-            m.insert("recall".into(), json!(mean(&recall)));
+            m.recall = Some(mean(&recall));
             kl
         }
         Objective::SparseTrain { indexer_weight, mtp_weight } => {
             let SparseLosses { lm, mtp, indexer } = sparse_losses(policy, tokens);
-            m.insert("lm_loss".into(), json!(lm.double_value(&[])));
-            m.insert("indexer_kl".into(), json!(indexer.double_value(&[])));
+            m.lm_loss = Some(lm.double_value(&[]));
+            m.indexer_kl = Some(indexer.double_value(&[]));
             let main = match mtp {
                 Some(mtp) => {
-                    m.insert("mtp_loss".into(), json!(mtp.double_value(&[])));
+                    m.mtp_loss = Some(mtp.double_value(&[]));
                     lm + mtp * mtp_weight
                 }
                 None => lm,
@@ -126,8 +151,58 @@ pub fn loss(
             main + indexer * indexer_weight
         }
     };
-    m.insert("loss".into(), json!(total.double_value(&[])));
+    m.loss = total.double_value(&[]);
     (total, m)
+}
+
+/// The batch and objective of the next step of supervised `stage`; advances the data cursors.
+fn next_batch(session: &mut Session, stage: &Stage) -> Result<(Tensor, Option<Tensor>, Objective)> {
+    let mtp_weight = session.recipe.model.mtp_weight;
+    let (policy, data, state) = (&session.policy, &session.data, &mut session.state);
+    Ok(match stage {
+        Stage::Pretrain(PretrainStage { batch_size, seq_len, attention, .. }) => {
+            let t = stream_batch(policy, data, &mut state.text_cursor, *batch_size, *seq_len)?;
+            (t, None, Objective::Pretrain { mode: *attention, mtp_weight })
+        }
+        Stage::Sft(SftStage { batch_size, attention, .. }) => {
+            let first = state.problem_cursor;
+            let problems: Vec<_> = (0..*batch_size as u64).map(|i| data.train(first + i)).collect();
+            state.problem_cursor += *batch_size as u64;
+            let (t, m) = sft_batch(policy, &problems)?;
+            (t, Some(m), Objective::Sft { mode: *attention, mtp_weight })
+        }
+        Stage::IndexerWarmup(IndexerWarmupStage { batch_size, seq_len, .. }) => {
+            let t = stream_batch(policy, data, &mut state.text_cursor, *batch_size, *seq_len)?;
+            (t, None, Objective::IndexerWarmup)
+        }
+        Stage::SparseTrain(SparseTrainStage { batch_size, seq_len, indexer_loss_weight, .. }) => {
+            let t = stream_batch(policy, data, &mut state.text_cursor, *batch_size, *seq_len)?;
+            (t, None, Objective::SparseTrain { indexer_weight: *indexer_loss_weight, mtp_weight })
+        }
+        Stage::Grpo(_) | Stage::Eval(_) => unreachable!("not a supervised stage"),
+    })
+}
+
+/// One optimizer step of supervised `stage` at `lr`: its figures, and whether it was skipped (a
+/// non-finite loss or gradient norm; no update was applied).
+pub(crate) fn step(session: &mut Session, stage: &Stage, opt: &mut AdamW, lr: f64) -> Result<(LmMetrics, bool)> {
+    let (tokens, mask, objective) = next_batch(session, stage)?;
+    let start = std::time::Instant::now();
+    opt.zero_grad();
+    let (loss, mut m) = loss(&session.policy, objective, &tokens, mask.as_ref());
+    let mut skipped = !m.loss.is_finite();
+    if !skipped {
+        loss.backward();
+        let applied = optim::step::apply(opt, lr, session.recipe.optimizer.grad_clip);
+        m.grad_norm = Some(applied.grad_norm);
+        skipped = !applied.stepped;
+    }
+    opt.zero_grad();
+    let secs = start.elapsed().as_secs_f64();
+    m.lr = lr;
+    m.train_s = secs;
+    m.tok_per_s = tokens.numel() as f64 / secs.max(1e-9);
+    Ok((m, skipped))
 }
 
 /// The three losses of a sparse-training forward, kept apart so that their gradient routing can
@@ -151,48 +226,7 @@ pub fn sparse_losses(policy: &Policy, tokens: &Tensor) -> SparseLosses {
     SparseLosses { lm: out.lm_loss(tokens), mtp: out.mtp_loss(tokens), indexer }
 }
 
-/// Held-out text for the DSA probes: `batch × (seq_len + 1)` tokens packed from the held-out
-/// problems (prompt + reference), cycling through them.
-pub fn probe_tokens(policy: &Policy, data: &Dataset, batch: usize, seq_len: usize) -> Result<Tensor> {
-    let held = data.held_out();
-    anyhow::ensure!(!held.is_empty(), "the DSA probes need held-out problems (data.held_out > 0)");
-    let mut i = 0usize;
-    let (tokens, _) = pack_stream(
-        || {
-            let p = &held[i % held.len()];
-            i += 1;
-            let text = format!("{}{}", p.prompt, p.reference.as_deref().unwrap_or(""));
-            policy.encode(&text)
-        },
-        policy.bos(),
-        policy.eos(),
-        batch,
-        seq_len,
-        policy.vs.device(),
-    )?;
-    Ok(tokens)
-}
-
-/// The DSA figures on held-out `tokens`: per-layer and mean indexer KL and recall under dense
-/// attention, and the LM loss dense and sparse.
-pub fn probe(policy: &Policy, tokens: &Tensor) -> Map<String, Value> {
-    tch::no_grad(|| {
-        let mut m = Map::new();
-        let out = policy.model.run(tokens, ForwardOptions::indexer_training(IndexerStage::DenseWarmup));
-        let losses = out.indexer.as_ref().expect("the warm-up forward returns indexer losses");
-        let kl: Vec<f64> = losses.per_layer(None).iter().map(|t| t.double_value(&[])).collect();
-        let recall: Vec<f64> = losses.recall(None).iter().flatten().map(|t| t.double_value(&[])).collect();
-        m.insert("kl".into(), json!(kl.iter().sum::<f64>()));
-        m.insert("kl_per_layer".into(), json!(kl));
-        m.insert("recall".into(), json!(mean(&recall)));
-        m.insert("recall_per_layer".into(), json!(recall));
-        m.insert("lm_loss_dense".into(), json!(out.lm_loss(tokens).double_value(&[])));
-        let sparse = policy.model.run(tokens, ForwardOptions::new(AttentionMode::Sparse));
-        m.insert("lm_loss_sparse".into(), json!(sparse.lm_loss(tokens).double_value(&[])));
-        m
-    })
-}
-
-fn mean(xs: &[f64]) -> f64 {
+/// The arithmetic mean (0 of nothing).
+pub(crate) fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }

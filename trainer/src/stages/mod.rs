@@ -1,5 +1,10 @@
-//! The stages a recipe runs: the supervised ones ([`lm`]), GRPO ([`grpo`]) and eval ([`eval`]).
+//! The stages a recipe runs: every training stage goes through [`training`] (a supervised step
+//! from [`lm`], or a GRPO step from [`grpo`] on batches built by [`grpo_batch`]); the DSA stages'
+//! held-out figures are [`dsa`]'s; `eval` is [`eval`].
 
+pub mod dsa;
 pub mod eval;
 pub mod grpo;
+pub mod grpo_batch;
 pub mod lm;
+pub(crate) mod training;

@@ -1,0 +1,252 @@
+//! `rlvr train RECIPE`: a run, top to bottom.
+//!
+//! 1. [`Session::open`]: load and check the recipe (nothing else happens if it is bad), the data,
+//!    the verifier, the W&B client when asked for; start fresh (random init or a model dir) or,
+//!    with `--resume`, from the newest complete checkpoint (weights, optimizer, stage and step,
+//!    data cursors, policy version, report so far).
+//! 2. Run the stages in order: training stages in [`crate::stages::training`], evals in
+//!    [`crate::stages::eval`].
+//! 3. [`Session::finish`]: write `report.json` (the stages' summaries) and the plots, print a table.
+
+use crate::checkpoint::{self, Checkpoints, Contents};
+use crate::data::{DataSpec, Dataset};
+use crate::metrics::{self, LoggerConfig, MetricsLogger, StepRecord, WandbConfig};
+use crate::optim::AdamW;
+use crate::policy::{Policy, Source};
+use crate::recipe::{Recipe, Stage};
+use crate::report;
+use crate::stages::{eval, training};
+use crate::state::{Seeds, TrainState};
+use anyhow::{bail, Context, Result};
+use rlvr_verifiers::Verifier;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// What `rlvr train` was asked.
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// `--set key=value` overrides.
+    pub sets: Vec<String>,
+    /// Continue from the newest complete checkpoint.
+    pub resume: bool,
+    /// Run directory (instead of the recipe's).
+    pub out: Option<PathBuf>,
+    /// Stop (with a checkpoint) once this many optimizer steps of the run are done.
+    pub max_steps: Option<u64>,
+}
+
+/// Runs a recipe; returns the report, or `None` when `--max-steps` stopped it first.
+pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
+    let mut session = Session::open(args)?;
+    while let Some(stage) = session.recipe.stages.get(session.state.stage_index).cloned() {
+        let (index, total) = (session.state.stage_index + 1, session.recipe.stages.len());
+        eprintln!("== stage {index}/{total}: {} ({})", stage.name(), stage.kind());
+        let finished = match &stage {
+            Stage::Eval(e) => {
+                let summary = eval::run(&mut session, stage.name(), e)?;
+                session.state.finish_stage(stage.name(), summary);
+                true
+            }
+            _ => training::run(&mut session, &stage)?,
+        };
+        if !finished {
+            let step = session.state.global_step;
+            session.logger.finish()?;
+            eprintln!("stopped after step {step} (--max-steps); continue with --resume");
+            return Ok(None);
+        }
+    }
+    session.finish().map(Some)
+}
+
+/// Everything a running recipe holds.
+pub(crate) struct Session {
+    pub recipe: Recipe,
+    /// The resolved recipe as saved in the run directory and in every checkpoint.
+    pub recipe_toml: String,
+    pub run_dir: PathBuf,
+    pub policy: Policy,
+    pub data: Dataset,
+    pub verifier: Box<dyn Verifier>,
+    pub state: TrainState,
+    pub logger: MetricsLogger,
+    pub checkpoints: Checkpoints,
+    /// The checkpoint this process resumed from (its optimizer and reference are read once).
+    pub resumed_from: Option<PathBuf>,
+    /// `--max-steps`.
+    pub max_steps: Option<u64>,
+}
+
+impl Session {
+    /// Everything that can be wrong with the input fails here, before any work; then the
+    /// starting point (fresh, or the newest checkpoint with `--resume`).
+    fn open(args: &TrainArgs) -> Result<Session> {
+        let mut recipe = Recipe::load(&args.recipe, &args.sets)?;
+        let run_dir = recipe.run_dir(args.out.as_deref());
+        recipe.run.out = Some(run_dir.clone()); // the saved recipe names the directory it ran in
+        let verifier_spec = recipe.verifier_spec()?;
+        if recipe.run.threads > 0 {
+            tch::set_num_threads(recipe.run.threads as i32);
+        }
+        let checkpoints = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last);
+        let found = checkpoints.latest()?;
+        if found.is_some() && !args.resume {
+            bail!(
+                "{} already holds checkpoints; pass --resume to continue that run, or --out for a new run directory",
+                run_dir.display()
+            );
+        }
+        let data = Dataset::load(&recipe.data, recipe.run.seed).context("loading the recipe's data")?;
+        let verifier = verifier_spec.build().context("building the recipe's verifier")?;
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        let recipe_toml = recipe.to_toml();
+        checkpoint::write_synced(&run_dir.join(checkpoint::RECIPE_FILE), recipe_toml.as_bytes())?;
+        let logger = MetricsLogger::new(&run_dir, logger_config(&recipe)?)?;
+
+        let seeds = Seeds { run: recipe.run.seed, init: recipe.model.init_seed.unwrap_or(recipe.run.seed) };
+        let tokenizer_dir = tokenizer_dir(&recipe, &run_dir)?;
+        let (source, state, resumed_from) = match found {
+            Some(found) => {
+                eprintln!("resuming from {} (global step {})", found.dir.display(), found.state.global_step);
+                (Source::Checkpoint(found.dir.clone()), found.state, Some(found.dir))
+            }
+            None => {
+                if args.resume {
+                    eprintln!("no checkpoint in {}; starting from the beginning", run_dir.display());
+                }
+                let source = match &recipe.model.path {
+                    Some(path) => Source::Dir(path.clone()),
+                    None => Source::Init { config: recipe.model.model_config()?, seed: seeds.init },
+                };
+                (source, TrainState::new(seeds), None)
+            }
+        };
+        let device = recipe.run.device.device();
+        let policy = Policy::build(&source, &tokenizer_dir, recipe.model.mtp, device, recipe.run.dtype)?;
+        let mut session = Session {
+            recipe,
+            recipe_toml,
+            run_dir,
+            policy,
+            data,
+            verifier,
+            state,
+            logger,
+            checkpoints,
+            resumed_from,
+            max_steps: args.max_steps,
+        };
+        // Drop what was logged after the checkpoint: later steps, and evals run at its step (they
+        // come after the checkpoint and run again).
+        let at = session.state.global_step;
+        let evals: Vec<String> = session
+            .recipe
+            .stages
+            .iter()
+            .filter(|s| matches!(s, Stage::Eval(_)))
+            .map(|s| s.name().to_string())
+            .collect();
+        session.logger.retain(|r| r.step < at || (r.step == at && !evals.contains(&r.stage)))?;
+        Ok(session)
+    }
+
+    /// Writes `report.json`, closes the metrics and prints the table; the report.
+    fn finish(self) -> Result<Value> {
+        let report = Value::Object(self.state.report.clone());
+        let path = self.run_dir.join("report.json");
+        checkpoint::write_synced(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        self.logger.finish()?;
+        report::print_table(&report);
+        eprintln!("report: {}", path.display());
+        Ok(report)
+    }
+
+    /// Logs `metrics` as stage `stage`'s record at the current global step.
+    pub fn log(&mut self, stage: &str, metrics: &impl Serialize) -> Result<()> {
+        let record =
+            StepRecord { stage: stage.to_string(), step: self.state.global_step, metrics: metrics::fields(metrics) };
+        self.logger.log(&record)?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the current state (with the optimizer, and the KL reference of a
+    /// GRPO stage). Weights that are no longer finite are never checkpointed.
+    pub fn save(&mut self, opt: Option<&AdamW>, reference: Option<&[(String, Tensor)]>) -> Result<()> {
+        let tensors = self.policy.named();
+        let bad: Vec<&str> = tch::no_grad(|| {
+            tensors
+                .iter()
+                .filter(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false))
+                .map(|(n, _)| n.as_str())
+                .collect()
+        });
+        if let Some(first) = bad.first() {
+            bail!(
+                "the weights are no longer finite after step {} ({} tensors, e.g. `{first}`); not checkpointing them (newest checkpoint: {})",
+                self.state.global_step,
+                bad.len(),
+                self.newest_checkpoint()
+            );
+        }
+        let contents = Contents {
+            tensors: &tensors,
+            config: &self.policy.config,
+            extra_files: &self.policy.tokenizer_files,
+            optimizer: opt,
+            reference,
+            recipe_toml: &self.recipe_toml,
+            state: &self.state,
+        };
+        let dir = self.checkpoints.save(self.state.global_step, &contents)?;
+        eprintln!("checkpoint {}", dir.display());
+        Ok(())
+    }
+
+    /// The newest checkpoint's directory, for messages.
+    pub fn newest_checkpoint(&self) -> String {
+        self.checkpoints.list().pop().map_or_else(|| "none".into(), |(_, d)| d.display().to_string())
+    }
+}
+
+/// Threads for the verifiers.
+pub(crate) fn parallelism() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// Where the tokenizer comes from: the built-in one of the arithmetic task (written into the run
+/// dir), or the model directory's.
+fn tokenizer_dir(recipe: &Recipe, run_dir: &Path) -> Result<PathBuf> {
+    match (&recipe.data, &recipe.model.path) {
+        (DataSpec::Arithmetic(_), _) => {
+            let dir = run_dir.join("tokenizer");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::data::write_arithmetic_tokenizer(&dir)?;
+            Ok(dir)
+        }
+        (_, Some(path)) => Ok(path.clone()),
+        (_, None) => bail!(
+            "model.preset with file data needs a tokenizer: use model.path (a model dir with tokenizer.json) or data.source = \"arithmetic\""
+        ),
+    }
+}
+
+/// The metrics side of the recipe: console cadence, plots, W&B (checked before any work).
+fn logger_config(recipe: &Recipe) -> Result<LoggerConfig> {
+    let l = &recipe.logging;
+    let wandb = match l.wandb.enabled {
+        true => Some(WandbConfig {
+            mode: l.wandb.mode,
+            project: l.wandb.project.clone(),
+            entity: l.wandb.entity.clone(),
+            python: l.wandb.python.clone().unwrap_or_else(metrics::wandb::default_python),
+            run_name: recipe.run.name.clone(),
+            config_json: serde_json::to_value(recipe).context("the recipe as JSON for W&B")?,
+        }),
+        false => None,
+    };
+    Ok(LoggerConfig { console_every: l.console_every as u64, plots: l.plots, wandb })
+}

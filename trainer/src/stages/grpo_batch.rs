@@ -1,0 +1,172 @@
+//! The batch phase of a GRPO step: sampled completions become training rows, and a set of rows
+//! becomes the tensors of one forward — the row/position arithmetic that must line up with the
+//! engine's records.
+//!
+//! A row is `prompt (P) + completion (C)` tokens. The forward reads inputs `row[..P+C−1]` and
+//! scores targets `row[1..]`, so completion token j is predicted at input position `P − 1 + j`:
+//! the response mask, π_old (the engine's sampling log-prob of token j), the kept set of token j
+//! (keep sampling mask) all sit at that position; the routing replay covers input positions
+//! `0..P+C−1` in order (the engine records the experts of the position each token was sampled
+//! from). Rows are right-padded to the longest; padding is masked out of the loss and, for the
+//! indexer loss, out of the real positions.
+
+use crate::batch::pad_rows;
+use crate::grpo;
+use rlvr_model::{DeepseekV32, VocabMask};
+use rlvr_rollout::engine::RequestOutput;
+use tch::{Device, Kind, Tensor};
+
+/// One sampled sequence, ready for training.
+pub struct Row {
+    /// Prompt then completion ids.
+    pub tokens: Vec<i64>,
+    /// Prompt length P.
+    pub prompt_len: usize,
+    /// The engine's log-prob of each completion token (π_old).
+    pub logp_old: Vec<f32>,
+    /// Each completion token's kept set (empty = whole vocabulary).
+    pub kept: Vec<Vec<i64>>,
+    /// Per main layer, the rollout's experts over positions 0..P+C−1: (1, P+C−1, K).
+    pub replay: Option<Vec<Option<Tensor>>>,
+    /// Its group-relative advantage.
+    pub advantage: f32,
+}
+
+/// A group's rows (one per sample of `out`, whose prompt is `prompt`) with their advantages.
+pub fn group_rows(
+    model: &DeepseekV32,
+    prompt: &[i64],
+    out: &RequestOutput,
+    rewards: &[f32],
+    mode: grpo::AdvantageMode,
+) -> Vec<Row> {
+    let g = rewards.len() as i64;
+    let adv = grpo::group_advantages(&Tensor::from_slice(rewards).view([1, g]), mode); // (1, G)
+    let adv: Vec<f32> = Vec::<f32>::try_from(adv.flatten(0, -1)).expect("f32 advantages");
+    out.samples
+        .iter()
+        .zip(adv)
+        .map(|(s, advantage)| {
+            let mut tokens = prompt.to_vec();
+            tokens.extend(s.ids());
+            Row {
+                tokens,
+                prompt_len: prompt.len(),
+                logp_old: s.logprobs(),
+                kept: s.tokens.iter().map(|t| t.kept.clone().unwrap_or_default()).collect(),
+                replay: s.replay(model),
+                advantage,
+            }
+        })
+        .collect()
+}
+
+/// The tensors of one forward over a set of rows. (B, L): B rows, L = longest row − 1.
+pub struct Batch {
+    /// Input ids (B, L), right-padded with 0.
+    pub inputs: Tensor,
+    /// Target ids (B, L): each row shifted by one.
+    pub targets: Tensor,
+    /// 1 at the positions that predict a completion token (B, L) f32.
+    pub mask: Tensor,
+    /// π_old of the completion tokens at those positions, 0 elsewhere (B, L) f32.
+    pub logp_old: Tensor,
+    /// One advantage per row (B) f32.
+    pub advantages: Tensor,
+    /// The kept sets at the completion positions; `None` when nothing was truncated.
+    pub vocab_mask: Option<VocabMask>,
+    /// The recorded routing per main layer (B, L, K); `None` when it was not recorded.
+    pub replay: Option<Vec<Option<Tensor>>>,
+    /// Which input positions hold real tokens (B, L) bool.
+    pub real: Tensor,
+}
+
+impl Batch {
+    /// The batch of `rows` on `device`; `experts_per_token` is the model's K.
+    pub fn new(rows: &[&Row], experts_per_token: i64, device: Device) -> Batch {
+        let inputs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens[..r.tokens.len() - 1].to_vec()).collect();
+        let targets: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens[1..].to_vec()).collect();
+        let (x, _) = pad_rows(&inputs, 0, device); // (B, L)
+        let (y, _) = pad_rows(&targets, 0, device); // (B, L)
+        let (b, l) = (x.size()[0], x.size()[1]);
+        let mut mask = vec![0f32; (b * l) as usize];
+        let mut old = vec![0f32; (b * l) as usize];
+        for (r, row) in rows.iter().enumerate() {
+            for (j, lp) in row.logp_old.iter().enumerate() {
+                let at = r * l as usize + row.prompt_len - 1 + j;
+                mask[at] = 1.0;
+                old[at] = *lp;
+            }
+        }
+        let adv: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
+        Batch {
+            inputs: x,
+            targets: y,
+            mask: Tensor::from_slice(&mask).view([b, l]).to_device(device),
+            logp_old: Tensor::from_slice(&old).view([b, l]).to_device(device),
+            advantages: Tensor::from_slice(&adv).to_device(device),
+            vocab_mask: kept_mask(rows, l, device),
+            replay: replay_of(rows, l, experts_per_token, device),
+            real: Tensor::from_slice(&real_positions(rows, l)).view([b, l]).to_device(device),
+        }
+    }
+
+    /// log π of each target under `logits (B, L, V)`, (B, L) f32, and the full log-softmax.
+    pub fn target_logprobs(&self, logits: &Tensor) -> (Tensor, Tensor) {
+        let logp_all = logits.log_softmax(-1, Kind::Float); // (B, L, V)
+        let logp = logp_all.gather(-1, &self.targets.unsqueeze(-1), false).squeeze_dim(-1); // (B, L)
+        (logp, logp_all)
+    }
+
+    /// The mean entropy of the distributions at the completion positions (no gradient).
+    pub fn mean_entropy(&self, logp_all: &Tensor) -> f64 {
+        tch::no_grad(|| {
+            let finite = logp_all.masked_fill(&logp_all.isinf(), 0.0);
+            let h = -(logp_all.exp() * finite).sum_dim_intlist(-1, false, Kind::Float); // (B, L)
+            ((h * &self.mask).sum(Kind::Float) / self.mask.sum(Kind::Float).clamp_min(1.0)).double_value(&[])
+        })
+    }
+}
+
+/// Which of the (B, L) input positions hold real tokens (not padding).
+fn real_positions(rows: &[&Row], l: i64) -> Vec<bool> {
+    rows.iter().flat_map(|r| (0..l as usize).map(move |i| i + 1 < r.tokens.len())).collect()
+}
+
+/// The rows' kept sets as a vocabulary mask over (B, L) positions; `None` when nothing was truncated.
+fn kept_mask(rows: &[&Row], l: i64, device: Device) -> Option<VocabMask> {
+    let widest = rows.iter().flat_map(|r| r.kept.iter().map(Vec::len)).max().unwrap_or(0);
+    if widest == 0 {
+        return None;
+    }
+    let b = rows.len();
+    let mut ids = vec![-1i64; b * l as usize * widest];
+    for (r, row) in rows.iter().enumerate() {
+        for (j, kept) in row.kept.iter().enumerate() {
+            let at = (r * l as usize + row.prompt_len - 1 + j) * widest;
+            ids[at..at + kept.len()].copy_from_slice(kept);
+        }
+    }
+    let ids = Tensor::from_slice(&ids).view([b as i64, l, widest as i64]).to_device(device); // (B, L, K)
+    Some(VocabMask::Kept(ids))
+}
+
+/// The rows' recorded routings stacked per layer, padded to L positions with experts 0..K.
+fn replay_of(rows: &[&Row], l: i64, k: i64, device: Device) -> Option<Vec<Option<Tensor>>> {
+    let per_row: Vec<&Vec<Option<Tensor>>> = rows.iter().map(|r| r.replay.as_ref()).collect::<Option<_>>()?;
+    let layers = per_row[0].len();
+    let layer = |layer: usize| -> Option<Tensor> {
+        per_row[0][layer].as_ref()?;
+        let parts: Vec<Tensor> = per_row
+            .iter()
+            .map(|r| {
+                let t = r[layer].as_ref().expect("every row routes the same layers").to_device(device); // (1, n, K)
+                let n = t.size()[1];
+                let pad = Tensor::arange(k, (Kind::Int64, device)).view([1, 1, k]).expand([1, l - n, k], true);
+                Tensor::cat(&[t, pad], 1) // (1, L, K)
+            })
+            .collect();
+        Some(Tensor::cat(&parts, 0)) // (B, L, K)
+    };
+    Some((0..layers).map(layer).collect())
+}

@@ -76,9 +76,12 @@ fn fork_bomb_is_contained() {
 
 #[test]
 fn memory_bomb_fails() {
+    // Containment only: reward 0, a failing outcome, a verdict within the deadline and nothing
+    // left behind (all checked by `run_hostile`). Whether the address-space limit (`MemoryError`)
+    // or the wall clock (`timeout`) stops the bomb first depends on how fast and how busy the
+    // machine is, so either verdict is accepted.
     let body = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))\n";
-    let v = run_hostile("membomb", body, &expecting("x"), &[Outcome::Error, Outcome::Timeout]);
-    assert!(v.detail.to_string().contains("MemoryError"), "{}", v.detail);
+    run_hostile("membomb", body, &expecting("x"), &[Outcome::Error, Outcome::Timeout]);
 }
 
 #[test]

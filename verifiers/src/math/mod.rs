@@ -1,16 +1,19 @@
-//! The math verifier: extracts the final answer from a completion, normalises it and the gold, and
-//! decides equivalence (exact, numeric, or structural). See `extract`, `normalize`, `latex` and
-//! `equiv` for each step and for what each leaves out.
+//! The math verifier: extracts the final answer from a completion, normalises it and the gold
+//! (through the same normaliser), and decides equivalence (exact text, exact or numeric value,
+//! identity at sample points, same equation or inequality, or item by item). See `extract`,
+//! `normalize`, `latex` and `equiv` for each step and for what each leaves out.
 //!
-//! Time bound: every step is linear or capped — extraction is a linear regex/scan pass over at most
-//! the last 32 candidates, answers over 4096 bytes are compared as raw strings only, the
-//! expression parser refuses answers over 1000 bytes, 400 tokens or nesting depth 48, tuples and
-//! sets are capped at 64 items, and all arithmetic is in `f64` (so `2^{10^{10}}` is `inf`, not a
-//! big-integer computation). On top of that a [`Deadline`] of `timeout_ms` is checked between steps
-//! and before every scalar comparison; when it passes the verdict is `Outcome::Timeout`, reward 0.
+//! Time bound: every step is linear or capped — extraction is a linear scan over at most the last
+//! 32 candidates, answers over 4096 bytes are compared as raw strings only, the expression parser
+//! refuses answers over 1000 bytes, 400 tokens or nesting depth 48, structures are capped at 64
+//! items and 4 levels, exact rationals at 4096 bits (beyond that a value is a float, so
+//! `2^{2^{2^{100}}}` is `inf`, which is no value), factorials and binomials at 1000 factors. On top
+//! of that a [`Deadline`] of `timeout_ms` is checked between steps and before every comparison;
+//! when it passes the verdict is `Outcome::Timeout`, reward 0.
 //!
-//! Left out: symbolic simplification (identities are checked numerically at two sample points),
-//! answers that are proofs or free text beyond a word or a choice letter.
+//! Left out: symbolic simplification proper (identities are checked by value at four sample
+//! points, exactly when everything stays rational), answers that are proofs or free text beyond a
+//! word or a choice letter.
 
 mod equiv;
 mod extract;
@@ -87,14 +90,31 @@ impl MathVerifier {
     /// Judge `completion` against `gold` (the body of [`Verifier::verify`]).
     pub fn check(&self, gold: &str, completion: &str) -> Verdict {
         let deadline = Deadline::after(Duration::from_millis(self.config.timeout_ms));
-        let Some(found) = extract(completion, self.config.last_number_fallback) else {
+        let Some(mut found) = extract(completion, self.config.last_number_fallback) else {
             return Verdict::zero(Outcome::NoAnswer, json!({ "extracted": null, "gold": gold }));
         };
         if gold.len().max(found.text.len()) > MAX_ANSWER_BYTES {
             return self.judge_raw(gold, found);
         }
-        let (norm_gold, norm_pred) = (normalize(gold), normalize(&found.text));
-        let judgement = if deadline.passed() {
+        let norm_gold = normalize(gold);
+        let mut source = found.source;
+        if found.boxes.len() > 1 {
+            // Several boxes (or, with no box, the last math spans) answer a gold list together
+            // (`\boxed{3}, \boxed{5}` for `3, 5`) when the last one alone holds fewer items than the gold.
+            let wanted = equiv::form(&norm_gold.text, true).item_count();
+            let last = equiv::form(&normalize(&found.text).text, false).item_count();
+            let from = found.boxes.len().saturating_sub(wanted);
+            let joined_len: usize = found.boxes[from..].iter().map(|b| b.len() + 2).sum();
+            if wanted > 1 && last < wanted && joined_len <= MAX_ANSWER_BYTES {
+                found.text = found.boxes[from..].join(", ");
+                source = if source == "boxed" { "boxed_list" } else { "math_span_list" };
+            }
+        }
+        let norm_pred = normalize(&found.text);
+        let judgement = if norm_gold.text.is_empty() {
+            // An empty gold matches nothing, an empty answer included.
+            Judgement::Different
+        } else if deadline.passed() {
             Judgement::OutOfTime
         } else {
             equiv::equivalent(&norm_gold, &norm_pred, self.config.rel_tol, &deadline)
@@ -106,7 +126,7 @@ impl MathVerifier {
         };
         let detail = json!({
             "extracted": found.text,
-            "source": found.source,
+            "source": source,
             "gold": gold,
             "normalized_pred": norm_pred.text,
             "normalized_gold": norm_gold.text,
@@ -118,7 +138,7 @@ impl MathVerifier {
 
     /// Verdict for answers too long to normalise within the time bound: equal trimmed strings only.
     fn judge_raw(&self, gold: &str, found: Extracted) -> Verdict {
-        let equal = gold.trim() == found.text.trim();
+        let equal = !gold.trim().is_empty() && gold.trim() == found.text.trim();
         let (outcome, reward) =
             if equal { (Outcome::Correct, self.config.reward_correct) } else { (Outcome::Incorrect, 0.0) };
         let detail = json!({

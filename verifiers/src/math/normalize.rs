@@ -2,9 +2,15 @@
 //! units, currency, degrees and percent signs, and joins thousands separators, so that two ways of
 //! writing the same answer become the same string.
 //!
-//! Left out: `\cup` of intervals is kept as written (compared as a string); units are only
-//! stripped when they trail a value (`5 cm`, `10\text{ kg}`), never inside an expression; the
-//! decimal comma is decided later, in `equiv`, because it depends on the gold's shape.
+//! Also: matrices in any bracket style (`pmatrix`, `bmatrix`, `array`, ...) become one canonical
+//! `\matrix{a&b;c&d}` with each cell normalised; relation commands become single characters
+//! (`\le` → `≤`, `\geq` → `≥`, `\ne` → `≠`, `\in` → `∈`, `\approx` → `≈`); base subscripts of
+//! numbers are dropped (`52_8`, `52_{(8)}` → `52`); `,\!` and `{,}` thousands separators join;
+//! repeating decimals become fractions (`0.\overline{3}` → `\frac{3}{9}`).
+//!
+//! Left out: units are only stripped when they trail a value (`5 cm`, `10\text{ kg}`), never
+//! inside an expression; the decimal comma is decided later, in `equiv`, because it depends on the
+//! gold's shape.
 
 use regex::Regex;
 use std::sync::LazyLock;
@@ -16,7 +22,41 @@ pub struct Normalized {
     pub text: String,
     /// Whether a percent sign (`%`, `\%`, "percent") was removed.
     pub percent: bool,
+    /// Whether a degree sign was removed (so the value may also be read in radians).
+    pub degrees: bool,
 }
+
+/// Number words read as numbers when they are the whole answer: zero to twenty, then the tens.
+const NUMBER_WORDS: &[&str] = &[
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+];
 
 /// Commands that only affect spacing or sizing and carry no meaning.
 const DROPPED: &[&str] = &[
@@ -24,6 +64,12 @@ const DROPPED: &[&str] = &[
     "\\left",
     "\\right",
     "\\bigl",
+    "\\biggl",
+    "\\biggr",
+    "\\Biggl",
+    "\\Biggr",
+    "\\bigg",
+    "\\Bigg",
     "\\bigr",
     "\\Bigl",
     "\\Bigr",
@@ -42,6 +88,11 @@ const DROPPED: &[&str] = &[
 /// Wrappers whose argument is kept and whose name is dropped.
 const WRAPPERS: &[&str] = &[
     "\\boxed",
+    "\\textnormal",
+    "\\textsf",
+    "\\textsc",
+    "\\textmd",
+    "\\hbox",
     "\\fbox",
     "\\textbf",
     "\\textit",
@@ -88,20 +139,57 @@ static UNICODE: &[(&str, &str)] = &[
     ("\u{2009}", " "),
     ("\u{202f}", " "),
     ("\u{2007}", " "),
-    ("\u{2264}", "\\le "),
-    ("\u{2265}", "\\ge "),
+    ("\u{2a7d}", "\u{2264}"),
+    ("\u{2a7e}", "\u{2265}"),
     ("\\dfrac", "\\frac"),
     ("\\tfrac", "\\frac"),
     ("\\cfrac", "\\frac"),
     ("\\dbinom", "\\binom"),
-    ("\\leq", "\\le"),
-    ("\\geq", "\\ge"),
+    ("\\tbinom", "\\binom"),
+    ("\\varnothing", "\\emptyset"),
+    ("\u{2205}", "\\emptyset"),
+    ("\u{211d}", "\\mathbb{R}"),
+    ("\\mathbb R", "\\mathbb{R}"),
+    (",\\!", ","),
+    ("\\!", ""),
     ("{,}", ","),
     ("\\%", "%"),
     ("\\$", "$"),
     ("\\degree", "^\\circ"),
 ];
 
+/// Relation commands, rewritten to one character each (only where the command name ends there, so
+/// `\left` and `\infty` stay).
+const RELATIONS: &[(&str, &str)] = &[
+    ("\\leqslant", "\u{2264}"),
+    ("\\geqslant", "\u{2265}"),
+    ("\\leq", "\u{2264}"),
+    ("\\geq", "\u{2265}"),
+    ("\\le", "\u{2264}"),
+    ("\\ge", "\u{2265}"),
+    ("\\lt", "<"),
+    ("\\gt", ">"),
+    ("\\neq", "\u{2260}"),
+    ("\\ne", "\u{2260}"),
+    ("\\approx", "\u{2248}"),
+    ("\\in", "\u{2208}"),
+    ("\\inf", "\\infty"),
+    ("\\lvert", "|"),
+    ("\\rvert", "|"),
+    ("\\vert", "|"),
+    ("\\mid", "|"),
+];
+
+static MATRIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?s)\\begin\{(?:[pbBvV]?matrix|smallmatrix|array)\}(?:\{[lcr|\s]*\})?(.*?)\\end\{(?:[pbBvV]?matrix|smallmatrix|array)\}").unwrap()
+});
+static BASE_SUBSCRIPT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(^|[^A-Za-z0-9_^\\])(\d[0-9A-F]*)_\{?\(?(\d{1,2})\)?\}?").unwrap());
+static TRIG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\\(?:sin|cos|tan|sec|csc|cot)").unwrap());
+static OVER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\{?([^{}]+?)\\over\b([^{}]+?)\}?$").unwrap());
+static REPEATING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(^|[^\d.])(\d{0,15})\.(\d{0,10})\\overline\{(\d{1,10})\}").unwrap());
+static PLUS_INFINITY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\+\s*\\infty").unwrap());
 static SQRT_UNICODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\x{221a}\s*(\d+(?:\.\d+)?|[a-zA-Z])").unwrap());
 static DEGREES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\^\s*\{?\s*\\circ\s*\}?|\\circ").unwrap());
 static SPACE_THOUSANDS: LazyLock<Regex> =
@@ -121,13 +209,33 @@ pub fn normalize(raw: &str) -> Normalized {
     }
     s = SQRT_UNICODE.replace_all(&s, r"\sqrt{$1}").into_owned();
     s = strip_delimiters(&s);
+    if s.contains("\\overline") {
+        s = REPEATING.replace_all(&s, repeating_fraction).into_owned();
+    }
+    if s.contains("\\begin") {
+        s = MATRIX.replace_all(&s, |c: &regex::Captures| matrix(&c[1])).into_owned();
+    }
     for cmd in DROPPED {
         s = remove_command(&s, cmd);
     }
+    for (cmd, to) in RELATIONS {
+        if s.contains(cmd) {
+            s = replace_command(&s, cmd, to);
+        }
+    }
+    s = PLUS_INFINITY.replace_all(&s, "\\infty").into_owned();
+    s = BASE_SUBSCRIPT.replace_all(&s, "$1$2").into_owned();
     for wrapper in WRAPPERS {
         s = unwrap_command(&s, wrapper);
     }
-    s = DEGREES.replace_all(&s, "").into_owned();
+    // Degrees inside a trigonometric answer are a unit the parser converts (`\sin 30°`); elsewhere
+    // the sign is dropped and remembered.
+    let trig = TRIG.is_match(&s);
+    let degrees = !trig && (DEGREES.is_match(&s) || s.to_lowercase().contains("degree"));
+    s = DEGREES.replace_all(&s, if trig { "\u{b0}" } else { "" }).into_owned();
+    if s.contains("\\over") {
+        s = OVER.replace_all(&s, "\\frac{$1}{$2}").into_owned();
+    }
     let percent = s.contains('%') || s.to_lowercase().contains("percent");
     s = s.replace('%', " ");
     s = strip_currency(&s);
@@ -140,7 +248,54 @@ pub fn normalize(raw: &str) -> Normalized {
         text = text.replace(',', "");
     }
     text.retain(|c| !c.is_whitespace());
-    Normalized { text: trim_punctuation(&text), percent }
+    let mut text = trim_punctuation(&text);
+    if text == "\\mathbb{R}" {
+        text = "(-\\infty,\\infty)".into();
+    } else if text == "\\{\\}" {
+        text = "\\emptyset".into();
+    } else if let Some(n) = NUMBER_WORDS.iter().position(|w| text.eq_ignore_ascii_case(w)) {
+        text = if n <= 20 { n.to_string() } else { ((n - 18) * 10).to_string() };
+    }
+    Normalized { text, percent, degrees }
+}
+
+/// `1.2\overline{45}` as the fraction it is, `\frac{137}{110}` (callback of the repeating-decimal
+/// regex; at most 35 digits in all, so `u128` holds every number).
+fn repeating_fraction(caps: &regex::Captures) -> String {
+    let (before, int, fixed, rep) = (&caps[1], &caps[2], &caps[3], &caps[4]);
+    let digits = |s: &str| s.parse::<u128>().unwrap_or(0);
+    let head = digits(&format!("{int}{fixed}"));
+    let whole = digits(&format!("{int}{fixed}{rep}"));
+    let den = 10u128.pow(fixed.len() as u32) * (10u128.pow(rep.len() as u32) - 1);
+    format!("{before}\\frac{{{}}}{{{den}}}", whole - head)
+}
+
+/// The canonical `\matrix{a&b;c&d}` of a matrix body (rows split at `\\`, cells at `&`).
+fn matrix(body: &str) -> String {
+    let rows: Vec<String> = body
+        .split("\\\\")
+        .map(|row| row.split('&').map(|cell| normalize(cell).text).collect::<Vec<_>>().join("&"))
+        .filter(|row| !row.is_empty())
+        .collect();
+    format!("\\matrix{{{}}}", rows.join(";"))
+}
+
+/// Replace a command by `to` wherever its name ends there (not inside a longer command name).
+fn replace_command(s: &str, cmd: &str, to: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find(cmd) {
+        let after = &rest[pos + cmd.len()..];
+        out.push_str(&rest[..pos]);
+        if after.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            out.push_str(cmd);
+        } else {
+            out.push_str(to);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Join `1 234 567` into `1234567` (callback of the space-thousands regex).
@@ -256,7 +411,13 @@ fn strip_units(s: &str) -> String {
 
 /// Trim sentence punctuation and stray separators from the ends.
 fn trim_punctuation(s: &str) -> String {
-    let t = s.trim_end_matches(['.', '!', ';', ':']);
+    let mut t = s.trim_end_matches(['.', ';', ':']);
+    // `!` ends a sentence after a word, but is a factorial after a number or a group (`4!`).
+    while t.ends_with('!')
+        && !t[..t.len() - 1].ends_with(|c: char| c.is_ascii_digit() || c == ')' || c == '}' || c == '!')
+    {
+        t = t[..t.len() - 1].trim_end_matches(['.', ';', ':']);
+    }
     t.trim_start_matches(':').trim_end_matches(',').to_string()
 }
 
@@ -286,6 +447,11 @@ mod tests {
             ("3\\sqrt{2} meters", "3\\sqrt{2}"),
             ("x = 2 \\text{ or } x = 3", "x=2,x=3"),
             ("\u{221a}12", "\\sqrt{12}"),
+            ("1.2\\overline{45}", "\\frac{1233}{990}"),
+            ("0.\\overline{3}", "\\frac{3}{9}"),
+            ("52_{8}", "52"),
+            ("10,\\!000", "10000"),
+            ("x \\geq 5", "x\u{2265}5"),
             ("2\u{03c0}", "2\\pi"),
             ("\\leftarrow", "\\leftarrow"),
         ];

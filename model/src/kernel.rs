@@ -407,6 +407,9 @@ mod avx512 {
     /// last partial 16, zeros in the unused lanes), then the lanes summed in a fixed order.
     #[inline]
     #[target_feature(enable = "avx512f")]
+    // The (weight row, x row) tile indexes several arrays with the same c and r; index loops are
+    // the plain form of that.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const W: usize, const R: usize, const PF: bool>(
         x: *const f32,
         w: *const f32,

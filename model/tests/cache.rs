@@ -23,11 +23,7 @@ fn cached_logits(model: &DeepseekV32, seq: &Tensor, chunks: &[i64], mode: Attent
     while at < len {
         let n = sizes.next().unwrap().min(len - at);
         // Slot 1, so slot indexing is exercised.
-        parts.push(
-            model
-                .forward_cached(&seq.narrow(1, at, n), &mut cache, &[1], mode)
-                .get(0),
-        );
+        parts.push(model.forward_cached(&seq.narrow(1, at, n), &mut cache, &[1], mode).get(0));
         at += n;
     }
     assert_eq!(cache.len(1), len as usize);
@@ -69,25 +65,11 @@ fn batched_decode_over_slots_of_different_lengths() {
     let slots = [3usize, 0, 2];
     tch::no_grad(|| {
         for ((seq, &p), &slot) in seqs.iter().zip(&prompts).zip(&slots) {
-            let _ = model.forward_cached(
-                &seq.narrow(1, 0, p),
-                &mut cache,
-                &[slot],
-                AttentionMode::Sparse,
-            );
+            let _ = model.forward_cached(&seq.narrow(1, 0, p), &mut cache, &[slot], AttentionMode::Sparse);
         }
         for step in 0..steps {
-            let ids: Vec<Tensor> = seqs
-                .iter()
-                .zip(&prompts)
-                .map(|(s, &p)| s.narrow(1, p + step, 1))
-                .collect();
-            let logits = model.forward_cached(
-                &Tensor::cat(&ids, 0),
-                &mut cache,
-                &slots,
-                AttentionMode::Sparse,
-            ); // (3, 1, V)
+            let ids: Vec<Tensor> = seqs.iter().zip(&prompts).map(|(s, &p)| s.narrow(1, p + step, 1)).collect();
+            let logits = model.forward_cached(&Tensor::cat(&ids, 0), &mut cache, &slots, AttentionMode::Sparse); // (3, 1, V)
             for (b, (seq, &p)) in seqs.iter().zip(&prompts).enumerate() {
                 let full = model.forward(&seq.narrow(1, 0, p + step + 1), AttentionMode::Sparse);
                 let d = max_abs(&logits.get(b as i64).get(0), &full.get(0).get(-1));
@@ -106,26 +88,15 @@ fn absorbed_and_naive_decode_agree() {
         let mut cache = KvCache::new(&model.config, 1, 48, Kind::Float, Device::Cpu);
         let mut out = Vec::new();
         for t in 0..seq.size()[1] {
-            let slots = CacheSlots {
-                cache: &mut cache,
-                slots: &[0],
-            };
-            let (logits, _) = model.forward_with(
-                &seq.narrow(1, t, 1),
-                Some(slots),
-                AttentionMode::Dense,
-                path,
-            );
+            let slots = CacheSlots { cache: &mut cache, slots: &[0] };
+            let (logits, _) = model.forward_with(&seq.narrow(1, t, 1), Some(slots), AttentionMode::Dense, path);
             out.push(logits.get(0));
         }
         Tensor::cat(&out, 0)
     };
     tch::no_grad(|| {
         let d = max_abs(&run(MlaPath::Naive), &run(MlaPath::Absorbed));
-        assert!(
-            d <= TOL && d > 0.0,
-            "{d:e} (0 would mean one path ran twice)"
-        );
+        assert!(d <= TOL && d > 0.0, "{d:e} (0 would mean one path ran twice)");
     });
 }
 
@@ -152,11 +123,7 @@ fn cached_greedy_sampling_reproduces_the_reference() {
         let ids = Tensor::from_slice(&ids).unsqueeze(0);
         let lp = tch::no_grad(|| model.token_logprobs(&ids, AttentionMode::Sparse));
         let ours = Tensor::from_slice(&out[1].logprobs);
-        let d = max_abs(
-            &ours,
-            &lp.get(0)
-                .narrow(0, prompt.len() as i64 - 1, expected.len() as i64),
-        );
+        let d = max_abs(&ours, &lp.get(0).narrow(0, prompt.len() as i64 - 1, expected.len() as i64));
         assert!(d <= TOL, "{name} logprobs: {d:e}");
         assert_eq!(cfg.eos_ids(), vec![1]);
     }
@@ -166,51 +133,24 @@ fn cached_greedy_sampling_reproduces_the_reference() {
 fn temperature_sampling_is_seeded_per_sequence_and_stops_at_eos() {
     let (_, _, model) = load("tiny-sparse");
     let prompt = vec![5i64, 9, 17, 3];
-    let sc = |seed| SampleConfig {
-        max_new_tokens: 12,
-        temperature: 1.0,
-        seed,
-        eos: vec![],
-        mode: AttentionMode::Sparse,
-    };
+    let sc =
+        |seed| SampleConfig { max_new_tokens: 12, temperature: 1.0, seed, eos: vec![], mode: AttentionMode::Sparse };
     let a = generate(&model, &[prompt.clone(), vec![8, 8]], &sc(7), Device::Cpu);
-    let b = generate(
-        &model,
-        &[prompt.clone(), vec![40, 41, 42]],
-        &sc(7),
-        Device::Cpu,
-    );
-    assert_eq!(
-        a[0].tokens, b[0].tokens,
-        "a sequence's draws do not depend on its batch neighbours"
-    );
-    let d = max_abs(
-        &Tensor::from_slice(&a[0].logprobs),
-        &Tensor::from_slice(&b[0].logprobs),
-    );
+    let b = generate(&model, &[prompt.clone(), vec![40, 41, 42]], &sc(7), Device::Cpu);
+    assert_eq!(a[0].tokens, b[0].tokens, "a sequence's draws do not depend on its batch neighbours");
+    let d = max_abs(&Tensor::from_slice(&a[0].logprobs), &Tensor::from_slice(&b[0].logprobs));
     assert!(d <= TOL, "{d:e}");
     let c = generate(&model, std::slice::from_ref(&prompt), &sc(8), Device::Cpu);
     assert_ne!(a[0].tokens, c[0].tokens, "another seed, another completion");
     // Reported log-probs are those of the sampled ids under softmax(logits / T) (T = 1 here).
     let ids: Vec<i64> = prompt.iter().chain(&a[0].tokens).copied().collect();
-    let lp = tch::no_grad(|| {
-        model.token_logprobs(
-            &Tensor::from_slice(&ids).unsqueeze(0),
-            AttentionMode::Sparse,
-        )
-    });
-    let d = max_abs(
-        &Tensor::from_slice(&a[0].logprobs),
-        &lp.get(0).narrow(0, 3, 12),
-    );
+    let lp = tch::no_grad(|| model.token_logprobs(&Tensor::from_slice(&ids).unsqueeze(0), AttentionMode::Sparse));
+    let d = max_abs(&Tensor::from_slice(&a[0].logprobs), &lp.get(0).narrow(0, 3, 12));
     assert!(d <= TOL, "{d:e}");
     // Stopping: make the third sampled id an end-of-sequence id.
     let eos = a[0].tokens[2];
     let first = a[0].tokens.iter().position(|&t| t == eos).unwrap();
-    let stop = SampleConfig {
-        eos: vec![eos],
-        ..sc(7)
-    };
+    let stop = SampleConfig { eos: vec![eos], ..sc(7) };
     let s = generate(&model, &[prompt], &stop, Device::Cpu);
     assert!(s[0].stopped_at_eos);
     assert_eq!(s[0].tokens, a[0].tokens[..=first].to_vec());

@@ -18,25 +18,15 @@ const FIXTURES: [&str; 3] = ["tiny-dense", "tiny-sparse", "tiny-sharded"];
 fn varstore_is_the_checkpoint_layout() {
     for name in FIXTURES {
         let (cfg, vs, _) = load(name);
-        let ours: BTreeMap<String, Vec<i64>> = vs
-            .variables()
-            .into_iter()
-            .map(|(k, v)| (k, v.size()))
-            .collect();
+        let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
         let spec: BTreeMap<String, Vec<i64>> = spec::main_tensors(&cfg)
             .into_iter()
             .map(|t| (t.name, t.shape.iter().map(|&d| d as i64).collect()))
             .collect();
         assert_eq!(ours, spec, "{name}");
         // The router bias is a buffer: every variable but it is trainable.
-        let buffers = (0..cfg.num_hidden_layers)
-            .filter(|&i| cfg.is_moe_layer(i))
-            .count();
-        assert_eq!(
-            vs.trainable_variables().len(),
-            ours.len() - buffers,
-            "{name}"
-        );
+        let buffers = (0..cfg.num_hidden_layers).filter(|&i| cfg.is_moe_layer(i)).count();
+        assert_eq!(vs.trainable_variables().len(), ours.len() - buffers, "{name}");
         let bias = &vs.variables()["model.layers.1.mlp.gate.e_score_correction_bias"];
         assert!(!bias.requires_grad(), "{name}");
     }
@@ -87,15 +77,10 @@ fn fp8_fixture_matches_its_dequantized_reference() {
             let logits = model.forward(&seq, AttentionMode::Sparse);
             let lp = logprobs_of(&logits, &seq).squeeze_dim(0);
             worst = worst.max(max_abs(&lp, &r["logprobs"].get(b).narrow(0, 0, len - 1)));
-            worst = worst.max(max_abs(
-                &logits.get(0).get(len - 1),
-                &r["last_logits"].get(b),
-            ));
+            worst = worst.max(max_abs(&logits.get(0).get(len - 1), &r["last_logits"].get(b)));
         }
     });
-    eprintln!(
-        "tiny-fp8 (dequantized) Sparse vs `logprobs`/`last_logits`: max abs diff {worst:.2e}"
-    );
+    eprintln!("tiny-fp8 (dequantized) Sparse vs `logprobs`/`last_logits`: max abs diff {worst:.2e}");
     assert!(worst <= TOL, "{worst:e}");
 }
 
@@ -105,10 +90,7 @@ fn dense_mode_matches_the_indexer_free_reference() {
     assert!(worst <= TOL, "{worst:e}");
     // ... and is really different from the sparse reference (selection is active there).
     let off = check_scores("tiny-sparse", AttentionMode::Dense, "logprobs");
-    assert!(
-        off > 0.1,
-        "dense and sparse agree ({off:e}): sparse selection never acted"
-    );
+    assert!(off > 0.1, "dense and sparse agree ({off:e}): sparse selection never acted");
 }
 
 #[test]
@@ -119,10 +101,7 @@ fn right_padded_batch_gives_the_same_logprobs() {
         let lp = tch::no_grad(|| model.token_logprobs(&r["tokens"], AttentionMode::Sparse));
         for b in 0..r["lengths"].size()[0] {
             let n = r["lengths"].int64_value(&[b]) - 1;
-            let d = max_abs(
-                &lp.get(b).narrow(0, 0, n),
-                &r["logprobs"].get(b).narrow(0, 0, n),
-            );
+            let d = max_abs(&lp.get(b).narrow(0, 0, n), &r["logprobs"].get(b).narrow(0, 0, n));
             assert!(d <= TOL, "{name} row {b}: {d:e}");
         }
     }
@@ -147,20 +126,14 @@ fn greedy_decoding_reproduces_the_reference() {
         let (_, _, model) = load(name);
         let r = reference(name);
         let expected = Vec::<i64>::try_from(&r["greedy_tokens"]).unwrap();
-        assert_eq!(
-            greedy_full(&model, &r["greedy_prompt"], expected.len() as i64),
-            expected,
-            "{name}"
-        );
+        assert_eq!(greedy_full(&model, &r["greedy_prompt"], expected.len() as i64), expected, "{name}");
     }
 }
 
 /// Rows of `t (N, K)` as sets, dropping negative entries (padding).
 fn row_sets(t: &Tensor) -> Vec<BTreeSet<i64>> {
     let rows = Vec::<Vec<i64>>::try_from(t.to_kind(Kind::Int64)).unwrap();
-    rows.into_iter()
-        .map(|r| r.into_iter().filter(|&x| x >= 0).collect())
-        .collect()
+    rows.into_iter().map(|r| r.into_iter().filter(|&x| x >= 0).collect()).collect()
 }
 
 #[test]
@@ -175,22 +148,15 @@ fn indexer_and_router_choices_match() {
             let expected = row_sets(&r[&format!("indexer_topk.{l}")]);
             match (&trace.selections[l], ran) {
                 (Some(sel), true) => {
-                    let picked = sel
-                        .indices
-                        .get(0)
-                        .where_self(&sel.valid.get(0), &Tensor::from(-1i64));
+                    let picked = sel.indices.get(0).where_self(&sel.valid.get(0), &Tensor::from(-1i64));
                     assert_eq!(row_sets(&picked), expected, "{name} layer {l} indexer");
                 }
                 (None, false) => {
                     // Every causal key, as the reference says.
-                    let all: Vec<BTreeSet<i64>> =
-                        (0..seq.size()[1]).map(|t| (0..=t).collect()).collect();
+                    let all: Vec<BTreeSet<i64>> = (0..seq.size()[1]).map(|t| (0..=t).collect()).collect();
                     assert_eq!(all, expected, "{name} layer {l} indexer");
                 }
-                (sel, _) => panic!(
-                    "{name} layer {l}: indexer ran = {}, expected {ran}",
-                    sel.is_some()
-                ),
+                (sel, _) => panic!("{name} layer {l}: indexer ran = {}, expected {ran}", sel.is_some()),
             }
             if let Some(routing) = &trace.routings[l] {
                 let weights = &r[&format!("router_weights.{l}")];
@@ -208,9 +174,7 @@ fn indexer_and_router_choices_match() {
         }
         assert_eq!(
             trace.routings.iter().filter(|r| r.is_some()).count(),
-            (0..cfg.num_hidden_layers)
-                .filter(|&i| cfg.is_moe_layer(i))
-                .count()
+            (0..cfg.num_hidden_layers).filter(|&i| cfg.is_moe_layer(i)).count()
         );
     }
 }
@@ -237,36 +201,24 @@ fn absorbed_and_naive_mla_agree() {
     let (_, _, model) = load("tiny-sparse");
     let r = reference("tiny-sparse");
     tch::no_grad(|| {
-        let naive = model
-            .forward_with(&r["tokens"], None, AttentionMode::Dense, MlaPath::Naive)
-            .0;
-        let absorbed = model
-            .forward_with(&r["tokens"], None, AttentionMode::Dense, MlaPath::Absorbed)
-            .0;
+        let naive = model.forward_with(&r["tokens"], None, AttentionMode::Dense, MlaPath::Naive).0;
+        let absorbed = model.forward_with(&r["tokens"], None, AttentionMode::Dense, MlaPath::Absorbed).0;
         let d = max_abs(&naive, &absorbed);
-        assert!(
-            d <= 1e-5 && d > 0.0,
-            "{d:e} (0 would mean one path ran twice)"
-        );
+        assert!(d <= 1e-5 && d > 0.0, "{d:e} (0 would mean one path ran twice)");
     });
 }
 
 #[test]
 fn routing_replay_reproduces_the_forward() {
     let (_, _, model) = load("tiny-sparse");
-    let rlvr_model::model::Ffn::Moe(moe) = &model.layers[1].mlp else {
-        panic!("layer 1 is MoE")
-    };
+    let rlvr_model::model::Ffn::Moe(moe) = &model.layers[1].mlp else { panic!("layer 1 is MoE") };
     tch::no_grad(|| {
         tch::manual_seed(0);
         let x = Tensor::randn([1, 5, 48], (Kind::Float, tch::Device::Cpu));
         let (fresh, routing) = moe.forward(&x);
         assert_eq!(max_abs(&fresh, &moe.forward_routed(&x, &routing)), 0.0);
         // Another token's routing gives another output: the replayed routes are what is used.
-        let other = rlvr_model::moe::Routing {
-            experts: routing.experts.flip([0]),
-            weights: routing.weights.flip([0]),
-        };
+        let other = rlvr_model::moe::Routing { experts: routing.experts.flip([0]), weights: routing.weights.flip([0]) };
         assert!(max_abs(&fresh, &moe.forward_routed(&x, &other)) > 1e-3);
     });
 }

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-/// Where the weights come from.
+/// Where the weights come from (one value per run: the config's size does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// A random initialisation of `config` with `seed`.
     Init {
@@ -157,7 +158,8 @@ impl Policy {
             if only_indexer {
                 return idx;
             }
-            !(no_indexer && idx) && !(no_mtp && is_mtp(name))
+            let excluded = (no_indexer && idx) || (no_mtp && is_mtp(name));
+            !excluded
         }
     }
 

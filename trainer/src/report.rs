@@ -4,7 +4,7 @@ use serde_json::Value;
 
 /// Prints each stage's key figures.
 pub fn print_table(report: &Value) {
-    println!("{:<16} {}", "stage", "figures");
+    println!("{:<16} figures", "stage");
     let Some(stages) = report.as_object() else { return };
     for (name, s) in stages {
         let keys = [

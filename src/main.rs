@@ -1,4 +1,4 @@
-//! The `rlvr` command line (DESIGN.md §7).
+//! The `rlvr` command line (docs/architecture.md §7).
 
 use clap::{Parser, Subcommand};
 

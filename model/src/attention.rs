@@ -1,4 +1,4 @@
-//! The attention kernels of MLA (reference §2.5.4, §2.7), in plain tensor ops.
+//! The attention kernels of MLA (docs/model.md §2.5.4, §2.7), in plain tensor ops.
 //!
 //! - [`naive`]: "MHA mode": keys and values up-projected per head, `(B, T, S)` mask. Training and
 //!   short prefills.

@@ -1,4 +1,4 @@
-//! Generation caches (reference §2.5.5): per sequence slot and layer, the normed KV latent
+//! Generation caches (docs/model.md §2.5.5): per sequence slot and layer, the normed KV latent
 //! (`kv_lora_rank`), the rotated rope key (`qk_rope_head_dim`) and the indexer key
 //! (`index_head_dim`, f32), allocated once for a fixed number of slots and a maximum length; a step
 //! writes its tokens in place and never re-allocates.

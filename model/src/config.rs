@@ -72,7 +72,7 @@ pub struct RopeFields {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// YaRN context extension (DeepSeek-V3.2 reference §2.4).
+/// YaRN context extension (DeepSeek-V3.2 docs/model.md §2.4).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Yarn {
     /// Extension factor s (40 for V3.2).

@@ -1,5 +1,5 @@
 //! What one call of [`crate::DeepseekV32::run`] is asked to do and what it returns: the training
-//! hooks of reference §8 (indexer losses, §3.2; keep routing, §3.3.6; keep sampling mask, §3.3.7;
+//! hooks of docs/model.md §8 (indexer losses, §3.2; keep routing, §3.3.6; keep sampling mask, §3.3.7;
 //! MTP, §2.10) as options of one forward, not as forward variants.
 
 use crate::indexer_loss::{IndexerLosses, IndexerStage};

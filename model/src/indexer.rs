@@ -1,4 +1,4 @@
-//! The DSA lightning indexer (reference §2.6–2.7; fixtures README "Indexer"):
+//! The DSA lightning indexer (docs/model.md §2.6–2.7; fixtures README "Indexer"):
 //! `I[t,s] = Σ_j w[t,j] · ReLU(q[t,j]·k[s] · d_I^-0.5)` with `w = weights_proj(x) · H_I^-0.5`,
 //! `q = wq_b(q_latent)`, `k = LayerNorm(wk(x))`, half-split RoPE on the first `qk_rope_head_dim`
 //! dims of both (rope part first), all in f32. The causal mask goes into `I` before

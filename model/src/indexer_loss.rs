@@ -1,4 +1,4 @@
-//! The DSA lightning indexer's training losses (reference §3.2, DSA paper eq. 3–4; exact
+//! The DSA lightning indexer's training losses (docs/model.md §3.2, DSA paper eq. 3–4; exact
 //! definitions in tests/fixtures/README.md, "indexer_losses.safetensors").
 //!
 //! Per layer and query row t, the target `p[t,s] = Σ_h A[h,t,s] / Σ_{s'} Σ_h A[h,t,s']` is the
@@ -16,7 +16,7 @@
 //! other parameter is frozen anyway and the indexer gradients are the same (the fixture script
 //! asserts it). The LM loss never reaches the indexer: top-k is discrete.
 //!
-//! Reductions (reference marks them UNCONFIRMED; the fixture's choice): mean over query rows
+//! Reductions (not published, see docs/model.md §3.2; the fixture's choice): mean over query rows
 //! (all B·T, or a caller's row mask), sum over layers, no coefficient.
 //!
 //! Left out: a row-blocked target (the dense target materialises (B, T, H, S) scores, the sparse one

@@ -1,4 +1,4 @@
-//! One decoder layer, `model.layers.{i}` (reference §2.1): `h = x + Attn(RMSNorm(x));
+//! One decoder layer, `model.layers.{i}` (docs/model.md §2.1): `h = x + Attn(RMSNorm(x));
 //! out = h + FFN(RMSNorm(h))`, the FFN dense before `first_k_dense_replace` and MoE after. The main
 //! model and the MTP modules share it.
 

@@ -1,4 +1,4 @@
-//! Multi-head Latent Attention with DSA (reference §2.5, §2.7; fixtures README "MLA").
+//! Multi-head Latent Attention with DSA (docs/model.md §2.5, §2.7; fixtures README "MLA").
 //!
 //! `q = q_b(RMSNorm(q_a(x)))` split `[nope | rope]` per head; `kv_a(x)` split `[latent | k_pe]`,
 //! the latent RMS-normed (ε fixed at 1e-6), `k_pe` shared by all heads; interleaved RoPE on both
@@ -10,7 +10,7 @@
 //! `index_topk`, the indexer picks each query's keys and attention gathers just those; otherwise
 //! DSA selects every causal key, so the dense path is exact.
 //!
-//! [`Mla::attend_training`] adds the indexer's training losses (reference §3.2, see
+//! [`Mla::attend_training`] adds the indexer's training losses (docs/model.md §3.2, see
 //! [`crate::indexer_loss`]).
 //!
 //! Left out: FP8 KV.
@@ -158,7 +158,7 @@ impl Mla {
     }
 
     /// The DSA selection of queries `q` (from normed tokens `x (B, T, d)`) over `keys`.
-    /// Outside autograd: top-k passes no gradient (reference §2.7).
+    /// Outside autograd: top-k passes no gradient (docs/model.md §2.7).
     pub fn select(&self, x: &Tensor, q: &Queries, keys: &Keys, pos: &Positions) -> Selection {
         let index_keys = keys.index.as_ref().expect("sparse attention needs the indexer keys");
         tch::no_grad(|| {
@@ -187,7 +187,7 @@ impl Mla {
     }
 
     /// Like [`Self::attend`] (keys from this call only, no cache), also returning the layer's
-    /// indexer training loss for `stage` (reference §3.2). The indexer runs on detached inputs
+    /// indexer training loss for `stage` (docs/model.md §3.2). The indexer runs on detached inputs
     /// (`x`, the query latent), so its loss trains the indexer alone; the attention target is
     /// computed without gradient. Attention is dense or sparse as `stage.mode()` says.
     pub fn attend_training(

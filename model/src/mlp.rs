@@ -1,4 +1,4 @@
-//! The SwiGLU feed-forward block (reference §2.8): `down(silu(gate(x)) ⊙ up(x))`. It is the dense
+//! The SwiGLU feed-forward block (docs/model.md §2.8): `down(silu(gate(x)) ⊙ up(x))`. It is the dense
 //! FFN of the first `first_k_dense_replace` layers and every routed and shared expert.
 
 use tch::{nn, Tensor};

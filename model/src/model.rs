@@ -1,4 +1,4 @@
-//! The DeepSeek-V3.2 causal LM (reference §2.1): embedding, pre-norm decoder layers
+//! The DeepSeek-V3.2 causal LM (docs/model.md §2.1): embedding, pre-norm decoder layers
 //! (`h = x + Attn(RMSNorm(x)); out = h + FFN(RMSNorm(h))`), final RMSNorm, untied `lm_head` on every
 //! position. The module tree is the checkpoint: every VarStore path is the HF key.
 //!

@@ -1,10 +1,10 @@
-//! DeepSeekMoE (reference §2.9; fixtures README "MoE routing"): a sigmoid router whose
+//! DeepSeekMoE (docs/model.md §2.9; fixtures README "MoE routing"): a sigmoid router whose
 //! `e_score_correction_bias` steers selection only, group-limited top-k (group score = sum of the
 //! top-2 biased scores), gate weights from the unbiased scores, normalised with `+1e-20` and scaled
 //! by `routed_scaling_factor`; routed experts plus the always-on shared experts.
 //!
 //! The router runs in f32 whatever the weights' dtype. A [`Routing`] can be returned (rollout
-//! "keep routing", reference §3.3.6) and its expert ids replayed with [`Moe::forward_replayed`]:
+//! "keep routing", docs/model.md §3.3.6) and its expert ids replayed with [`Moe::forward_replayed`]:
 //! the ids are forced, the gate weights recomputed from the current router at those ids (the
 //! reference marks this choice UNCONFIRMED; it is what open "R3" implementations do, and it keeps
 //! the router trained). [`Moe::forward_routed`] takes a whole routing, weights included.

@@ -1,4 +1,4 @@
-//! Multi-Token Prediction modules (reference §2.10; DeepSeek-V3 paper §2.2 eq. 21–25), checkpoint
+//! Multi-Token Prediction modules (docs/model.md §2.10; DeepSeek-V3 paper §2.2 eq. 21–25), checkpoint
 //! layers `model.layers.{L + m}` after the L main layers.
 //!
 //! Depth k (k = m + 1) reads the previous depth's hidden state `h^{k−1}_i` and the embedding of

@@ -1,4 +1,4 @@
-//! RMSNorm and the indexer key's LayerNorm (reference §2.2–2.3), both computed in f32 and cast
+//! RMSNorm and the indexer key's LayerNorm (docs/model.md §2.2–2.3), both computed in f32 and cast
 //! back to the input's dtype, as transformers and the official demo do.
 
 use tch::{nn, Kind, Tensor};

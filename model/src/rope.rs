@@ -1,4 +1,4 @@
-//! Rotary position embeddings with optional YaRN (reference §2.4; fixtures README "RoPE tables").
+//! Rotary position embeddings with optional YaRN (docs/model.md §2.4; fixtures README "RoPE tables").
 //!
 //! One table of width `qk_rope_head_dim` serves both users: MLA rotates interleaved pairs
 //! `(x[2i], x[2i+1])`, the DSA indexer rotates half-split pairs `(x[i], x[i+d/2])`. The YaRN

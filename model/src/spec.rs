@@ -1,5 +1,5 @@
 //! Every tensor a DeepSeek-V3.2 checkpoint holds, by Hugging Face name and shape, derived from
-//! the config alone (reference §5.1). The loader checks files against this list, `rlvr init`
+//! the config alone (docs/model.md §5.1). The loader checks files against this list, `rlvr init`
 //! creates it, and parameter counts are sums over it.
 //!
 //! FP8 `weight_scale_inv` partners are not listed: they are storage, not parameters.
@@ -89,7 +89,7 @@ impl Specs<'_> {
         let kv_b = h * (c.qk_nope_head_dim + c.v_head_dim);
         self.push(format!("{p}.self_attn.kv_b_proj.weight"), &[kv_b, c.kv_lora_rank], a, l);
         self.push(format!("{p}.self_attn.o_proj.weight"), &[d, h * c.v_head_dim], a, l);
-        // The indexer's query reads the MLA query latent (reference §2.6.2).
+        // The indexer's query reads the MLA query latent (docs/model.md §2.6.2).
         let q_in = c.q_lora_rank.unwrap_or(d);
         let (hi, di) = (c.index_n_heads, c.index_head_dim);
         let x = Part::Indexer;
@@ -127,7 +127,7 @@ impl Specs<'_> {
         self.ffn(&p, i);
     }
 
-    /// MTP module (reference §2.10): a full decoder layer plus its input norms, projection and
+    /// MTP module (docs/model.md §2.10): a full decoder layer plus its input norms, projection and
     /// copies of the embedding and head.
     fn mtp_layer(&mut self, i: usize) {
         let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);

@@ -1,4 +1,4 @@
-//! "Keep sampling mask" (reference §3.3.7): the token ids that survived top-p/top-k when a
+//! "Keep sampling mask" (docs/model.md §3.3.7): the token ids that survived top-p/top-k when a
 //! position was sampled, applied to the training forward's logits (others → −∞) so that π_θ's
 //! log-probs are normalised over the same support as the sampler's π_old.
 //!

@@ -1,6 +1,6 @@
 //! The model against transformers' `DeepseekV32ForCausalLM` on the tiny golden fixtures
 //! (tests/fixtures/README.md): per-token log-probs, logits, greedy decoding, and the discrete
-//! choices (DSA selections, MoE routes); plus the dense/sparse consistency rules of DESIGN.md §8.
+//! choices (DSA selections, MoE routes); plus the dense/sparse consistency rules of docs/architecture.md §8.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The MTP module (reference §2.10): its variables are the checkpoint's MTP tensors, it loads
+//! The MTP module (docs/model.md §2.10): its variables are the checkpoint's MTP tensors, it loads
 //! through the checkpoint loader, and its logits, loss and gradients match
 //! tests/fixtures/mtp_reference.py (plain PyTorch, own forward) on `tests/fixtures/tiny-mtp`
 //! (the tiny preset, 1 MTP layer, BF16-stored random weights): logits to 1e-5 absolute, losses to

@@ -10,7 +10,7 @@ fn within(actual: u64, expected: f64, rel: f64) -> bool {
     ((actual as f64 - expected) / expected).abs() <= rel
 }
 
-/// Reference §1, §5.1 and §6, multiplied out by hand.
+/// docs/model.md §1, §5.1 and §6, multiplied out by hand.
 struct ClosedForm {
     total: u64,
     active: u64,
@@ -57,7 +57,7 @@ fn v32_counts_match_the_published_figures_within_one_percent() {
     assert!(within(counts.active, 38.4e9, 0.01), "active {}", counts.active);
     assert!(within(counts.mtp, 11.6e9, 0.01), "mtp {}", counts.mtp);
     assert!(within(counts.mtp_with_shared_copies, 13.5e9, 0.01), "mtp+copies {}", counts.mtp_with_shared_copies);
-    // The indexers: 61 × ~13.96M (reference §6).
+    // The indexers: 61 × ~13.96M (docs/model.md §6).
     let indexer = counts.by_part["Indexer"];
     assert!(within(indexer, 61.0 * 13.96e6, 0.01), "indexer {indexer}");
     // Main + MTP with copies ≈ the 685B of the open checkpoint (+ indexers).

@@ -1,4 +1,4 @@
-//! The DeepSeek-V3.2 chat encoding (reference §5.3): messages → prompt string, completion → message.
+//! The DeepSeek-V3.2 chat encoding (docs/model.md §5.3): messages → prompt string, completion → message.
 //!
 //! V3.2 ships no Jinja template; DeepSeek's `encoding/encoding_dsv32.py` defines the format, and this
 //! is a Rust rendition of its behaviour (checked against copies of that file vendored in public

@@ -1,5 +1,5 @@
 //! `tokenizer.json` through the `tokenizers` crate, with the special tokens the chat format uses
-//! (reference §5.3).
+//! (docs/model.md §5.3).
 //!
 //! A model directory holds `tokenizer.json` (byte-level BPE, the chat markers as added tokens) and,
 //! for DeepSeek-V3.2, `tokenizer_config.json` naming `bos_token`/`eos_token` and setting

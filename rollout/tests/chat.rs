@@ -1,5 +1,5 @@
 //! The DeepSeek-V3.2 chat encoding. Every expected prompt below is written out by hand from the
-//! format description (reference §5.3 and DeepSeek's `encoding_dsv32.py` behaviour), not produced by
+//! format description (docs/model.md §5.3 and DeepSeek's `encoding_dsv32.py` behaviour), not produced by
 //! the code under test.
 
 use rlvr_rollout::chat::{

@@ -1,4 +1,4 @@
-//! What the engine records for training (reference §3.3.6–3.3.7), checked against the model's own
+//! What the engine records for training (docs/model.md §3.3.6–3.3.7), checked against the model's own
 //! full forward over the finished sequences: the kept set of each draw equals the top-k/top-p/min-p
 //! set recomputed here from the logits at that position, and the recorded experts are the ones a
 //! plain forward chooses and, replayed, give its logits.

@@ -1,7 +1,7 @@
 //! `rlvr generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --input prompts.jsonl)
 //! [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--n N] [--seed S]
 //! [--ignore-eos] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16] [--output FILE]
-//! [--timing] [--repeat N] [--warmup]` (DESIGN.md §7).
+//! [--timing] [--repeat N] [--warmup]` (docs/architecture.md §7).
 //!
 //! Writes one JSON object per completion, prompt-major (all samples of prompt 0, then prompt 1…):
 //! `{"prompt_index", "tokens", "logprobs", "text", "finish_reason"}`. `tokens` are the generated

@@ -1,7 +1,7 @@
 //! `rlvr score --model DIR --input seqs.jsonl [--output FILE] [--mode dense|sparse]
 //! [--device cpu|cuda] [--dtype f32|bf16] [--batch-size N] [--timing] [--repeat N]`: teacher-forced
 //! log-probabilities, one `{"logprobs":[...]}` line per input line `{"tokens":[...]}`, where
-//! `logprobs[i-1] = log p(tokens[i] | tokens[..i])` for i ≥ 1 (DESIGN.md §7).
+//! `logprobs[i-1] = log p(tokens[i] | tokens[..i])` for i ≥ 1 (docs/architecture.md §7).
 //!
 //! Every line is checked before any scoring; a bad line stops the run with its line number.
 //! Sequences are sorted by length and scored in right-padded batches of up to `--batch-size`

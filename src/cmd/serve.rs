@@ -1,6 +1,6 @@
 //! `rlvr serve --model DIR [--host 127.0.0.1] [--port 8000] [--slots N] [--max-queue N]
 //! [--max-seq-len N] [--grace-secs S] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16]`
-//! (DESIGN.md §7): the OpenAI-compatible HTTP service of `rlvr_rollout::service` over one engine.
+//! (docs/architecture.md §7): the OpenAI-compatible HTTP service of `rlvr_rollout::service` over one engine.
 //!
 //! Loads the model as `rlvr generate` does; `tokenizer.json` in the directory enables text prompts,
 //! chat and stop strings. Serves until ctrl-c or SIGTERM, then lets requests in flight finish for

@@ -1,4 +1,4 @@
-//! Run checkpoints (DESIGN.md §6): `run_dir/checkpoints/step_NNNNNN/` holding the model in the
+//! Run checkpoints (docs/architecture.md §6): `run_dir/checkpoints/step_NNNNNN/` holding the model in the
 //! Hugging Face layout (`model.safetensors` + `config.json`, plus the tokenizer files), the
 //! optimizer state, the frozen KL reference when a GRPO stage uses one, the resolved `recipe.toml`
 //! and `state.json`.

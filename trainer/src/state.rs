@@ -1,5 +1,5 @@
 //! Where a run stands: everything besides the weights and the optimizer that a checkpoint must hold
-//! for `--resume` to continue exactly as an uninterrupted run would (DESIGN.md §6).
+//! for `--resume` to continue exactly as an uninterrupted run would (docs/architecture.md §6).
 //!
 //! Every random draw of a run derives from `seeds` and the step counters (data order, sampling
 //! streams, initialisation), so saving the counters saves the random state: there is no hidden

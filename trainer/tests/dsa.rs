@@ -1,4 +1,4 @@
-//! The DSA training stages' gradient routing (reference §3.2): in sparse training the LM and MTP
+//! The DSA training stages' gradient routing (docs/model.md §3.2): in sparse training the LM and MTP
 //! losses give every indexer parameter zero gradient, and the indexer KL gives every other
 //! parameter zero gradient; both reach their own side.
 

@@ -1,4 +1,4 @@
-//! FP8 e4m3fn block dequantisation (reference §5.2).
+//! FP8 e4m3fn block dequantisation (docs/model.md §5.2).
 //!
 //! Each raw byte is decoded through a 256-entry table built from the bit formula (OCP FP8,
 //! `torch.float8_e4m3fn`): `sign = b>>7, e = (b>>3)&0xF, m = b&7`; subnormal `(-1)^s·2^-6·m/8` when

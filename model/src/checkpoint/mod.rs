@@ -1,4 +1,4 @@
-//! Hugging Face checkpoints in and out (DESIGN.md §3, reference §5.1–5.2).
+//! Hugging Face checkpoints in and out (docs/architecture.md §3, docs/model.md §5.1–5.2).
 //!
 //! - [`load()`]: name-for-name copy of safetensors (single file or sharded with an index) into a
 //!   model's variables, converting BF16/F16/F32 and FP8 e4m3 with 128×128 block scales into each

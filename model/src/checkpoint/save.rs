@@ -20,7 +20,7 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaveOptions {
     /// Stored dtype; `None` keeps each tensor's own. `e_score_correction_bias` is always stored
-    /// as f32, as transformers keeps it (reference §5.1).
+    /// as f32, as transformers keeps it (docs/model.md §5.1).
     pub dtype: Option<Kind>,
     /// Largest shard in bytes; a single tensor larger than this gets a shard of its own.
     pub max_shard_bytes: u64,

@@ -1,4 +1,4 @@
-//! The generation engine (DESIGN.md §5): continuous batching over a fixed pool of sequence slots
+//! The generation engine (docs/architecture.md §5): continuous batching over a fixed pool of sequence slots
 //! of one [`KvCache`].
 //!
 //! [`Engine::step`] does, in order: (1) apply new weights queued by [`Engine::update_weights`];

@@ -87,9 +87,9 @@ pub struct Request {
     /// The caller's index of this prompt (e.g. its position in the batch): sample `j` draws from
     /// `rlvr_model::sample::stream_seed(seed, index, j)`, whatever else shares the engine.
     pub index: usize,
-    /// Record each token's kept set (keep sampling mask, reference §3.3.7).
+    /// Record each token's kept set (keep sampling mask, docs/model.md §3.3.7).
     pub return_sampling_mask: bool,
-    /// Record each position's routed experts (keep routing, reference §3.3.6).
+    /// Record each position's routed experts (keep routing, docs/model.md §3.3.6).
     pub return_routing: bool,
 }
 

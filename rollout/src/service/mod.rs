@@ -1,4 +1,4 @@
-//! `rlvr serve`: an OpenAI-compatible HTTP service over the rollout engine (DESIGN.md §5), on tokio
+//! `rlvr serve`: an OpenAI-compatible HTTP service over the rollout engine (docs/architecture.md §5), on tokio
 //! and axum.
 //!
 //! Endpoints (see `routes.rs`): `POST /v1/completions`, `POST /v1/chat/completions` (both with SSE

@@ -1,5 +1,5 @@
 //! Group-relative advantages. V3.2 (§3.1) writes `Â_i = R_i − mean(R)` over the G samples of one
-//! prompt, with no std term (reference §3.3.3: follow the paper); DeepSeekMath's GRPO also divides
+//! prompt, with no std term (docs/model.md §3.3.3: follow the paper); DeepSeekMath's GRPO also divides
 //! by the group's std, kept here as [`AdvantageMode::MeanStd`].
 
 use serde::{Deserialize, Serialize};

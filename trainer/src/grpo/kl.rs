@@ -42,7 +42,7 @@ pub fn kl_per_token(logp: &Tensor, logp_ref: &Tensor, logp_old: &Tensor, est: Kl
             let lo = logp_old.detach();
             let rho = (logp - &lo).exp(); // (N, T)
                                           // ρ·K3 directly is the accurate form, but exp(d) overflows where π_θ ≪ π_ref; there the
-                                          // log-space form of reference §3.3.4, exp(ℓ_ref − ℓ_old) − ρ·d − ρ, is exact enough (its
+                                          // log-space form of docs/model.md §3.3.4, exp(ℓ_ref − ℓ_old) − ρ·d − ρ, is exact enough (its
                                           // first term dominates). The clamp keeps the unused branch finite, so its zero gradient
                                           // stays zero rather than 0·∞.
             let dc = d.clamp_max(LOG_SPACE_ABOVE);

@@ -43,7 +43,8 @@ pub struct LossConfig {
 }
 
 impl Default for LossConfig {
-    /// The V3.2 settings: ε = 0.2 below, 0.28 above, per-sequence aggregation, no KL, no mask.
+    /// ε_low 0.2 and ε_high 0.28 (DAPO's clip-higher; the V3.2 paper uses one ε and does not
+    /// publish it), per-sequence aggregation as V3.2, no KL, no off-policy mask.
     fn default() -> Self {
         LossConfig {
             clip_low: 0.2,

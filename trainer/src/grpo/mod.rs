@@ -1,6 +1,6 @@
 //! The GRPO family of policy losses, as pure functions of per-token log-probabilities.
 //!
-//! The objective is the V3.2 paper's GRPO (§3.1; reference deepseek-v32.md §3.3.3–3.3.5), to be
+//! The objective is the V3.2 paper's GRPO (§3.1; docs/model.md §3.3.3–3.3.5), to be
 //! maximised, with the variants that share its shape:
 //!
 //! ```text

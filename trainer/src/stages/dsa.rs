@@ -3,8 +3,7 @@
 //! (under the dense forward), and the LM loss dense vs sparse. They make the `indexer_warmup`
 //! and `sparse_train` summaries in `report.json`.
 
-use super::lm::mean;
-use crate::batch::pack_stream;
+use super::lm::{mean, pack_texts};
 use crate::data::Dataset;
 use crate::policy::Policy;
 use crate::recipe::{IndexerWarmupStage, SparseTrainStage, Stage};
@@ -104,20 +103,11 @@ pub fn summary(stage: &Stage, start: ProbeFigures, end: ProbeFigures) -> DsaSumm
 pub fn probe_tokens(policy: &Policy, data: &Dataset, batch: usize, seq_len: usize) -> Result<Tensor> {
     let held = data.held_out();
     anyhow::ensure!(!held.is_empty(), "the DSA probes need held-out problems (data.held_out > 0)");
-    let mut i = 0usize;
-    let (tokens, _) = pack_stream(
-        || {
-            let p = &held[i % held.len()];
-            i += 1;
-            let text = format!("{}{}", p.prompt, p.reference.as_deref().unwrap_or(""));
-            policy.encode(&text)
-        },
-        policy.bos(),
-        policy.eos(),
-        batch,
-        seq_len,
-        policy.vs.device(),
-    )?;
+    let text = |i: u64| {
+        let p = &held[i as usize % held.len()];
+        format!("{}{}", p.prompt, p.reference.as_deref().unwrap_or(""))
+    };
+    let (tokens, _) = pack_texts(policy, text, batch, seq_len)?;
     Ok(tokens)
 }
 

@@ -3,7 +3,7 @@
 //! - `pretrain`: next-token loss on the packed token stream (plus λ·MTP loss when the model has
 //!   MTP modules);
 //! - `sft`: next-token loss on the response tokens only (prompt + reference + eos rows);
-//! - `indexer_warmup` (DSA stage 1, reference §3.2): dense attention, every parameter frozen but
+//! - `indexer_warmup` (DSA stage 1, docs/model.md §3.2): dense attention, every parameter frozen but
 //!   the lightning indexers, loss = Σ_l KL(head-summed L1-normalised attention ‖ softmax(I));
 //! - `sparse_train` (DSA stage 2): top-k attention, everything trains; the indexer reads detached
 //!   inputs and learns from the KL over its selected set only, the rest from the LM loss only.
@@ -36,11 +36,23 @@ pub enum Objective {
 
 /// A token-stream batch of `batch × (seq_len + 1)` tokens starting at document `*cursor`.
 pub fn stream_batch(policy: &Policy, data: &Dataset, cursor: &mut u64, batch: usize, seq_len: usize) -> Result<Tensor> {
-    let start = *cursor;
-    let mut i = start;
-    let (tokens, used) = pack_stream(
+    let (tokens, used) = pack_texts(policy, |i| data.pretrain_text(*cursor + i), batch, seq_len)?;
+    *cursor += used;
+    Ok(tokens)
+}
+
+/// `batch × (seq_len + 1)` tokens packed from documents `text(0)`, `text(1)`, … (each `bos`, its
+/// ids, `eos`); also how many documents were used.
+pub(crate) fn pack_texts(
+    policy: &Policy,
+    mut text: impl FnMut(u64) -> String,
+    batch: usize,
+    seq_len: usize,
+) -> Result<(Tensor, u64)> {
+    let mut i = 0;
+    pack_stream(
         || {
-            let ids = policy.encode(&data.pretrain_text(i))?;
+            let ids = policy.encode(&text(i))?;
             i += 1;
             Ok(ids)
         },
@@ -49,9 +61,7 @@ pub fn stream_batch(policy: &Policy, data: &Dataset, cursor: &mut u64, batch: us
         batch,
         seq_len,
         policy.vs.device(),
-    )?;
-    *cursor = start + used;
-    Ok(tokens)
+    )
 }
 
 /// SFT rows `bos, prompt, reference, eos` (right-padded) and their response mask (B, L−1).

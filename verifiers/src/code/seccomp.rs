@@ -6,7 +6,7 @@
 //! io_uring (which bypasses seccomp for the calls it queues), keyrings, and IPv4/IPv6 sockets. A
 //! denied call fails with `EPERM`, so the program sees an ordinary error rather than being killed.
 //! The choice of calls follows the deny-list that mistral.rs's sandbox documents
-//! (`mistralrs-sandbox/src/linux/seccomp.rs`, see `shared/reference/rl-frameworks.md` §7.3).
+//! (`mistralrs-sandbox/src/linux/seccomp.rs` in the mistral.rs repository).
 
 use std::io;
 

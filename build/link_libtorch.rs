@@ -6,7 +6,8 @@
 //! 2. Adds an absolute rpath to libtorch's `lib/`, beside the `$ORIGIN`-relative ones from
 //!    `.cargo/config.toml`, so a binary copied elsewhere on this machine still starts.
 //!
-//! `rustc-link-arg` applies to this package's binaries, tests, examples and benches.
+//! `rustc-link-arg` applies to this package's binaries, tests, examples and benches; in the root
+//! package only to `rlvr-torch` and the tests (the `rlvr` launcher links no libtorch).
 
 use std::path::PathBuf;
 
@@ -17,9 +18,17 @@ fn main() {
     };
     let lib = libtorch.join("lib");
     let lib = lib.canonicalize().unwrap_or(lib);
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // The `rlvr` package's launcher binary links no libtorch (it execs `rlvr-torch`): the link
+    // arguments go to `rlvr-torch` and the package's tests only.
+    let targets: &[&str] = match std::env::var("CARGO_PKG_NAME").as_deref() {
+        Ok("rlvr") => &["-bin=rlvr-torch=", "-tests="],
+        _ => &["="],
+    };
     let cuda = lib.join("libtorch_cuda.so");
-    if cuda.exists() {
-        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,{},--pop-state", cuda.display());
+    for target in targets {
+        println!("cargo:rustc-link-arg{target}-Wl,-rpath,{}", lib.display());
+        if cuda.exists() {
+            println!("cargo:rustc-link-arg{target}-Wl,--push-state,--no-as-needed,{},--pop-state", cuda.display());
+        }
     }
 }

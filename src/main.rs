@@ -1,81 +1,83 @@
-//! The `rlvr` command line (docs/architecture.md §7).
+//! `rlvr`, the command users run (docs/architecture.md §7). It links no libtorch: loading libtorch
+//! costs ~0.4 s before `main`, longer than scoring thousands of answers, and a verifier needs none.
+//! So `rlvr verify` runs here, and every other command (and `--help`, `--version`) runs in
+//! `rlvr-torch`, the binary beside this one, exec'd with the same arguments. Commands that run the
+//! generation engine get `OMP_WAIT_POLICY=PASSIVE` when it is unset (see `rlvr-torch`): set here,
+//! before libtorch is loaded, so libtorch is loaded once.
 
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
 
-mod cmd;
+#[path = "cmd/verify.rs"]
+mod verify;
 
-/// Reinforcement learning with verifiable rewards for DeepSeek-V3.2-architecture models.
+/// The commands this launcher runs itself.
 #[derive(Parser)]
-#[command(name = "rlvr", version, about)]
+#[command(name = "rlvr", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Own,
 }
 
 #[derive(Subcommand)]
-enum Command {
-    /// Print a model's architecture, parameter counts, stored dtypes and the device libtorch sees.
-    Inspect(cmd::inspect::Args),
-    /// Random-initialise a model directory in the Hugging Face layout.
-    Init(cmd::init::Args),
-    /// Sample completions of prompts (JSON per completion: tokens, log-probs, text, finish reason).
-    Generate(cmd::generate::Args),
-    /// Teacher-forced log-probabilities of token sequences under a model.
-    Score(cmd::score::Args),
-    /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, weights, metrics).
-    Serve(cmd::serve::Args),
+enum Own {
     /// Score completions with a verifier: one verdict JSON per input line.
-    Verify(cmd::verify::Args),
-    /// Run a training recipe (TOML): pretrain, SFT, GRPO, DSA stages, eval.
-    Train(cmd::train::Args),
-    /// pass@1 / pass@k of a model on a problem file, judged by a verifier.
-    Eval(cmd::eval::Args),
+    Verify(verify::Args),
 }
+
+/// Subcommands that run the generation engine (their OpenMP wait policy matters).
+const ENGINE_COMMANDS: [&str; 4] = ["generate", "serve", "train", "eval"];
 
 fn main() {
-    let cli = Cli::parse();
-    if runs_engine(&cli.command) {
-        rerun_with_passive_openmp();
-    }
-    let result = match cli.command {
-        Command::Init(args) => cmd::init::run(args),
-        Command::Inspect(args) => cmd::inspect::run(args),
-        Command::Generate(args) => cmd::generate::run(args),
-        Command::Score(args) => cmd::score::run(args),
-        Command::Serve(args) => cmd::serve::run(args),
-        Command::Verify(args) => cmd::verify::run(args),
-        Command::Train(args) => cmd::train::run(args),
-        Command::Eval(args) => cmd::eval::run(args),
-    };
-    if let Err(err) = result {
-        eprintln!("rlvr: error: {err:#}");
-        std::process::exit(1);
-    }
-}
-
-/// Commands that run the generation engine, whose few-row matrix kernel runs threads of its own
-/// beside libtorch's OpenMP pool (`rlvr_model::kernel`).
-fn runs_engine(command: &Command) -> bool {
-    matches!(command, Command::Generate(_) | Command::Serve(_) | Command::Train(_) | Command::Eval(_))
-}
-
-/// Re-runs this process with `OMP_WAIT_POLICY=PASSIVE` when the variable is unset.
-///
-/// By default an OpenMP worker spins for milliseconds after each parallel region; a decode step
-/// runs thousands of small ops, so libtorch's workers hold every core almost all the time and the
-/// kernel's threads have to fight them for it (measured: the `small` preset's batch-16 decode took
-/// ~1.5× as long). libgomp reads the policy once, when it is loaded before `main`, so it cannot be
-/// changed in-process. A policy the user set is kept.
-fn rerun_with_passive_openmp() {
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let command = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    if command == "verify" {
+        let Own::Verify(args) = Cli::parse().command;
+        if let Err(err) = verify::run(args) {
+            eprintln!("rlvr: error: {err:#}");
+            std::process::exit(1);
+        }
         return;
+    }
+    let err = exec_torch(&args[1..], ENGINE_COMMANDS.contains(&command));
+    eprintln!("rlvr: error: {err:#}");
+    std::process::exit(1);
+}
+
+/// Replaces this process with `rlvr-torch ARGS`; returns only on failure.
+fn exec_torch(args: &[OsString], engine: bool) -> anyhow::Error {
+    let torch = match torch_binary() {
+        Ok(path) => path,
+        Err(err) => return err,
+    };
+    let mut command = std::process::Command::new(&torch);
+    command.args(args);
+    if engine && std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        command.env("OMP_WAIT_POLICY", "PASSIVE");
     }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        let Ok(exe) = std::env::current_exe() else { return };
-        let args = std::env::args_os().skip(1);
-        let err = std::process::Command::new(exe).args(args).env("OMP_WAIT_POLICY", "PASSIVE").exec();
-        eprintln!("rlvr: warning: could not re-run with OMP_WAIT_POLICY=PASSIVE ({err}); going on without");
+        let err = command.exec();
+        anyhow::anyhow!("could not run {}: {err}", torch.display())
     }
+    #[cfg(not(unix))]
+    match command.status() {
+        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+        Err(err) => anyhow::anyhow!("could not run {}: {err}", torch.display()),
+    }
+}
+
+/// `rlvr-torch` beside this executable.
+fn torch_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(format!("rlvr-torch{}", std::env::consts::EXE_SUFFIX));
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} is missing: rlvr runs every command but `verify` through it; build both with `cargo build --release --bins`",
+            path.display()
+        );
+    }
+    Ok(path)
 }

@@ -17,7 +17,7 @@ new=128
 prompt_len=32
 bash scripts/libtorch.sh
 bash scripts/pip-pin.sh transformers 5.23.0
-cargo build --release --quiet --bin rlvr
+cargo build --release --quiet --bins
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}

@@ -15,7 +15,7 @@ generation=${GENERATION_TOKENS_PER_S:-1285.9}
 source="BENCHMARKS.md (small preset, batch 64, machine B)"
 if [ "${MEASURE_GENERATION:-0}" = 1 ]; then
   bash scripts/libtorch.sh
-  cargo build --release --quiet --bin rlvr
+  cargo build --release --quiet --bins
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}

@@ -101,7 +101,7 @@ def cmd_mv(args):
 
 def cmd_report(args):
     corpus, ours = load_jsonl(args.corpus), load_jsonl(args.ours)
-    timing_note = "`rlvr verify`, whole process incl. its libtorch start-up"
+    timing_note = "`rlvr verify`, whole process (the launcher, which loads no libtorch)"
     if len(corpus) != len(ours):
         raise SystemExit(f"{args.ours} has {len(ours)} verdicts for {len(corpus)} corpus lines")
     if args.mv:

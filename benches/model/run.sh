@@ -11,7 +11,7 @@ runs=${1:-3}
 threads=2
 bash scripts/libtorch.sh
 bash scripts/pip-pin.sh transformers 5.23.0
-cargo build --release --quiet --bin rlvr
+cargo build --release --quiet --bins
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads

@@ -105,8 +105,8 @@ fn supported() -> bool {
     isa().is_some()
 }
 
-/// Whether autograd would record an op now.
-fn grad_mode() -> bool {
+/// Whether autograd would record an op now (libtorch's thread-local gradient mode).
+pub(crate) fn grad_mode() -> bool {
     // SAFETY: toggles libtorch's thread-local grad mode and puts the previous value back.
     unsafe {
         let prev = torch_sys::at_grad_set_enabled(1);

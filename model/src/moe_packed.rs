@@ -23,7 +23,7 @@
 
 use crate::kernel;
 use crate::mlp::{linear, Mlp};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// One MoE layer's routed experts stacked for grouped compute (see the module notes).
 #[derive(Debug)]
@@ -32,8 +32,6 @@ pub struct PackedExperts {
     gate_up: Tensor,
     /// (E, d, I): expert e's `down_proj`.
     down: Tensor,
-    /// A one-element leaf that requires grad: an op on it tells whether gradient mode is on.
-    probe: Tensor,
 }
 
 impl PackedExperts {
@@ -55,8 +53,7 @@ impl PackedExperts {
                 }
             }
         });
-        let probe = Tensor::zeros([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        PackedExperts { gate_up, down, probe }
+        PackedExperts { gate_up, down }
     }
 
     /// Expert `j`'s `gate_proj` (I, d), `up_proj` (I, d) and `down_proj` (d, I) slices.
@@ -70,8 +67,7 @@ impl PackedExperts {
     pub fn usable(&self, experts: &[Mlp]) -> bool {
         let trainable = experts.iter().any(|m| m.gate_proj.requires_grad() || m.up_proj.requires_grad());
         let trainable = trainable || experts.iter().any(|m| m.down_proj.requires_grad());
-        let grad_mode = (&self.probe * 1.0).requires_grad();
-        !(grad_mode && trainable) && self.is_current(experts)
+        !(kernel::grad_mode() && trainable) && self.is_current(experts)
     }
 
     /// Whether every expert variable still points into the packed storage (nothing re-pointed it).
@@ -158,6 +154,7 @@ impl Groups {
 mod tests {
     use super::*;
     use tch::nn::VarStore;
+    use tch::Kind;
 
     /// Σ_k w_k · expert_k(x), one expert and token at a time: the reference.
     fn reference(experts: &[Mlp], x: &Tensor, ids: &[i64], w: &Tensor, k: usize) -> Tensor {

@@ -1,6 +1,5 @@
-//! A batched sampler over the generation cache: every (prompt, sample) pair gets a slot; each
-//! prompt is prefilled once (prompts differ in length) and its cache rows are copied to its other
-//! samples' slots; then all unfinished slots decode one token per step.
+//! The sampling pieces of the rollout engine (`rlvr_rollout::engine`): truncation, seeded
+//! per-sequence streams, the draw, and copying a prefilled prompt's cache rows to its other samples.
 //!
 //! Sampling follows transformers' warper order: temperature, then top-k, then top-p (on the
 //! distribution renormalised over the top-k set), then min-p; the kept set is renormalised and one
@@ -11,32 +10,10 @@
 //! temperature-1 distribution, i.e. the model's own `log_softmax(logits)`, which is what a trainer
 //! recomputes teacher-forced.
 //!
-//! Randomness: slot (prompt `i`, sample `j`) draws from its own stream seeded from
-//! `(seed + i, j)` ([`stream_seed`]), so a completion never depends on its batch neighbours, and
-//! prompt `i` of a batch run with seed `s` draws exactly as that prompt alone with seed `s + i`.
-//!
-//! Left out (the rollout engine's job): stop strings, continuous admission of new requests, and
-//! keep-routing/keep-sampling-mask records.
+//! Randomness: sample `j` of the request at index `i` draws from its own stream seeded from
+//! `(seed, i, j)` ([`stream_seed`]), so a completion never depends on its batch neighbours.
 
 use crate::cache::KvCache;
-use crate::mla::AttentionMode;
-use crate::model::DeepseekV32;
-use tch::{Device, Kind, Tensor};
-
-/// Budget, temperature, stopping and attention mode of a generation call.
-#[derive(Debug, Clone)]
-pub struct SampleConfig {
-    /// Tokens to generate at most per prompt.
-    pub max_new_tokens: usize,
-    /// Softmax temperature; 0 picks the argmax.
-    pub temperature: f64,
-    /// Base seed of every sequence's random stream.
-    pub seed: u64,
-    /// Ids that end a sequence (kept as its last token).
-    pub eos: Vec<i64>,
-    /// Attention mode of every forward.
-    pub mode: AttentionMode,
-}
 
 /// Truncation of the sampling distribution (after temperature). The default keeps every id.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,21 +30,6 @@ impl Default for Truncation {
     fn default() -> Self {
         Truncation { top_k: 0, top_p: 1.0, min_p: 0.0 }
     }
-}
-
-/// One sample's completion.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    /// Index of its prompt in the call.
-    pub prompt_index: usize,
-    /// Index of this sample among its prompt's `n`.
-    pub sample_index: usize,
-    /// Generated ids (prompt excluded).
-    pub tokens: Vec<i64>,
-    /// Log-probability of each generated id (see the module notes for which distribution).
-    pub logprobs: Vec<f32>,
-    /// Whether it stopped at an end-of-sequence id (else at `max_new_tokens`).
-    pub stopped_at_eos: bool,
 }
 
 /// SplitMix64's finaliser: a well-mixed 64-bit hash.
@@ -153,7 +115,8 @@ impl Truncation {
     }
 }
 
-/// One id from `logits (V)` and its log-probability (see the module notes).
+/// One id from `logits (V)` and its log-probability (see the module notes), as the engine draws.
+#[cfg(test)]
 fn draw(logits: &[f32], temperature: f64, trunc: &Truncation, stream: &mut Stream) -> (i64, f32) {
     if temperature <= 0.0 {
         return greedy(logits);
@@ -188,94 +151,6 @@ pub fn choose(kept: &[(usize, f64)], stream: &mut Stream) -> (i64, f32) {
     // Rounding left the total just under u: take the last kept id with mass.
     let &(id, lp) = kept.iter().rev().find(|(_, lp)| lp.is_finite()).expect("some token has mass");
     (id as i64, lp as f32)
-}
-
-/// Completes each prompt (non-empty id lists) once, untruncated: [`generate_samples`] with
-/// `n = 1`. Element `i` belongs to prompt `i`.
-pub fn generate(model: &DeepseekV32, prompts: &[Vec<i64>], cfg: &SampleConfig, device: Device) -> Vec<Completion> {
-    generate_samples(model, prompts, cfg, &Truncation::default(), 1, device)
-}
-
-/// Draws `n` completions per prompt on `device`, batching every decode step. Returned
-/// prompt-major: element `i·n + j` is sample `j` of prompt `i`.
-pub fn generate_samples(
-    model: &DeepseekV32,
-    prompts: &[Vec<i64>],
-    cfg: &SampleConfig,
-    trunc: &Truncation,
-    n: usize,
-    device: Device,
-) -> Vec<Completion> {
-    let slots = prompts.len() * n;
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut out: Vec<Completion> = (0..slots)
-        .map(|s| Completion {
-            prompt_index: s / n,
-            sample_index: s % n,
-            tokens: vec![],
-            logprobs: vec![],
-            stopped_at_eos: false,
-        })
-        .collect();
-    if slots == 0 || cfg.max_new_tokens == 0 {
-        return out;
-    }
-    let mut streams: Vec<Stream> = (0..slots).map(|s| Stream(stream_seed(cfg.seed, s / n, s % n))).collect();
-    let kind = model.embed_tokens.kind();
-    let capacity = longest + cfg.max_new_tokens;
-    let mut cache = KvCache::new(&model.config, slots, capacity, kind, device);
-    tch::no_grad(|| {
-        let mut logits = prefill(model, prompts, n, &mut cache, cfg.mode, device); // (B_active, V)
-        let mut active: Vec<usize> = (0..slots).collect();
-        loop {
-            let v = logits.size()[1] as usize;
-            let host = Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))
-                .expect("f32 logits");
-            let mut next = Vec::with_capacity(active.len());
-            for (row, &slot) in active.iter().enumerate() {
-                let (id, lp) = draw(&host[row * v..(row + 1) * v], cfg.temperature, trunc, &mut streams[slot]);
-                let done = &mut out[slot];
-                done.tokens.push(id);
-                done.logprobs.push(lp);
-                done.stopped_at_eos = cfg.eos.contains(&id);
-                if !done.stopped_at_eos && done.tokens.len() < cfg.max_new_tokens {
-                    next.push((slot, id));
-                }
-            }
-            if next.is_empty() {
-                break;
-            }
-            active = next.iter().map(|&(slot, _)| slot).collect();
-            let ids: Vec<i64> = next.iter().map(|&(_, id)| id).collect();
-            let ids = Tensor::from_slice(&ids).to_device(device).unsqueeze(1); // (B_active, 1)
-            logits = model.forward_cached(&ids, &mut cache, &active, cfg.mode).squeeze_dim(1);
-            // (B_active, V)
-        }
-    });
-    out
-}
-
-/// Prefills prompt `i` into slot `i·n` (one prompt per call: their lengths differ) and copies its
-/// cache rows to slots `i·n+1 .. i·n+n`; returns every slot's last logits: (B·n, V).
-fn prefill(
-    model: &DeepseekV32,
-    prompts: &[Vec<i64>],
-    n: usize,
-    cache: &mut KvCache,
-    mode: AttentionMode,
-    device: Device,
-) -> Tensor {
-    let mut last = Vec::with_capacity(prompts.len() * n);
-    for (i, prompt) in prompts.iter().enumerate() {
-        assert!(!prompt.is_empty(), "prompt {i} is empty");
-        let ids = Tensor::from_slice(prompt).to_device(device).unsqueeze(0); // (1, P)
-        let logits = model.forward_cached(&ids, cache, &[i * n], mode); // (1, P, V)
-        let copies: Vec<usize> = (i * n + 1..(i + 1) * n).collect();
-        copy_slot(cache, i * n, &copies);
-        let row = logits.get(0).get(-1); // (V)
-        last.extend((0..n).map(|_| row.shallow_clone()));
-    }
-    Tensor::stack(&last, 0)
 }
 
 /// Copies slot `from`'s cached tokens into each of `to` (empty slots) and sets their lengths: a

@@ -5,7 +5,6 @@
 mod support;
 
 use rlvr_model::model::CacheSlots;
-use rlvr_model::sample::{generate, SampleConfig};
 use rlvr_model::{AttentionMode, DeepseekV32, KvCache, MlaPath};
 use support::{load, max_abs, reference, sequence};
 use tch::{Device, Kind, Tensor};
@@ -98,60 +97,4 @@ fn absorbed_and_naive_decode_agree() {
         let d = max_abs(&run(MlaPath::Naive), &run(MlaPath::Absorbed));
         assert!(d <= TOL && d > 0.0, "{d:e} (0 would mean one path ran twice)");
     });
-}
-
-#[test]
-fn cached_greedy_sampling_reproduces_the_reference() {
-    for name in ["tiny-dense", "tiny-sparse", "tiny-sharded"] {
-        let (cfg, _, model) = load(name);
-        let r = reference(name);
-        let prompt = Vec::<i64>::try_from(&r["greedy_prompt"]).unwrap();
-        let expected = Vec::<i64>::try_from(&r["greedy_tokens"]).unwrap();
-        let sc = SampleConfig {
-            max_new_tokens: expected.len(),
-            temperature: 0.0,
-            seed: 0,
-            eos: vec![],
-            mode: AttentionMode::Sparse,
-        };
-        // The reference prompt beside a different one: batching must not change it.
-        let other: Vec<i64> = prompt.iter().rev().copied().chain([5, 6, 7]).collect();
-        let out = generate(&model, &[other, prompt.clone()], &sc, Device::Cpu);
-        assert_eq!(out[1].tokens, expected, "{name}");
-        // Greedy log-probs are the model's own.
-        let ids: Vec<i64> = prompt.iter().chain(&expected).copied().collect();
-        let ids = Tensor::from_slice(&ids).unsqueeze(0);
-        let lp = tch::no_grad(|| model.token_logprobs(&ids, AttentionMode::Sparse));
-        let ours = Tensor::from_slice(&out[1].logprobs);
-        let d = max_abs(&ours, &lp.get(0).narrow(0, prompt.len() as i64 - 1, expected.len() as i64));
-        assert!(d <= TOL, "{name} logprobs: {d:e}");
-        assert_eq!(cfg.eos_ids(), vec![1]);
-    }
-}
-
-#[test]
-fn temperature_sampling_is_seeded_per_sequence_and_stops_at_eos() {
-    let (_, _, model) = load("tiny-sparse");
-    let prompt = vec![5i64, 9, 17, 3];
-    let sc =
-        |seed| SampleConfig { max_new_tokens: 12, temperature: 1.0, seed, eos: vec![], mode: AttentionMode::Sparse };
-    let a = generate(&model, &[prompt.clone(), vec![8, 8]], &sc(7), Device::Cpu);
-    let b = generate(&model, &[prompt.clone(), vec![40, 41, 42]], &sc(7), Device::Cpu);
-    assert_eq!(a[0].tokens, b[0].tokens, "a sequence's draws do not depend on its batch neighbours");
-    let d = max_abs(&Tensor::from_slice(&a[0].logprobs), &Tensor::from_slice(&b[0].logprobs));
-    assert!(d <= TOL, "{d:e}");
-    let c = generate(&model, std::slice::from_ref(&prompt), &sc(8), Device::Cpu);
-    assert_ne!(a[0].tokens, c[0].tokens, "another seed, another completion");
-    // Reported log-probs are those of the sampled ids under softmax(logits / T) (T = 1 here).
-    let ids: Vec<i64> = prompt.iter().chain(&a[0].tokens).copied().collect();
-    let lp = tch::no_grad(|| model.token_logprobs(&Tensor::from_slice(&ids).unsqueeze(0), AttentionMode::Sparse));
-    let d = max_abs(&Tensor::from_slice(&a[0].logprobs), &lp.get(0).narrow(0, 3, 12));
-    assert!(d <= TOL, "{d:e}");
-    // Stopping: make the third sampled id an end-of-sequence id.
-    let eos = a[0].tokens[2];
-    let first = a[0].tokens.iter().position(|&t| t == eos).unwrap();
-    let stop = SampleConfig { eos: vec![eos], ..sc(7) };
-    let s = generate(&model, &[prompt], &stop, Device::Cpu);
-    assert!(s[0].stopped_at_eos);
-    assert_eq!(s[0].tokens, a[0].tokens[..=first].to_vec());
 }

@@ -1,0 +1,83 @@
+//! `rlvr-torch`: every `rlvr` command, with libtorch (docs/architecture.md §7). The `rlvr`
+//! launcher (src/main.rs) runs `verify` itself and execs this binary, which sits beside it, for
+//! everything else.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Reinforcement learning with verifiable rewards for DeepSeek-V3.2-architecture models.
+#[derive(Parser)]
+#[command(name = "rlvr", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's architecture, parameter counts, stored dtypes and the device libtorch sees.
+    Inspect(cmd::inspect::Args),
+    /// Random-initialise a model directory in the Hugging Face layout.
+    Init(cmd::init::Args),
+    /// Sample completions of prompts (JSON per completion: tokens, log-probs, text, finish reason).
+    Generate(cmd::generate::Args),
+    /// Teacher-forced log-probabilities of token sequences under a model.
+    Score(cmd::score::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API (completions, chat, weights, metrics).
+    Serve(cmd::serve::Args),
+    /// Score completions with a verifier: one verdict JSON per input line.
+    Verify(cmd::verify::Args),
+    /// Run a training recipe (TOML): pretrain, SFT, GRPO, DSA stages, eval.
+    Train(cmd::train::Args),
+    /// pass@1 / pass@k of a model on a problem file, judged by a verifier.
+    Eval(cmd::eval::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if runs_engine(&cli.command) {
+        rerun_with_passive_openmp();
+    }
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Score(args) => cmd::score::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("rlvr: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Commands that run the generation engine, whose few-row matrix kernel runs threads of its own
+/// beside libtorch's OpenMP pool (`rlvr_model::kernel`).
+fn runs_engine(command: &Command) -> bool {
+    matches!(command, Command::Generate(_) | Command::Serve(_) | Command::Train(_) | Command::Eval(_))
+}
+
+/// Re-runs this process with `OMP_WAIT_POLICY=PASSIVE` when the variable is unset.
+///
+/// By default an OpenMP worker spins for milliseconds after each parallel region; a decode step
+/// runs thousands of small ops, so libtorch's workers hold every core almost all the time and the
+/// kernel's threads have to fight them for it (measured: the `small` preset's batch-16 decode took
+/// ~1.5× as long). libgomp reads the policy once, when it is loaded before `main`, so it cannot be
+/// changed in-process. A policy the user set is kept.
+fn rerun_with_passive_openmp() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let Ok(exe) = std::env::current_exe() else { return };
+        let args = std::env::args_os().skip(1);
+        let err = std::process::Command::new(exe).args(args).env("OMP_WAIT_POLICY", "PASSIVE").exec();
+        eprintln!("rlvr: warning: could not re-run with OMP_WAIT_POLICY=PASSIVE ({err}); going on without");
+    }
+}

@@ -1,7 +1,8 @@
 //! `rlvr eval --model DIR --data FILE --verifier KIND [--samples K]`: samples K completions of
 //! every problem in FILE (JSONL or Parquet, GSM8K / MATH / DeepScaleR / HumanEval / APPS records)
 //! and prints `{"accuracy", "pass_at_k": {"1": …, "K": …}, "n", …}` (pass@k by the unbiased
-//! estimator).
+//! estimator), plus `"reward/<name>"`, the mean reward of each part, when `--config` holds a
+//! weighted list of verifiers.
 
 use super::score::{device, Compute};
 use anyhow::{Context, Result};
@@ -10,7 +11,6 @@ use rlvr_trainer::data::{DataSpec, Dataset};
 use rlvr_trainer::policy::{Policy, Source};
 use rlvr_trainer::sampler::{Sampler, Settings};
 use rlvr_trainer::stages::eval::evaluate;
-use rlvr_verifiers::VerifierSpec;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -26,9 +26,15 @@ pub struct Args {
     /// Record format for the field mapping: gsm8k, math, deepscaler, humaneval, apps.
     #[arg(long)]
     pub format: Option<String>,
-    /// `math`, `code`, `format`, `length`, or `external:<command>`.
+    /// `math`, `code`, `format`, `length`, `language`, `judge`, or `external:<command>`; omit it
+    /// when `--config` holds a weighted list.
+    #[arg(long, required_unless_present = "config")]
+    pub verifier: Option<String>,
+    /// Inline JSON or a file path: a JSON object of `--verifier`'s settings, or (without
+    /// `--verifier`) a weighted list as in `rlvr verify --config`:
+    /// `[{"kind":"math"},{"kind":"format","weight":0.2}]`.
     #[arg(long)]
-    pub verifier: String,
+    pub config: Option<String>,
     /// Samples per problem (pass@1 and pass@K are reported).
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
@@ -67,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let spec: DataSpec = serde_json::from_value(spec).context("--format")?;
     let data = Dataset::load(&spec, args.seed).with_context(|| format!("loading {}", args.data.display()))?;
-    let verifier = VerifierSpec::from_cli(&args.verifier, None)?.build()?;
+    let verifier = super::verify::build_verifier(args.verifier.as_deref(), args.config.as_deref())?;
     let policy = Policy::build(
         &Source::Dir(args.model.clone()),
         &args.model,

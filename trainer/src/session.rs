@@ -88,7 +88,7 @@ impl Session {
         let mut recipe = Recipe::load(&args.recipe, &args.sets)?;
         let run_dir = recipe.run_dir(args.out.as_deref());
         recipe.run.out = Some(run_dir.clone()); // the saved recipe names the directory it ran in
-        let verifier_spec = recipe.verifier_spec()?;
+        let reward = recipe.reward()?;
         if recipe.run.threads > 0 {
             tch::set_num_threads(recipe.run.threads as i32);
         }
@@ -101,30 +101,14 @@ impl Session {
             );
         }
         let data = Dataset::load(&recipe.data, recipe.run.seed).context("loading the recipe's data")?;
-        let verifier = verifier_spec.build().context("building the recipe's verifier")?;
+        let verifier = reward.build().context("building the recipe's verifier")?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let recipe_toml = recipe.to_toml();
         checkpoint::write_synced(&run_dir.join(checkpoint::RECIPE_FILE), recipe_toml.as_bytes())?;
         let logger = MetricsLogger::new(&run_dir, logger_config(&recipe)?)?;
 
-        let seeds = Seeds { run: recipe.run.seed, init: recipe.model.init_seed.unwrap_or(recipe.run.seed) };
         let tokenizer_dir = tokenizer_dir(&recipe, &run_dir)?;
-        let (source, state, resumed_from) = match found {
-            Some(found) => {
-                eprintln!("resuming from {} (global step {})", found.dir.display(), found.state.global_step);
-                (Source::Checkpoint(found.dir.clone()), found.state, Some(found.dir))
-            }
-            None => {
-                if args.resume {
-                    eprintln!("no checkpoint in {}; starting from the beginning", run_dir.display());
-                }
-                let source = match &recipe.model.path {
-                    Some(path) => Source::Dir(path.clone()),
-                    None => Source::Init { config: recipe.model.model_config()?, seed: seeds.init },
-                };
-                (source, TrainState::new(seeds), None)
-            }
-        };
+        let (source, state, resumed_from) = start_point(&recipe, found, args.resume, &run_dir)?;
         let device = recipe.run.device.device();
         let policy = Policy::build(&source, &tokenizer_dir, recipe.model.mtp, device, recipe.run.dtype)?;
         let mut session = Session {
@@ -210,6 +194,29 @@ impl Session {
     pub fn newest_checkpoint(&self) -> String {
         self.checkpoints.list().pop().map_or_else(|| "none".into(), |(_, d)| d.display().to_string())
     }
+}
+
+/// Where the run starts: the newest checkpoint when there is one (`--resume` was checked), else
+/// the recipe's model dir or a random init of its config.
+fn start_point(
+    recipe: &Recipe,
+    found: Option<checkpoint::Found>,
+    resume: bool,
+    run_dir: &Path,
+) -> Result<(Source, TrainState, Option<PathBuf>)> {
+    if let Some(found) = found {
+        eprintln!("resuming from {} (global step {})", found.dir.display(), found.state.global_step);
+        return Ok((Source::Checkpoint(found.dir.clone()), found.state, Some(found.dir)));
+    }
+    if resume {
+        eprintln!("no checkpoint in {}; starting from the beginning", run_dir.display());
+    }
+    let seeds = Seeds { run: recipe.run.seed, init: recipe.model.init_seed.unwrap_or(recipe.run.seed) };
+    let source = match &recipe.model.path {
+        Some(path) => Source::Dir(path.clone()),
+        None => Source::Init { config: recipe.model.model_config()?, seed: seeds.init },
+    };
+    Ok((source, TrainState::new(seeds), None))
 }
 
 /// Threads for the verifiers.

@@ -6,7 +6,7 @@ use rlvr_trainer::data::{DataSpec, FileFormat};
 use rlvr_trainer::grpo::{AdvantageMode, Aggregation, KlEstimator};
 use rlvr_trainer::metrics::WandbMode;
 use rlvr_trainer::optim::Schedule;
-use rlvr_trainer::recipe::{At, Recipe, RecipeError, Stage};
+use rlvr_trainer::recipe::{At, Recipe, RecipeError, Reward, Stage, Verifiers};
 use std::path::{Path, PathBuf};
 
 /// A small valid recipe: pretrain, grpo, eval, all else default.
@@ -121,6 +121,13 @@ fn example_recipes_load() {
     let topk = quick.model.model_config().unwrap().index_topk;
     let Stage::SparseTrain(sparse) = &quick.stages[2] else { panic!("stage 2 is sparse_train") };
     assert!(topk < sparse.seq_len, "index_topk {topk} must select a strict subset of {} keys", sparse.seq_len);
+
+    // V3.2's reward set: outcome first, then the length and language parts, weighted.
+    let rewards = Recipe::load(&repo().join("recipes/v32-rewards.toml"), &[]).unwrap();
+    let Ok(Reward::Weighted(parts)) = rewards.reward() else { panic!("v32-rewards has a [[verifier]] list") };
+    let parts: Vec<(&str, f32)> = parts.iter().map(|(n, w, _)| (n.as_str(), *w)).collect();
+    assert_eq!(parts, [("math", 1.0), ("length", 0.5), ("language", 0.1)]);
+    assert!(rewards.reward().unwrap().build().is_ok());
 }
 
 #[test]
@@ -160,8 +167,9 @@ fn defaults_are_filled_in() {
     let lg = &r.logging;
     assert_eq!((lg.console_every, lg.plots, lg.wandb.enabled, lg.wandb.mode), (1, true, false, WandbMode::Offline));
     assert_eq!((lg.wandb.project.as_str(), &lg.wandb.entity, &lg.wandb.python), ("rlvr", &None, &None));
-    assert_eq!(r.verifier.get("kind").and_then(|k| k.as_str()), Some("math"));
-    assert!(matches!(r.verifier_spec(), Ok(rlvr_verifiers::VerifierSpec::Math(_))));
+    let Verifiers::One(table) = &r.verifier else { panic!("the default is one [verifier]") };
+    assert_eq!(table.get("kind").and_then(|k| k.as_str()), Some("math"));
+    assert!(matches!(r.reward(), Ok(Reward::One(rlvr_verifiers::VerifierSpec::Math(_)))));
 
     let Stage::Pretrain(p) = &r.stages[0] else { panic!("stage 0 is pretrain") };
     assert_eq!((p.batch_size, p.seq_len, p.lr, p.attention), (16, 64, Some(1e-3), AttentionMode::Dense));
@@ -331,6 +339,8 @@ fn each_validation_rule_names_its_key() {
         BASE.replace("source = \"arithmetic\"", &format!("source = \"jsonl\"\ntrain = {:?}\n{extra}", train.display()))
     };
     let two_grpo = format!("{BASE}\n[[stages]]\nkind = \"grpo\"\nsteps = 1\n");
+    let second = |entry: &str| format!("{BASE}\n[[verifier]]\nkind = \"math\"\n\n[[verifier]]\n{entry}\n");
+    let kinds = "unknown kind `lenght`, expected one of `math`, `code`, `format`, `length`, `language`, `judge`";
     let rules = [
         rule(format!("stages = []\n{}", BASE.split("[[stages]]").next().unwrap()), &[], "stages", "is empty"),
         rule(BASE, &["stages.0.steps=0"], "stages[0] (pretrain).steps", "must be at least 1, got 0"),
@@ -361,6 +371,18 @@ fn each_validation_rule_names_its_key() {
         ),
         rule(format!("{BASE}\n[verifier]\nkind = \"maths\"\n"), &[], "verifier.kind", "unknown kind `maths`"),
         rule(format!("{BASE}\n[verifier]\nkind = \"math\"\nstrict = true\n"), &[], "verifier.strict", "unknown field"),
+        rule(second("kind = \"lenght\""), &[], "verifier[1].kind", kinds),
+        rule(
+            format!("{BASE}\n[[verifier]]\nkind = \"math\"\nweight = \"high\"\n"),
+            &[],
+            "verifier[0].weight",
+            "must be a number, found string",
+        ),
+        rule(format!("{BASE}\n[[verifier]]\nkind = \"math\"\nweight = nan\n"), &[], "verifier[0].weight", "got NaN"),
+        rule(second("weight = 0.5"), &[], "verifier[1].kind", "missing field `kind`"),
+        rule(second("kind = \"length\"\nmax_length = \"long\""), &[], "verifier[1].max_length", "invalid type"),
+        rule(second("kind = \"math\"\nweight = 0.1"), &[], "verifier[1].name", "`math` also names verifier[0]"),
+        rule(format!("verifier = []\n{BASE}"), &[], "verifier", "is an empty list"),
         rule(
             format!("{BASE}\n[rollout]\ngroup_size = 1\n"),
             &[],
@@ -409,6 +431,58 @@ fn each_validation_rule_names_its_key() {
             (other, _) => panic!("rule {i}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn weighted_verifier_lists_load() {
+    let text = format!(
+        "{BASE}
+[[verifier]]
+kind = \"math\"
+
+[[verifier]]
+kind = \"length\"
+weight = 0.5
+max_length = 8
+cache_length = 4
+
+[[verifier]]
+kind = \"language\"
+name = \"lang_en\"
+weight = 1
+target = \"en\"
+
+[[verifier]]
+kind = \"format\"
+name = \"fmt\"
+weight = 0.1
+"
+    );
+    let r = ok(&text, &[]);
+    let Ok(Reward::Weighted(parts)) = r.reward() else { panic!("a weighted list: {:?}", r.reward()) };
+    let summary: Vec<(&str, f32, &str)> = parts.iter().map(|(n, w, s)| (n.as_str(), *w, s.name())).collect();
+    assert_eq!(
+        summary,
+        [("math", 1.0, "math"), ("length", 0.5, "length"), ("lang_en", 1.0, "lang_en"), ("fmt", 0.1, "format")]
+    );
+    let verifier = r.reward().unwrap().build().unwrap();
+    assert_eq!(verifier.name(), "math+length+lang_en+fmt");
+    let task = rlvr_verifiers::Task { answer: Some("7".into()), ..Default::default() };
+    let verdict = verifier.verify(&task, "7").unwrap();
+    // math 1, length 0 (1 char, far below 8 − 4), language 1 (nothing to count), format 0.
+    assert_eq!(verdict.outcome, rlvr_verifiers::Outcome::Correct);
+    let parts = rlvr_verifiers::Weighted::part_rewards(&verdict);
+    assert_eq!(parts, [("math", 1.0), ("length", 0.0), ("lang_en", 1.0), ("fmt", 0.0)]);
+    assert!((verdict.reward - 2.0).abs() < 1e-6, "{verdict:?}");
+    assert_round_trip(&r);
+    assert!(r.to_toml().contains("[[verifier]]"), "{}", r.to_toml());
+
+    // A bare array that is not of tables is named as such.
+    let err = fail(&format!("verifier = [1]\n{BASE}"), &[]);
+    assert_eq!(err.key(), Some("verifier[0]"), "{err}");
+    let err = fail(&format!("verifier = \"math\"\n{BASE}"), &[]);
+    assert_eq!(err.key(), Some("verifier"), "{err}");
+    assert!(err.to_string().contains("a table ([verifier]) or an array of tables ([[verifier]])"), "{err}");
 }
 
 #[test]

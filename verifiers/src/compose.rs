@@ -7,14 +7,28 @@ use serde_json::json;
 /// holds every part's name, weight and verdict, so metrics can report each reward separately.
 pub struct Weighted {
     name: String,
-    parts: Vec<(f32, Box<dyn Verifier>)>,
+    parts: Vec<(String, f32, Box<dyn Verifier>)>,
 }
 
 impl Weighted {
-    /// A composition of `(weight, verifier)` parts; the first part is the primary one.
+    /// A composition of `(weight, verifier)` parts, each named by its verifier; the first part is
+    /// the primary one.
     pub fn new(parts: Vec<(f32, Box<dyn Verifier>)>) -> Self {
-        let name = parts.iter().map(|(_, v)| v.name()).collect::<Vec<_>>().join("+");
+        Weighted::named(parts.into_iter().map(|(w, v)| (v.name().to_string(), w, v)).collect())
+    }
+
+    /// A composition of `(name, weight, verifier)` parts; `name` is the part's name in the
+    /// breakdown and in metrics (`reward/<name>`). The first part is the primary one.
+    pub fn named(parts: Vec<(String, f32, Box<dyn Verifier>)>) -> Self {
+        let name = parts.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join("+");
         Weighted { name, parts }
+    }
+
+    /// Each part's `(name, reward)` in a verdict of a [`Weighted`] verifier (read from
+    /// `detail.parts`); empty for any other verdict.
+    pub fn part_rewards(verdict: &Verdict) -> Vec<(&str, f32)> {
+        let Some(parts) = verdict.detail.get("parts").and_then(|p| p.as_array()) else { return Vec::new() };
+        parts.iter().filter_map(|p| Some((p.get("name")?.as_str()?, p.get("reward")?.as_f64()? as f32))).collect()
     }
 }
 
@@ -27,13 +41,13 @@ impl Verifier for Weighted {
         let mut reward = 0.0f32;
         let mut outcome = None;
         let mut breakdown = Vec::with_capacity(self.parts.len());
-        for (weight, verifier) in &self.parts {
+        for (name, weight, verifier) in &self.parts {
             // A broken part costs its own share of the reward, not the whole verdict.
             let verdict = verifier.verify(task, completion).unwrap_or_else(|e| Verdict::from_error(&e));
             reward += weight * verdict.reward;
             outcome.get_or_insert(verdict.outcome);
             breakdown.push(json!({
-                "name": verifier.name(),
+                "name": name,
                 "weight": weight,
                 "reward": verdict.reward,
                 "outcome": verdict.outcome,

@@ -1,11 +1,13 @@
 //! Verifier choice as data: a serde-tagged enum for recipes (`kind = "math" | "code" | ...`) and
 //! the CLI's `--verifier KIND` spelling (`math`, `code`, `format`, `length`, `language`, `judge`,
-//! `external:<cmd>`).
+//! `external:<cmd>`), and weighted lists of them (`[[verifier]]` in recipes, a JSON array in
+//! `--config`): each entry a spec plus `weight` (default 1) and an optional `name`.
 
 use crate::math::MathConfig;
 use crate::{
     CodeConfig, CodeVerifier, ExternalConfig, ExternalVerifier, FormatConfig, FormatVerifier, JudgeConfig,
     JudgeVerifier, LanguageConfig, LanguageVerifier, LengthConfig, LengthPenalty, MathVerifier, Verifier, VerifyError,
+    Weighted,
 };
 use serde::Deserialize;
 
@@ -70,5 +72,78 @@ impl VerifierSpec {
             VerifierSpec::Judge(c) => Box::new(JudgeVerifier::new(*c)?),
             VerifierSpec::External(c) => Box::new(ExternalVerifier::new(c)),
         })
+    }
+
+    /// The verifier's name in metrics and breakdowns: the kind, or the `name` setting of the kinds
+    /// that have one (`language`, `judge`, `external`).
+    pub fn name(&self) -> &str {
+        match self {
+            VerifierSpec::Math(_) => "math",
+            VerifierSpec::Code(_) => "code",
+            VerifierSpec::Format(_) => "format",
+            VerifierSpec::Length(_) => "length",
+            VerifierSpec::Language(c) => &c.name,
+            VerifierSpec::Judge(c) => &c.name,
+            VerifierSpec::External(c) => &c.name,
+        }
+    }
+
+    /// Renames the verifier where its kind has a `name` setting (the others are named by the part).
+    pub fn set_name(&mut self, name: &str) {
+        match self {
+            VerifierSpec::Language(c) => c.name = name.to_string(),
+            VerifierSpec::Judge(c) => c.name = name.to_string(),
+            VerifierSpec::External(c) => c.name = name.to_string(),
+            _ => {}
+        }
+    }
+
+    /// Reads one entry of a weighted list: `{"kind": …, "weight": 1.0, "name": …, <settings>}`,
+    /// as `(name, weight, spec)`. `weight` defaults to 1 and `name` to [`VerifierSpec::name`].
+    pub fn weighted_entry(entry: serde_json::Value) -> Result<(String, f32, VerifierSpec), VerifyError> {
+        let serde_json::Value::Object(mut object) = entry else {
+            return Err(VerifyError::Config(format!("a weighted verifier must be a JSON object, got {entry}")));
+        };
+        let weight = match object.remove("weight") {
+            None => 1.0,
+            Some(w) => match w.as_f64() {
+                Some(w) if w.is_finite() => w as f32,
+                _ => return Err(VerifyError::Config(format!("`weight` must be a finite number, got {w}"))),
+            },
+        };
+        let name = match object.remove("name") {
+            None => None,
+            Some(serde_json::Value::String(n)) if !n.trim().is_empty() => Some(n),
+            Some(n) => return Err(VerifyError::Config(format!("`name` must be a non-empty string, got {n}"))),
+        };
+        let kind = match object.remove("kind") {
+            Some(serde_json::Value::String(k)) => k,
+            Some(k) => return Err(VerifyError::Config(format!("`kind` must be a string, got {k}"))),
+            None => return Err(VerifyError::Config("missing field `kind`".into())),
+        };
+        let mut spec = VerifierSpec::from_cli(&kind, Some(serde_json::Value::Object(object)))?;
+        if let Some(name) = &name {
+            spec.set_name(name);
+        }
+        let name = name.unwrap_or_else(|| spec.name().to_string());
+        Ok((name, weight, spec))
+    }
+
+    /// Builds `Σ weight · reward` over `(name, weight, spec)` parts ([`Weighted`]); the first part
+    /// gives the outcome. Names must be unique (they key the per-part metrics).
+    pub fn build_weighted(parts: Vec<(String, f32, VerifierSpec)>) -> Result<Box<dyn Verifier>, VerifyError> {
+        if parts.is_empty() {
+            return Err(VerifyError::Config("a weighted list needs at least one verifier".into()));
+        }
+        let mut built = Vec::with_capacity(parts.len());
+        for (i, (name, weight, spec)) in parts.into_iter().enumerate() {
+            if let Some(j) = built.iter().position(|(n, _, _): &(String, f32, Box<dyn Verifier>)| *n == name) {
+                return Err(VerifyError::Config(format!(
+                    "verifiers {j} and {i} are both named `{name}`; give one a distinct `name`"
+                )));
+            }
+            built.push((name, weight, spec.build()?));
+        }
+        Ok(Box::new(Weighted::named(built)))
     }
 }

@@ -49,10 +49,9 @@ impl Recipe {
         }
     }
 
-    /// The verifier's spec, from `[verifier]`.
-    pub fn verifier_spec(&self) -> Result<rlvr_verifiers::VerifierSpec, RecipeError> {
-        validate::verifier_spec(&self.verifier)
-            .map_err(|p| RecipeError::Field { key: show(&p.path, &[]), message: p.message })
+    /// The reward, from `[verifier]` or `[[verifier]]`.
+    pub fn reward(&self) -> Result<super::Reward, RecipeError> {
+        validate::reward(&self.verifier).map_err(|p| RecipeError::Field { key: show(&p.path, &[]), message: p.message })
     }
 
     /// Fills in the defaults that depend on other keys, so the saved recipe shows every value the
@@ -186,9 +185,27 @@ fn deserialize(root: &toml::Table) -> Result<Recipe, Problem> {
         // at the table: read them again as the loss's own struct.
         [Seg::Key(a)] if a == "algorithm" => flattened::<LossConfig>(root, "algorithm"),
         [Seg::Key(r)] if r == "rollout" => flattened::<SamplingParams>(root, "rollout"),
+        // `[verifier]` or `[[verifier]]` (an untagged enum, whose own message names neither).
+        [Seg::Key(v), ..] if v == "verifier" => root.get("verifier").map(verifiers_shape),
         _ => None,
     };
     Err(precise.unwrap_or(problem))
+}
+
+/// The problem with a `verifier` that is neither a table nor an array of tables.
+fn verifiers_shape(value: &toml::Value) -> Problem {
+    let found = match value {
+        toml::Value::Array(items) => match items.iter().position(|i| !i.is_table()) {
+            Some(i) => {
+                let at = vec![Seg::Key("verifier".into()), Seg::Index(i)];
+                return Problem::new(at, format!("must be a table, found {}", items[i].type_str()));
+            }
+            None => "an array",
+        },
+        other => other.type_str(),
+    };
+    let message = format!("must be a table ([verifier]) or an array of tables ([[verifier]]), found {found}");
+    Problem::new(keys(&["verifier"]), message)
 }
 
 /// The problem with the keys of section `name` that belong to its flattened part `T` (serde

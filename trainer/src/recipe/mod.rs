@@ -1,4 +1,4 @@
-//! A run as one TOML file (DESIGN.md §6): the model, the data, the stages in order, and the
+//! A run as one TOML file (docs/architecture.md §6): the model, the data, the stages in order, and the
 //! settings of rollout, verifier, algorithm, optimizer, checkpoints and logging.
 //!
 //! [`Recipe::load`] reads the file, applies `--set` overrides, rejects unknown keys, fills in the
@@ -48,9 +48,10 @@ pub struct Recipe {
     /// Sampling for GRPO.
     #[serde(default)]
     pub rollout: Rollout,
-    /// The verifier's settings, a `rlvr_verifiers::VerifierSpec` table (`kind = "math"`, ...).
-    #[serde(default = "math_verifier")]
-    pub verifier: toml::Table,
+    /// The reward: one `[verifier]` table (`kind = "math"`, ...), or a weighted list
+    /// `[[verifier]]` (each a table plus `weight` and an optional `name`).
+    #[serde(default)]
+    pub verifier: Verifiers,
     /// The GRPO-family loss.
     #[serde(default)]
     pub algorithm: Algorithm,
@@ -310,10 +311,52 @@ impl Default for Wandb {
     }
 }
 
-fn math_verifier() -> toml::Table {
-    let mut table = toml::Table::new();
-    table.insert("kind".into(), "math".into());
-    table
+/// `[verifier]` or `[[verifier]]`, as written: each table is a `rlvr_verifiers::VerifierSpec`
+/// (`kind = "math"`, ...); list entries add `weight` (default 1) and `name` (default the
+/// verifier's name), and the reward is `Σ weight · reward` with the first entry's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Verifiers {
+    /// One verifier, `[verifier]`.
+    One(toml::Table),
+    /// A weighted list, `[[verifier]]`.
+    Weighted(Vec<toml::Table>),
+}
+
+impl Default for Verifiers {
+    /// `[verifier] kind = "math"`.
+    fn default() -> Self {
+        let mut table = toml::Table::new();
+        table.insert("kind".into(), "math".into());
+        Verifiers::One(table)
+    }
+}
+
+/// The reward a recipe describes, read and checked: one verifier, or named, weighted parts.
+#[derive(Debug, Clone)]
+pub enum Reward {
+    /// `[verifier]`.
+    One(rlvr_verifiers::VerifierSpec),
+    /// `[[verifier]]`: `(name, weight, spec)`, names unique, the first part's outcome.
+    Weighted(Vec<(String, f32, rlvr_verifiers::VerifierSpec)>),
+}
+
+impl Reward {
+    /// Builds the verifier.
+    pub fn build(self) -> Result<Box<dyn rlvr_verifiers::Verifier>, rlvr_verifiers::VerifyError> {
+        match self {
+            Reward::One(spec) => spec.build(),
+            Reward::Weighted(parts) => rlvr_verifiers::VerifierSpec::build_weighted(parts),
+        }
+    }
+
+    /// The parts' names (one name for a single verifier).
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Reward::One(spec) => vec![spec.name()],
+            Reward::Weighted(parts) => parts.iter().map(|(n, _, _)| n.as_str()).collect(),
+        }
+    }
 }
 fn three() -> usize {
     3

@@ -2,7 +2,7 @@
 //! config and the verifier, and rules between sections. Each failure names its key.
 
 use super::keys::{from_serde_path, keys, stage_key, KeyPath, Problem, Seg};
-use super::{load, preset, Algorithm, Optimizer, Recipe, Rollout, Stage};
+use super::{load, preset, Algorithm, Optimizer, Recipe, Reward, Rollout, Stage, Verifiers};
 use crate::data::DataSpec;
 use rlvr_verifiers::VerifierSpec;
 
@@ -11,7 +11,7 @@ pub(crate) fn validate(recipe: &Recipe) -> Result<(), Problem> {
     run(recipe)?;
     model(recipe)?;
     data(&recipe.data)?;
-    verifier_spec(&recipe.verifier)?;
+    reward(&recipe.verifier)?;
     rollout(&recipe.rollout, recipe.stages.iter().any(|s| matches!(s, Stage::Grpo(_))))?;
     algorithm(&recipe.algorithm, &recipe.rollout)?;
     optimizer(&recipe.optimizer)?;
@@ -20,14 +20,60 @@ pub(crate) fn validate(recipe: &Recipe) -> Result<(), Problem> {
     stages(&recipe.stages)
 }
 
-/// `[verifier]` read as the verifiers crate's spec.
-pub(crate) fn verifier_spec(table: &toml::Table) -> Result<VerifierSpec, Problem> {
+/// `[verifier]` or `[[verifier]]` read as the verifiers crate's specs, each list entry's `weight`
+/// and `name` checked, and the parts' names unique.
+pub(crate) fn reward(verifiers: &Verifiers) -> Result<Reward, Problem> {
+    let list = match verifiers {
+        Verifiers::One(table) => return verifier_spec(keys(&["verifier"]), table).map(Reward::One),
+        Verifiers::Weighted(list) => list,
+    };
+    ensure(!list.is_empty(), keys(&["verifier"]), || "is an empty list; give at least one [[verifier]]".into())?;
+    let mut parts: Vec<(String, f32, VerifierSpec)> = Vec::with_capacity(list.len());
+    for (i, table) in list.iter().enumerate() {
+        let at = |k: &str| vec![Seg::Key("verifier".into()), Seg::Index(i), Seg::Key(k.into())];
+        let mut fields = table.clone();
+        let weight = match fields.remove("weight") {
+            None => 1.0,
+            Some(toml::Value::Float(w)) => w,
+            Some(toml::Value::Integer(w)) => w as f64,
+            Some(other) => {
+                return Err(Problem::new(at("weight"), format!("must be a number, found {}", other.type_str())))
+            }
+        };
+        real(at("weight"), weight, "a finite number", |_| true)?;
+        let name = match fields.remove("name") {
+            None => None,
+            Some(toml::Value::String(n)) if !n.trim().is_empty() => Some(n),
+            Some(other) => {
+                return Err(Problem::new(at("name"), format!("must be a non-empty string, found {other}")));
+            }
+        };
+        let mut spec = verifier_spec(vec![Seg::Key("verifier".into()), Seg::Index(i)], &fields)?;
+        if let Some(name) = &name {
+            spec.set_name(name);
+        }
+        let name = name.unwrap_or_else(|| spec.name().to_string());
+        if let Some(j) = parts.iter().position(|(n, _, _)| *n == name) {
+            return Err(Problem::new(
+                at("name"),
+                format!(
+                    "`{name}` also names verifier[{j}]; each part needs its own name (its metric is reward/<name>)"
+                ),
+            ));
+        }
+        parts.push((name, weight as f32, spec));
+    }
+    Ok(Reward::Weighted(parts))
+}
+
+/// One verifier table at `at`, read as the verifiers crate's spec.
+fn verifier_spec(at: KeyPath, table: &toml::Table) -> Result<VerifierSpec, Problem> {
     let value = toml::Value::Table(table.clone());
     serde_path_to_error::deserialize(value.clone()).map_err(|e| {
         // The spec is tagged by `kind`, which hides the field at fault; read the kind's own config.
         let kinds = ["math", "code", "format", "length", "language", "judge", "external"];
-        load::tagged(keys(&["verifier"]), &value, "kind", &kinds, probe_verifier).unwrap_or_else(|| {
-            let mut path = keys(&["verifier"]);
+        load::tagged(at.clone(), &value, "kind", &kinds, probe_verifier).unwrap_or_else(|| {
+            let mut path = at;
             path.extend(from_serde_path(e.path()));
             Problem::new(path, e.inner().message())
         })

@@ -5,6 +5,7 @@
 //! Every eval of a run draws from the same streams (seeded by the run seed and the problem index,
 //! not the step), so `eval_before` and `eval_after` differ only by the policy.
 
+use super::grpo::{add_parts, part_means};
 use crate::data::Problem;
 use crate::policy::Policy;
 use crate::recipe::EvalStage;
@@ -15,6 +16,7 @@ use rlvr_rollout::engine::SamplingParams;
 use rlvr_verifiers::{Outcome, Verifier};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// Folded into the run seed for eval sampling streams.
 const EVAL_STREAM: u64 = 0x00E7_A1E7_A1E7_A1E7;
@@ -44,20 +46,27 @@ pub struct EvalResult {
     pub response_len: f64,
     /// Verdicts whose verifier failed (outcome `Error`).
     pub verifier_errors: usize,
+    /// With a weighted reward of several parts, each part's mean reward as `reward/<name>`.
+    pub reward_parts: BTreeMap<String, f64>,
 }
 
 impl EvalResult {
-    /// The report form: `{"accuracy", "pass_at_k": {"1": …}, "n", …}`.
+    /// The report form: `{"accuracy", "pass_at_k": {"1": …}, "n", …}`, plus `"reward/<name>"`
+    /// for each part of a weighted reward.
     pub fn to_json(&self) -> Value {
         let pass: Map<String, Value> = self.pass_at_k.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        json!({
+        let mut report = json!({
             "accuracy": self.accuracy,
             "pass_at_k": pass,
             "n": self.n,
             "samples": self.samples,
             "completion_len": self.response_len,
             "verifier_errors": self.verifier_errors,
-        })
+        });
+        for (key, mean) in &self.reward_parts {
+            report[key] = json!(mean);
+        }
+        report
     }
 }
 
@@ -75,6 +84,8 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let judged = sample_and_judge(policy, sampler, verifier, problems, settings, run_seed ^ EVAL_STREAM, 0, parallel)?;
     let verdicts = &judged.verdicts;
+    let mut parts = BTreeMap::new();
+    add_parts(&mut parts, verdicts);
     let lens: usize = judged.outputs.iter().flat_map(|o| &o.samples).map(|s| s.tokens.len()).sum();
     let n = settings.n;
     let correct: Vec<usize> =
@@ -87,6 +98,7 @@ pub fn evaluate(
         samples: n,
         response_len: lens as f64 / verdicts.len().max(1) as f64,
         verifier_errors: verdicts.iter().filter(|v| v.outcome == Outcome::Error).count(),
+        reward_parts: part_means(&parts),
     })
 }
 
@@ -116,6 +128,7 @@ pub(crate) fn run(session: &mut Session, name: &str, stage: &EvalStage) -> Resul
     let metrics = EvalMetrics {
         accuracy: result.accuracy,
         pass_at_k: result.pass_at_k.iter().map(|(k, v)| (format!("pass_at_{k}"), *v)).collect(),
+        reward_parts: result.reward_parts.clone(),
         completion_len: result.response_len,
         gen_s: start.elapsed().as_secs_f64(),
     };
@@ -128,7 +141,9 @@ pub(crate) fn run(session: &mut Session, name: &str, stage: &EvalStage) -> Resul
 struct EvalMetrics {
     accuracy: f64,
     #[serde(flatten)]
-    pass_at_k: std::collections::BTreeMap<String, f64>,
+    pass_at_k: BTreeMap<String, f64>,
+    #[serde(flatten)]
+    reward_parts: BTreeMap<String, f64>,
     completion_len: f64,
     gen_s: f64,
 }

@@ -26,8 +26,9 @@ use crate::sampler::{sample_and_judge, Sampler, Settings};
 use crate::session::{parallelism, Session};
 use anyhow::{Context, Result};
 use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage};
-use rlvr_verifiers::{Outcome, Verdict, Verifier};
+use rlvr_verifiers::{Outcome, Verdict, Verifier, Weighted};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -50,6 +51,10 @@ pub struct GrpoMetrics {
     pub reward_std: f64,
     /// Share of completions judged correct.
     pub accuracy: f64,
+    /// With a weighted reward of several parts (`[[verifier]]`), each part's mean reward (before
+    /// its weight) over the same completions, as `reward/<name>`.
+    #[serde(flatten)]
+    pub reward_parts: BTreeMap<String, f64>,
     /// Loss figures, weighted means over the step's micro-batches.
     #[serde(flatten)]
     pub loss: LossSums,
@@ -84,6 +89,8 @@ struct Collected {
     judged: usize,
     generated: usize,
     errors: usize,
+    /// Per part of a weighted reward: the sum of its rewards and how many were summed.
+    parts: BTreeMap<String, (f64, usize)>,
     gen_s: f64,
     score_s: f64,
 }
@@ -193,6 +200,7 @@ impl GrpoRunner {
             c.gen_s += judged.gen_s;
             c.score_s += judged.score_s;
             c.note_errors(&judged.verdicts);
+            add_parts(&mut c.parts, &judged.verdicts);
             for (gi, (prompt, out)) in judged.prompts.iter().zip(&judged.outputs).enumerate() {
                 let verdicts = &judged.verdicts[gi * g..(gi + 1) * g];
                 let rewards = c.judge_group(verdicts, out, r.sampling.max_tokens, a);
@@ -246,6 +254,7 @@ impl Collected {
             reward: rewards.mean(Kind::Float).double_value(&[]),
             reward_std: if n > 1 { rewards.std(true).double_value(&[]) } else { 0.0 },
             accuracy: self.correct as f64 / self.judged.max(1) as f64,
+            reward_parts: part_means(&self.parts),
             loss,
             lr,
             completion_len: self.generated as f64 / self.judged.max(1) as f64,
@@ -259,6 +268,25 @@ impl Collected {
             step_time: started.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// Adds each part's reward in `verdicts` (verdicts of a [`Weighted`] reward) to `sums`.
+pub(crate) fn add_parts(sums: &mut BTreeMap<String, (f64, usize)>, verdicts: &[Verdict]) {
+    for v in verdicts {
+        for (name, reward) in Weighted::part_rewards(v) {
+            let entry = sums.entry(name.to_string()).or_default();
+            entry.0 += f64::from(reward);
+            entry.1 += 1;
+        }
+    }
+}
+
+/// `reward/<name>` → mean, when the reward has several parts (none for a single verifier).
+pub(crate) fn part_means(sums: &BTreeMap<String, (f64, usize)>) -> BTreeMap<String, f64> {
+    if sums.len() < 2 {
+        return BTreeMap::new();
+    }
+    sums.iter().map(|(name, (sum, n))| (format!("reward/{name}"), sum / (*n).max(1) as f64)).collect()
 }
 
 /// The sampling settings of GRPO's rollouts: the recipe's, recording kept sets only when the

@@ -116,6 +116,15 @@ pub fn run(args: Args) -> Result<()> {
     out.flush()?;
     stats.seconds = started.elapsed().as_secs_f64();
     eprintln!("{}", stats.summary(verifier.name()));
+    let broken = ["Error", "Malformed"].iter().map(|k| stats.outcomes.get(*k).copied().unwrap_or(0)).sum::<usize>();
+    if stats.n > 0 && broken == stats.n {
+        anyhow::bail!(
+            "every line's verdict is Error or Malformed: verifier `{}` could not judge any of {} ({}); see the verdicts' `detail`",
+            verifier.name(),
+            stats.n,
+            args.input.display()
+        );
+    }
     Ok(())
 }
 

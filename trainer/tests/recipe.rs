@@ -414,6 +414,7 @@ fn each_validation_rule_names_its_key() {
         rule(with("samples = 4", "temperature = -0.5"), &[], "stages[2] (eval).temperature", "must be ≥ 0"),
         rule(two_grpo, &[], "stages[3] (grpo).name", "`grpo` also names stages[1]; stage names must be unique"),
         rule(with("name = \"t\"", "device = \"gpu\""), &[], "run.device", "cpu, cuda, cuda:N or auto"),
+        rule(with("name = \"t\"", "max_verifier_errors = 1.5"), &[], "run.max_verifier_errors", "must be in [0, 1]"),
         rule(with("name = \"t\"", "device = \"cuda:x\""), &[], "run.device", "got \"cuda:x\""),
     ];
     for (i, r) in rules.into_iter().enumerate() {

@@ -90,6 +90,10 @@ pub struct Run {
     /// Non-finite losses in a row before the run stops.
     #[serde(default = "three")]
     pub max_bad_steps: usize,
+    /// Largest share of a GRPO step's verdicts that may be `Error` or `Malformed` (a verifier that
+    /// cannot judge, or tasks it cannot read) before the run stops; an eval stops when all are.
+    #[serde(default = "half")]
+    pub max_verifier_errors: f64,
 }
 
 /// `[model]`: exactly one of `preset` and `path`.
@@ -357,6 +361,9 @@ impl Reward {
             Reward::Weighted(parts) => parts.iter().map(|(n, _, _)| n.as_str()).collect(),
         }
     }
+}
+fn half() -> f64 {
+    0.5
 }
 fn three() -> usize {
     3

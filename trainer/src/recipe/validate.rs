@@ -95,7 +95,9 @@ fn probe_verifier(kind: &str, fields: toml::Table) -> Option<Problem> {
 fn run(recipe: &Recipe) -> Result<(), Problem> {
     let name = &recipe.run.name;
     let named = !name.trim().is_empty() && !name.contains(['/', '\\']);
-    ensure(named, keys(&["run", "name"]), || format!("must be a non-empty name without slashes, got {name:?}"))
+    ensure(named, keys(&["run", "name"]), || format!("must be a non-empty name without slashes, got {name:?}"))?;
+    let share = recipe.run.max_verifier_errors;
+    real(keys(&["run", "max_verifier_errors"]), share, "in [0, 1]", |s| (0.0..=1.0).contains(&s))
 }
 
 fn model(recipe: &Recipe) -> Result<(), Problem> {

@@ -84,6 +84,14 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let judged = sample_and_judge(policy, sampler, verifier, problems, settings, run_seed ^ EVAL_STREAM, 0, parallel)?;
     let verdicts = &judged.verdicts;
+    let broken = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Error | Outcome::Malformed)).count();
+    if !verdicts.is_empty() && broken == verdicts.len() {
+        let example = &verdicts[0].detail;
+        bail!(
+            "verifier `{}` could not judge any of the {broken} completions (every verdict Error or Malformed); e.g. {example}",
+            verifier.name()
+        );
+    }
     let mut parts = BTreeMap::new();
     add_parts(&mut parts, verdicts);
     let lens: usize = judged.outputs.iter().flat_map(|o| &o.samples).map(|s| s.tokens.len()).sum();

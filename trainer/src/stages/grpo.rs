@@ -89,6 +89,10 @@ struct Collected {
     judged: usize,
     generated: usize,
     errors: usize,
+    /// Verdicts `Malformed` (tasks the verifier cannot read).
+    malformed: usize,
+    /// The first broken verdict's detail, for the stop message.
+    example: Option<serde_json::Value>,
     /// Per part of a weighted reward: the sum of its rewards and how many were summed.
     parts: BTreeMap<String, (f64, usize)>,
     gen_s: f64,
@@ -142,6 +146,7 @@ impl GrpoRunner {
             seed,
         )?;
         session.state.problem_cursor = cursor;
+        collected.check_reward(session.verifier.name(), session.recipe.run.max_verifier_errors)?;
 
         let t_train = Instant::now();
         let update = Update {
@@ -215,14 +220,34 @@ impl GrpoRunner {
 }
 
 impl Collected {
-    /// Counts verifier failures, warning at the first.
+    /// Counts verifier failures and unreadable tasks, warning at the first.
     fn note_errors(&mut self, verdicts: &[Verdict]) {
-        for v in verdicts.iter().filter(|v| v.outcome == Outcome::Error) {
-            self.errors += 1;
-            if self.errors == 1 {
-                eprintln!("warning: the verifier failed on a completion (reward 0): {}", v.detail);
+        for v in verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Error | Outcome::Malformed)) {
+            match v.outcome {
+                Outcome::Error => self.errors += 1,
+                _ => self.malformed += 1,
+            }
+            if self.example.is_none() {
+                eprintln!("warning: the verifier could not judge a completion (reward 0): {}", v.detail);
+                self.example = Some(v.detail.clone());
             }
         }
+    }
+
+    /// Stops the run when more than `max_share` of the step's verdicts are `Error` or
+    /// `Malformed`: a reward that cannot be computed must not train the policy on zeros.
+    fn check_reward(&self, verifier: &str, max_share: f64) -> Result<()> {
+        let broken = self.errors + self.malformed;
+        if self.judged == 0 || broken as f64 / self.judged as f64 <= max_share {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "stopping: verifier `{verifier}` could not judge {broken} of {} completions this step ({} errors, {} malformed tasks; run.max_verifier_errors = {max_share}); e.g. {}",
+            self.judged,
+            self.errors,
+            self.malformed,
+            self.example.as_ref().map_or_else(String::new, ToString::to_string)
+        )
     }
 
     /// One group's rewards (verdicts plus DAPO's overlong penalty), counted into the totals.

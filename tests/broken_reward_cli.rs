@@ -1,0 +1,100 @@
+//! A reward that cannot be computed stops the work instead of training or reporting on zeros: a
+//! GRPO run whose verifier fails (an `external` command that does not exist) or cannot read its
+//! tasks (`code` on arithmetic problems) stops at its first step with an error naming the
+//! verifier; an eval where every verdict failed is an error; `rlvr verify` exits non-zero when no
+//! line could be judged.
+
+mod common;
+
+use common::rlvr;
+use std::fs;
+
+/// Two GRPO steps from a random tiny model on the arithmetic task; `VERIFIER` is replaced.
+const RECIPE: &str = r#"[run]
+name = "broken"
+device = "cpu"
+
+[model]
+preset = "tiny"
+
+[model.config]
+num_hidden_layers = 2
+vocab_size = 32
+
+[data]
+source = "arithmetic"
+min_digits = 1
+max_digits = 1
+held_out = 8
+
+[[stages]]
+kind = "grpo"
+steps = 2
+
+[rollout]
+group_size = 2
+prompts_per_step = 2
+max_tokens = 4
+
+[verifier]
+VERIFIER
+
+[logging]
+plots = false
+"#;
+
+/// Runs the recipe with `verifier` (TOML lines of `[verifier]`); (success, stderr, metrics lines).
+fn train(verifier: &str) -> (bool, String, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("broken.toml");
+    fs::write(&recipe, RECIPE.replace("VERIFIER", verifier)).unwrap();
+    let run = dir.path().join("run");
+    let out = rlvr(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "run.threads=1"]);
+    let logged = fs::read_to_string(run.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), logged)
+}
+
+#[test]
+fn a_missing_external_verifier_stops_the_run_at_its_first_step() {
+    let (ok, err, logged) = train("kind = \"external\"\ncommand = \"/nonexistent/grader --serve\"");
+    assert!(!ok, "the run must fail:\n{err}");
+    assert!(err.contains("could not judge") && err.contains("external"), "{err}");
+    assert_eq!(logged, 0, "no step was trained on the broken reward");
+}
+
+#[test]
+fn code_on_math_data_stops_the_run_at_its_first_step() {
+    let (ok, err, logged) = train("kind = \"code\"");
+    assert!(!ok, "the run must fail:\n{err}");
+    assert!(err.contains("could not judge") && err.contains("malformed"), "{err}");
+    assert_eq!(logged, 0);
+}
+
+#[test]
+fn a_tolerated_share_of_errors_is_a_setting() {
+    // max_verifier_errors = 1 keeps the old behaviour on purpose: the run trains (on zeros).
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("broken.toml");
+    fs::write(&recipe, RECIPE.replace("VERIFIER", "kind = \"code\"")).unwrap();
+    let run = dir.path().join("run");
+    let args = ["--set", "run.threads=1", "--set", "run.max_verifier_errors=1.0"];
+    let mut all = vec!["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()];
+    all.extend(args);
+    let out = rlvr(&all);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn verify_fails_when_no_line_could_be_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    fs::write(&input, "{\"completion\": \"4\", \"answer\": \"4\"}\n{\"completion\": \"5\", \"answer\": \"4\"}\n")
+        .unwrap();
+    let out = rlvr(&["verify", "--verifier", "external:/nonexistent/grader", "--input", input.to_str().unwrap()]);
+    assert!(!out.status.success(), "verify must exit non-zero");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("every line") && err.contains("external"), "{err}");
+    // One line judged is enough to succeed (the other's error stays in its verdict).
+    let out = rlvr(&["verify", "--verifier", "math", "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -409,11 +409,16 @@ const LAST: &str = "checkpoints/step_000014";
 /// but the per-parameter `step.*` counts), its state, the report and every metrics line (timings
 /// aside).
 fn assert_same_run(a: &Path, b: &Path, step_counts: bool) {
-    let (x, y) = (fs::read(a.join(LAST).join("model.safetensors")), fs::read(b.join(LAST).join("model.safetensors")));
+    assert_same_run_at(a, b, step_counts, LAST);
+}
+
+/// [`assert_same_run`] with the last checkpoint at `last` (`checkpoints/step_NNNNNN`).
+fn assert_same_run_at(a: &Path, b: &Path, step_counts: bool, last: &str) {
+    let (x, y) = (fs::read(a.join(last).join("model.safetensors")), fs::read(b.join(last).join("model.safetensors")));
     assert!(x.unwrap() == y.unwrap(), "model.safetensors differs between {} and {}", a.display(), b.display());
     let (x, y) = (
-        read_safetensors(&a.join(LAST).join("optimizer.safetensors")),
-        read_safetensors(&b.join(LAST).join("optimizer.safetensors")),
+        read_safetensors(&a.join(last).join("optimizer.safetensors")),
+        read_safetensors(&b.join(last).join("optimizer.safetensors")),
     );
     assert!(x.keys().eq(y.keys()), "the optimizer files hold different tensors");
     let differ: Vec<&String> = x
@@ -424,12 +429,12 @@ fn assert_same_run(a: &Path, b: &Path, step_counts: bool) {
     assert!(differ.is_empty(), "optimizer tensors differ between {} and {}: {differ:?}", a.display(), b.display());
     if step_counts {
         let (x, y) = (
-            fs::read(a.join(LAST).join("optimizer.safetensors")),
-            fs::read(b.join(LAST).join("optimizer.safetensors")),
+            fs::read(a.join(last).join("optimizer.safetensors")),
+            fs::read(b.join(last).join("optimizer.safetensors")),
         );
         assert!(x.unwrap() == y.unwrap(), "optimizer.safetensors bytes differ");
     }
-    for file in [format!("{LAST}/state.json"), "report.json".to_string()] {
+    for file in [format!("{last}/state.json"), "report.json".to_string()] {
         let (x, y) = (read_json(&a.join(&file)), read_json(&b.join(&file)));
         assert_eq!(without_timings(&x), without_timings(&y), "{file}");
     }
@@ -748,4 +753,45 @@ fn bad_recipe_fails_before_work() {
         (snapshot(&run), snapshot(&run.join("checkpoints/step_000001"))) == before,
         "the refused run changed files"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM / SIGINT: finish the step, checkpoint, stop; --resume ends as an uninterrupted run.
+
+/// SIGTERM in the middle of a GRPO stage (40 steps instead of smoke's 4, so the signal lands
+/// inside it): the run finishes its step, writes a checkpoint, says how to resume and exits
+/// non-zero; `--resume` then ends bit for bit where the uninterrupted run ends.
+#[test]
+fn sigterm_mid_grpo_checkpoints_and_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = ["--set", "stages.grpo.steps=40", "--set", "checkpoint.every=0"];
+    let whole = tmp.path().join("whole");
+    assert_ok(&train(&[&[SMOKE, "--out", s(&whole)], &long[..]].concat()), "smoke, long grpo");
+
+    let run = tmp.path().join("run");
+    let log = tmp.path().join("log");
+    let mut child = spawn_train(&[&[SMOKE, "--out", s(&run)], &long[..]].concat(), &log);
+    // Wait for the third GRPO step's record, then signal.
+    let start = Instant::now();
+    let grpo_steps = || metrics(&run).iter().filter(|m| m["stage"] == "grpo").count();
+    while run.join("metrics.jsonl").exists().then(grpo_steps).unwrap_or(0) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(120), "GRPO never started");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early: {}", fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    let err = fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "an interrupted run exits non-zero:\n{err}");
+    assert!(err.contains("interrupted by a signal") && err.contains("--resume"), "{err}");
+    let (stopped, dir) = step_dirs(&run).pop().expect("a checkpoint was written");
+    assert!((14..50).contains(&stopped), "stopped inside GRPO (steps 11..=50), at step {stopped}");
+    let state = assert_loadable_checkpoint(&dir, stopped);
+    assert!(state["stage_step"].as_u64().unwrap() > 0, "mid-stage: {state}");
+    assert!(!run.join("report.json").exists(), "an interrupted run has no report");
+
+    let out = train(&[&[SMOKE, "--out", s(&run), "--resume"], &long[..]].concat());
+    assert_ok(&out, "resume after SIGTERM");
+    assert_same_run_at(&whole, &run, true, "checkpoints/step_000050");
 }

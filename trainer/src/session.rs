@@ -22,6 +22,8 @@ use rlvr_verifiers::Verifier;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tch::Tensor;
 
 /// What `rlvr train` was asked.
@@ -53,6 +55,15 @@ pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
             }
             _ => training::run(&mut session, &stage)?,
         };
+        if session.interrupted() {
+            let (step, newest, dir) = (session.state.global_step, session.newest_checkpoint(), session.run_dir.clone());
+            session.logger.finish()?;
+            bail!(
+                "interrupted by a signal after step {step}; the newest checkpoint is {newest}: continue with `rlvr train {} --out {} --resume`",
+                args.recipe.display(),
+                dir.display()
+            );
+        }
         if !finished {
             let step = session.state.global_step;
             session.logger.finish()?;
@@ -79,6 +90,9 @@ pub(crate) struct Session {
     pub resumed_from: Option<PathBuf>,
     /// `--max-steps`.
     pub max_steps: Option<u64>,
+    /// Set by the first SIGINT/SIGTERM: the running step finishes, a checkpoint is written and
+    /// the run stops; a second signal exits at once (status 130).
+    interrupt: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -123,6 +137,7 @@ impl Session {
             checkpoints,
             resumed_from,
             max_steps: args.max_steps,
+            interrupt: install_interrupt()?,
         };
         // Drop what was logged after the checkpoint: later steps, and evals run at its step (they
         // come after the checkpoint and run again).
@@ -190,6 +205,11 @@ impl Session {
         Ok(())
     }
 
+    /// Whether SIGINT or SIGTERM has arrived.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
+    }
+
     /// The newest checkpoint's directory, for messages.
     pub fn newest_checkpoint(&self) -> String {
         self.checkpoints.list().pop().map_or_else(|| "none".into(), |(_, d)| d.display().to_string())
@@ -217,6 +237,18 @@ fn start_point(
         None => Source::Init { config: recipe.model.model_config()?, seed: seeds.init },
     };
     Ok((source, TrainState::new(seeds), None))
+}
+
+/// The interrupt flag, set by SIGINT and SIGTERM; a signal that finds it already set ends the
+/// process at once with status 130.
+fn install_interrupt() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))?;
+    }
+    Ok(flag)
 }
 
 /// Threads for the verifiers.

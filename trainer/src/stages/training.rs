@@ -58,7 +58,7 @@ pub(crate) fn run(session: &mut Session, stage: &Stage) -> Result<bool> {
         bar.inc(1);
         let every = session.recipe.checkpoint.every as u64;
         let (global, more) = (session.state.global_step, session.state.stage_step < steps);
-        let stop = session.max_steps == Some(global) && more;
+        let stop = (session.max_steps == Some(global) || session.interrupted()) && more;
         if ((every > 0 && global % every == 0 && more) || stop) && !skipped {
             session.save(Some(&opt), grpo.as_ref().and_then(GrpoRunner::reference_tensors))?;
         }
@@ -72,7 +72,7 @@ pub(crate) fn run(session: &mut Session, stage: &Stage) -> Result<bool> {
     let summary = summary(session, stage, steps, probe.as_ref())?;
     session.state.finish_stage(stage.name(), serde_json::to_value(summary)?);
     session.save(Some(&opt), None)?;
-    Ok(session.max_steps != Some(session.state.global_step))
+    Ok(session.max_steps != Some(session.state.global_step) && !session.interrupted())
 }
 
 /// AdamW over the stage's trainable parameters (matrices decay, vectors do not), with the saved

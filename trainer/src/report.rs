@@ -18,15 +18,48 @@ pub fn print_table(report: &Value) {
             "steps",
         ];
         let figures: Vec<String> =
-            keys.iter().filter_map(|k| s.get(*k).and_then(Value::as_f64).map(|v| format!("{k} {v:.4}"))).collect();
+            keys.iter().filter_map(|k| s.get(*k).and_then(figure).map(|v| format!("{k} {v}"))).collect();
         let last = s.get("last").and_then(|l| {
             let pick = ["lm_loss", "loss", "reward", "accuracy"];
             let f: Vec<String> = pick
                 .iter()
-                .filter_map(|k| l.get(*k).and_then(Value::as_f64).map(|v| format!("last {k} {v:.4}")))
+                .filter_map(|k| l.get(*k).and_then(figure).map(|v| format!("last {k} {v}")))
                 .collect();
             (!f.is_empty()).then(|| f.join("  "))
         });
         println!("{:<16} {}{}", name, figures.join("  "), last.map(|l| format!("  {l}")).unwrap_or_default());
+    }
+}
+
+/// A number as the table shows it: integers as integers, magnitudes that four decimals would show
+/// as zero in exponent form, the rest with four decimals (never `-0.0000`).
+fn figure(value: &Value) -> Option<String> {
+    if let Some(n) = value.as_i64() {
+        return Some(n.to_string());
+    }
+    let v = value.as_f64()?;
+    Some(if v == 0.0 {
+        "0".to_string()
+    } else if v.abs() < 5e-5 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.4}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figure;
+    use serde_json::json;
+
+    #[test]
+    fn figures_read_as_numbers() {
+        let shown = |v: serde_json::Value| figure(&v).unwrap();
+        assert_eq!(shown(json!(30)), "30");
+        assert_eq!(shown(json!(0.37)), "0.3700");
+        assert_eq!(shown(json!(-0.0)), "0");
+        assert_eq!(shown(json!(7.450580596923828e-9)), "7.45e-9");
+        assert_eq!(shown(json!(-2e-6)), "-2.00e-6");
+        assert_eq!(figure(&json!("x")), None);
     }
 }

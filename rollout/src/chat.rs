@@ -22,9 +22,11 @@
 //! `<｜Assistant｜>` + think marker (or `\n\n` + marker after tool results); the Python file always
 //! writes it. `parse_completion` accepts a thinking-mode text without `</think>` (a completion cut at
 //! max tokens) as all reasoning, where the Python file raises.
-//! JSON is written as Python's `json.dumps(ensure_ascii=False)` does (`", "` and `": "`); floats with
-//! exponents print differently (`1e20` vs `1e+20`). Key order follows `serde_json::Map`, which is
-//! sorted unless serde_json's `preserve_order` feature is on; Python keeps the request's order.
+//! JSON is written as Python's `json.dumps(ensure_ascii=False)` does (`", "` and `": "`, floats as
+//! Python's `repr`: `1e-05`, `1e+20`, `123.0`); keys keep the request's order (serde_json's
+//! `preserve_order` is on in the workspace). A tool is its `function` object as given, every key
+//! kept. Integers beyond 64 bits, which serde_json reads as floats, are written from the text as
+//! given ([`Tool::given_text`], [`ToolCall::raw_arguments`], [`py_dumps_raw`]).
 //! Left out: `response_format`, per-message tools, tool-call ids, image content parts.
 //!
 //! Files: this one renders prompts; `chat/openai.rs` is the OpenAI JSON shape of messages and tools;
@@ -119,6 +121,17 @@ pub struct ToolCall {
     pub name: String,
     /// Its arguments (a JSON object).
     pub arguments: Map<String, Value>,
+    /// The arguments' JSON text as the request gave it, kept when it holds an integer beyond 64 bits
+    /// ([`has_wide_int`]), which `arguments` holds only as a float: the prompt then writes the
+    /// values from this text, every digit kept.
+    pub raw_arguments: Option<String>,
+}
+
+impl ToolCall {
+    /// A call with these arguments.
+    pub fn new(name: impl Into<String>, arguments: Map<String, Value>) -> Self {
+        ToolCall { name: name.into(), arguments, raw_arguments: None }
+    }
 }
 
 /// One chat message. Serde uses the OpenAI chat API shape: `{"role", "content",
@@ -156,7 +169,7 @@ impl Message {
 }
 
 /// A function the model may call. Serde uses the OpenAI shape
-/// `{"type": "function", "function": {"name", "description"?, "parameters"?}}`.
+/// `{"type": "function", "function": {"name", "description"?, "parameters"?, ...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "openai::OpenAiTool", into = "openai::OpenAiTool")]
 pub struct Tool {
@@ -166,6 +179,36 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON schema of its arguments.
     pub parameters: Option<Value>,
+    /// The `function` object as the request gave it (every key, e.g. `strict`, in its order, a
+    /// null `description` kept); the prompt shows this, as DeepSeek's encoder dumps it whole.
+    /// `None` for a tool built in code: then `name`, `description` and `parameters` are shown.
+    pub given: Option<Map<String, Value>>,
+    /// The `function` object's JSON text as given, kept when it holds an integer beyond 64 bits
+    /// (see [`ToolCall::raw_arguments`]); the prompt then shows this text re-dumped.
+    pub given_text: Option<String>,
+}
+
+impl Tool {
+    /// A tool built in code.
+    pub fn new(name: impl Into<String>, description: Option<String>, parameters: Option<Value>) -> Self {
+        Tool { name: name.into(), description, parameters, given: None, given_text: None }
+    }
+
+    /// The `function` object the prompt shows: [`Tool::given`], else the fields.
+    pub fn definition(&self) -> Map<String, Value> {
+        if let Some(given) = &self.given {
+            return given.clone();
+        }
+        let mut map = Map::new();
+        map.insert("name".into(), Value::String(self.name.clone()));
+        if let Some(d) = &self.description {
+            map.insert("description".into(), Value::String(d.clone()));
+        }
+        if let Some(p) = &self.parameters {
+            map.insert("parameters".into(), p.clone());
+        }
+        map
+    }
 }
 
 /// How to render a conversation.
@@ -232,17 +275,10 @@ fn render_tools(out: &mut String, tools: &[Tool]) {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str("{\"name\": ");
-        write_py_json(out, &Value::String(tool.name.clone()));
-        if let Some(d) = &tool.description {
-            out.push_str(", \"description\": ");
-            write_py_json(out, &Value::String(d.clone()));
+        match tool.given_text.as_deref().and_then(py_dumps_raw) {
+            Some(text) => out.push_str(&text),
+            None => write_py_json(out, &Value::Object(tool.definition())),
         }
-        if let Some(p) = &tool.parameters {
-            out.push_str(", \"parameters\": ");
-            write_py_json(out, p);
-        }
-        out.push('}');
     }
     out.push_str("\n</functions>\n");
 }
@@ -309,12 +345,32 @@ fn render_assistant(out: &mut String, msg: &Message, show_reasoning: bool) -> Re
         for call in &msg.tool_calls {
             out.push('\n');
             out.push_str(&format!("{INVOKE_OPEN}{}\">\n", call.name));
-            for (key, value) in &call.arguments {
-                out.push_str(&format!("{PARAM_OPEN}{key}\" string=\"{}\">", value.is_string()));
-                match value {
-                    Value::String(s) => out.push_str(s),
-                    other => write_py_json(out, other),
-                }
+            let raw = call.raw_arguments.as_deref().and_then(object_members);
+            let members: Vec<(String, String, bool)> = match raw {
+                // From the text as given: every digit of a wide integer kept.
+                Some(members) => members
+                    .into_iter()
+                    .map(|(key, raw)| match serde_json::from_str::<String>(raw) {
+                        Ok(s) => (key, s, true),
+                        Err(_) => (key, py_dumps_raw(raw).unwrap_or_else(|| raw.to_string()), false),
+                    })
+                    .collect(),
+                None => call
+                    .arguments
+                    .iter()
+                    .map(|(key, value)| match value {
+                        Value::String(s) => (key.clone(), s.clone(), true),
+                        other => {
+                            let mut text = String::new();
+                            write_py_json(&mut text, other);
+                            (key.clone(), text, false)
+                        }
+                    })
+                    .collect(),
+            };
+            for (key, text, is_string) in &members {
+                out.push_str(&format!("{PARAM_OPEN}{key}\" string=\"{is_string}\">"));
+                out.push_str(text);
                 out.push_str(PARAM_CLOSE);
                 out.push('\n');
             }
@@ -366,7 +422,8 @@ Here are the functions available in JSONSchema format:
 "#;
 
 /// JSON as Python's `json.dumps(value, ensure_ascii=False)` writes it: `", "` between items and
-/// `": "` after keys. Scalars and string escapes match serde_json's compact form.
+/// `": "` after keys, floats as Python's `repr` ([`py_float`]); strings, integers and literals match
+/// serde_json's compact form.
 fn write_py_json(out: &mut String, value: &Value) {
     match value {
         Value::Array(items) => {
@@ -391,6 +448,229 @@ fn write_py_json(out: &mut String, value: &Value) {
             }
             out.push('}');
         }
+        Value::Number(n) if n.is_f64() => out.push_str(&py_float(n.as_f64().expect("an f64"))),
         scalar => out.push_str(&scalar.to_string()),
     }
+}
+
+/// A float as Python's `repr` writes it: the shortest digits that read back to it (as Rust's
+/// `{:e}` finds them), positional when the decimal exponent is in -4..16 (with `.0` when whole),
+/// else `d[.ddd]e±XX` with at least two exponent digits. Non-finite values as `json.dumps` writes
+/// them (`NaN`, `Infinity`, `-Infinity`).
+pub fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    let sci = format!("{x:e}"); // e.g. "-1.2345e-5", "1e20", "0e0"
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} has an exponent");
+    let exp: i32 = exp.parse().expect("an integer exponent");
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        let text = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+        };
+        return format!("{sign}{text}");
+    }
+    let mantissa = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
+    let esign = if exp < 0 { '-' } else { '+' };
+    format!("{sign}{mantissa}e{esign}{:02}", exp.abs())
+}
+
+/// Whether JSON text `raw` holds an integer literal (no fraction, no exponent) that fits neither
+/// i64 nor u64: serde_json reads one as a float, so the text must be kept to write it back as given
+/// (Python keeps every integer exact). Strings are skipped.
+pub fn has_wide_int(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let lit = &raw[start..i];
+                let integer = !lit.contains(['.', 'e', 'E']);
+                if integer && lit.parse::<i64>().is_err() && lit.parse::<u64>().is_err() {
+                    return true;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// The index after the JSON whitespace at `i`.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the JSON value starting at `i` (whitespace skipped first); `None` when malformed.
+fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut i = skip_ws(b, i);
+    match *b.get(i)? {
+        b'"' => {
+            i += 1;
+            while *b.get(i)? != b'"' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            Some(i + 1)
+        }
+        open @ (b'{' | b'[') => {
+            let close = if open == b'{' { b'}' } else { b']' };
+            i = skip_ws(b, i + 1);
+            if *b.get(i)? == close {
+                return Some(i + 1);
+            }
+            loop {
+                if open == b'{' {
+                    i = skip_ws(b, value_end(b, i)?);
+                    if *b.get(i)? != b':' {
+                        return None;
+                    }
+                    i += 1;
+                }
+                i = skip_ws(b, value_end(b, i)?);
+                match *b.get(i)? {
+                    b',' => i += 1,
+                    c if c == close => return Some(i + 1),
+                    _ => return None,
+                }
+            }
+        }
+        _ => {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b'+' | b'.')) {
+                i += 1;
+            }
+            (i > start).then_some(i)
+        }
+    }
+}
+
+/// The members of the JSON object text `raw`: each key (decoded) with its value's raw text.
+pub fn object_members(raw: &str) -> Option<Vec<(String, &str)>> {
+    let b = raw.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if *b.get(i)? != b'{' {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if *b.get(i)? == b'}' {
+        return Some(out);
+    }
+    loop {
+        let key_end = value_end(b, i)?;
+        let key: String = serde_json::from_str(&raw[i..key_end]).ok()?;
+        i = skip_ws(b, key_end);
+        if *b.get(i)? != b':' {
+            return None;
+        }
+        let start = skip_ws(b, i + 1);
+        let end = value_end(b, start)?;
+        out.push((key, &raw[start..end]));
+        i = skip_ws(b, end);
+        match *b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// The raw text of each item of the JSON array text `raw`.
+pub fn array_items(raw: &str) -> Option<Vec<&str>> {
+    let b = raw.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if *b.get(i)? != b'[' {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if *b.get(i)? == b']' {
+        return Some(out);
+    }
+    loop {
+        let start = skip_ws(b, i);
+        let end = value_end(b, start)?;
+        out.push(&raw[start..end]);
+        i = skip_ws(b, end);
+        match *b.get(i)? {
+            b',' => i += 1,
+            b']' => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// JSON text `raw` as Python's `json.dumps(json.loads(raw), ensure_ascii=False)` writes it, read
+/// from the text so that integers keep every digit (Python's ints are exact): integers as written
+/// (`-0` as `0`), floats as [`py_float`], strings re-escaped as serde_json does (the same escapes as
+/// Python's), `", "` and `": "` between items. `None` when `raw` is not valid JSON. (A key given
+/// twice is written twice, where Python keeps the last value; serde_json would reject nothing.)
+pub fn py_dumps_raw(raw: &str) -> Option<String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(raw).ok()?;
+    let mut out = String::with_capacity(raw.len());
+    write_raw(&mut out, raw.trim())?;
+    Some(out)
+}
+
+/// One value of [`py_dumps_raw`].
+fn write_raw(out: &mut String, raw: &str) -> Option<()> {
+    match raw.as_bytes().first()? {
+        b'{' => {
+            out.push('{');
+            for (i, (key, value)) in object_members(raw)?.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Value::String(key).to_string());
+                out.push_str(": ");
+                write_raw(out, value)?;
+            }
+            out.push('}');
+        }
+        b'[' => {
+            out.push('[');
+            for (i, item) in array_items(raw)?.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_raw(out, item)?;
+            }
+            out.push(']');
+        }
+        b'"' => out.push_str(&Value::String(serde_json::from_str(raw).ok()?).to_string()),
+        b'-' | b'0'..=b'9' if !raw.contains(['.', 'e', 'E']) => {
+            let digits = raw.trim_start_matches('-');
+            let negative = raw.starts_with('-') && digits.bytes().any(|d| d != b'0');
+            out.push_str(if negative { "-" } else { "" });
+            out.push_str(digits);
+        }
+        b'-' | b'0'..=b'9' => out.push_str(&py_float(raw.parse().ok()?)),
+        _ => out.push_str(raw),
+    }
+    Some(())
 }

@@ -3,8 +3,8 @@
 //! the code under test.
 
 use rlvr_rollout::chat::{
-    encode_chat, parse_completion, parse_messages, ChatError, ChatOptions, Message, ParsedCompletion, Role, Tool,
-    ToolCall,
+    encode_chat, has_wide_int, parse_completion, parse_messages, ChatError, ChatOptions, Message, ParsedCompletion,
+    Role, Tool, ToolCall,
 };
 use serde_json::{json, Value};
 
@@ -23,13 +23,13 @@ fn assistant(text: &str) -> Message {
 }
 
 fn call(name: &str, args: Value) -> ToolCall {
-    ToolCall { name: name.into(), arguments: args.as_object().expect("object").clone() }
+    ToolCall::new(name, args.as_object().expect("object").clone())
 }
 
 fn weather_tool() -> Tool {
     // Keys already in sorted order, so the rendering is the same with or without preserve_order.
     let parameters = json!({"properties": {"city": {"type": "string"}}, "required": ["city"], "type": "object"});
-    Tool { name: "get_weather".into(), description: Some("Get the weather".into()), parameters: Some(parameters) }
+    Tool::new("get_weather", Some("Get the weather".into()), Some(parameters))
 }
 
 /// user → assistant with two calls → two results.
@@ -119,7 +119,7 @@ fn tool_calls_and_results_non_thinking() {
 
 #[test]
 fn tools_without_system_message_get_their_own_block() {
-    let tool = Tool { name: "now".into(), description: None, parameters: None };
+    let tool = Tool::new("now", None, None);
     let prompt = encode_chat(&[user("Time?")], &[tool], &CHAT).unwrap();
     let expected = format!(
         "<｜begin▁of▁sentence｜>\n\n{TOOLS_HEAD}{{\"name\": \"now\"}}\n</functions>\n<｜User｜>Time?<｜Assistant｜></think>"
@@ -272,7 +272,8 @@ fn messages_serde_matches_the_openai_shape() {
 fn tools_serde_matches_the_openai_shape() {
     let value = json!({"type": "function", "function": {"name": "now", "description": "Current time"}});
     let tool: Tool = serde_json::from_value(value.clone()).unwrap();
-    assert_eq!(tool, Tool { name: "now".into(), description: Some("Current time".into()), parameters: None });
+    let given = value["function"].as_object().cloned();
+    assert_eq!(tool, Tool { given, ..Tool::new("now", Some("Current time".into()), None) });
     assert_eq!(serde_json::to_value(&tool).unwrap(), value);
     let wrong = serde_json::from_value::<Tool>(json!({"type": "retrieval", "function": {"name": "x"}}));
     assert!(wrong.unwrap_err().to_string().contains("field `type`"));
@@ -307,4 +308,62 @@ fn inconsistent_conversations_are_rejected() {
     assert_eq!(field_of(encode_chat(&no_reasoning, &[], &THINK).unwrap_err()), "messages[1].reasoning_content");
     let empty_developer = [Message::new(Role::Developer, "")];
     assert_eq!(field_of(encode_chat(&empty_developer, &[], &CHAT).unwrap_err()), "messages[0].content");
+}
+
+/// Fixtures written by hand from the reference encoder's rules: a tool is its `function` object
+/// dumped whole with Python's `json.dumps(ensure_ascii=False)` (every key as given, in order, a
+/// null description kept), and non-string arguments likewise, floats as Python's `repr`.
+#[test]
+fn tools_and_arguments_render_as_python_dumps_them() {
+    let given = r#"[{"type": "function", "function": {"strict": true, "name": "f", "description": null,
+        "parameters": {"type": "object", "properties": {"x": {"type": "number", "minimum": 0.00001,
+        "maximum": 1e20, "default": 1234567890123456.0, "multipleOf": 2.5E-7, "ü": "é"}}, "required": ["x"]}}}]"#;
+    let tools: Vec<Tool> = serde_json::from_str(given).unwrap();
+    let messages = vec![Message::new(Role::System, "S"), user("go")];
+    let prompt = encode_chat(&messages, &tools, &CHAT).unwrap();
+    let line = r#"{"strict": true, "name": "f", "description": null, "parameters": {"type": "object", "properties": {"x": {"type": "number", "minimum": 1e-05, "maximum": 1e+20, "default": 1234567890123456.0, "multipleOf": 2.5e-07, "ü": "é"}}, "required": ["x"]}}"#;
+    assert!(prompt.contains(&format!("<functions>\n{line}\n</functions>\n")), "{prompt}");
+    let args = json!({"a": 0.00001, "b": -2.5e-7, "c": 1e16, "d": 123.0, "e": [1.5, 1e300, 0.0001, 0.5], "f": -0.0,
+        "g": 18446744073709551615u64, "h": -9223372036854775808i64});
+    let turn = assistant("").with_tool_calls(vec![call("g", args)]);
+    let prompt = encode_chat(&[user("go"), turn], &[], &CHAT).unwrap();
+    let want = [
+        ("a", "1e-05"),
+        ("b", "-2.5e-07"),
+        ("c", "1e+16"),
+        ("d", "123.0"),
+        ("e", "[1.5, 1e+300, 0.0001, 0.5]"),
+        ("f", "-0.0"),
+        ("g", "18446744073709551615"),
+        ("h", "-9223372036854775808"),
+    ];
+    for (key, text) in want {
+        let param = format!("<｜DSML｜parameter name=\"{key}\" string=\"false\">{text}</｜DSML｜parameter>");
+        assert!(prompt.contains(&param), "{key}: {prompt}");
+    }
+    // Integers beyond 64 bits are written as given, from the text (serde_json holds them as floats).
+    let wide = json!({"role": "assistant", "content": "", "tool_calls": [{"type": "function", "id": "1",
+        "function": {"name": "g", "arguments": "{\"n\": 123456789012345678901234567890, \"m\": [-0, -18446744073709551616, 1E-7],\n \"s\": \"99999999999999999999999\", \"o\": {\"k\":1.0e2}}"}}]});
+    let parsed = parse_messages(&json!([{"role": "user", "content": "go"}, wide])).unwrap();
+    let prompt = encode_chat(&parsed, &[], &CHAT).unwrap();
+    let want = [
+        ("n", "false", "123456789012345678901234567890"),
+        ("m", "false", "[0, -18446744073709551616, 1e-07]"),
+        ("s", "true", "99999999999999999999999"),
+        ("o", "false", "{\"k\": 100.0}"),
+    ];
+    for (key, string, text) in want {
+        let param = format!("<｜DSML｜parameter name=\"{key}\" string=\"{string}\">{text}</｜DSML｜parameter>");
+        assert!(prompt.contains(&param), "{key}: {prompt}");
+    }
+    let mut tool: Tool = serde_json::from_str(
+        r#"{"type": "function", "function": {"name": "w", "parameters": {"maximum": 123456789012345678901234567890}}}"#,
+    )
+    .unwrap();
+    tool.given_text = Some(r#"{"name": "w","parameters":{"maximum":123456789012345678901234567890, "x": 1e5}}"#.into());
+    let prompt = encode_chat(&[user("go")], &[tool], &CHAT).unwrap();
+    let line = r#"{"name": "w", "parameters": {"maximum": 123456789012345678901234567890, "x": 100000.0}}"#;
+    assert!(prompt.contains(&format!("<functions>\n{line}\n</functions>")), "{prompt}");
+    assert!(has_wide_int("[18446744073709551616]") && has_wide_int("{\"a\": -9223372036854775809}"));
+    assert!(!has_wide_int("[18446744073709551615, 1e400, \"123456789012345678901234567890\", 1.5]"));
 }

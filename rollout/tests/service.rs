@@ -48,6 +48,16 @@ async fn bad_requests_name_their_field_and_the_server_survives() {
         (json!({"prompt": {"not": "a prompt"}}), 400, "prompt"),
         (json!({"prompt": PROMPT, "stop": "needs a tokenizer"}), 400, "stop"),
         (json!({"prompt": PROMPT, "max_tokens": "four"}), 400, "max_tokens"),
+        (json!({"prompt": PROMPT, "response_format": {"type": "json_object"}}), 400, "response_format"),
+        (json!({"prompt": PROMPT, "best_of": 2}), 400, "best_of"),
+        (json!({"prompt": PROMPT, "suffix": "tail"}), 400, "suffix"),
+        (json!({"prompt": PROMPT, "tool_choice": "required"}), 400, "tool_choice"),
+        (json!({"prompt": PROMPT, "stream_options": {"include_usage": true}}), 400, "stream_options"),
+        (json!({"prompt": PROMPT, "frequency_penalty": -2.5}), 400, "frequency_penalty"),
+        (json!({"prompt": PROMPT, "repetition_penalty": 0}), 400, "repetition_penalty"),
+        (json!({"prompt": PROMPT, "logit_bias": {"100000": 1}}), 400, "logit_bias"),
+        (json!({"prompt": PROMPT, "logit_bias": {"5": 200}}), 400, "logit_bias"),
+        (json!({"prompt": PROMPT, "logprobs": 21}), 400, "logprobs"),
     ];
     for (body, status, param) in &cases {
         let (got, answer) = server.post("/v1/completions", body).await;
@@ -65,10 +75,10 @@ async fn bad_requests_name_their_field_and_the_server_survives() {
         .unwrap();
     let status = resp.status().as_u16();
     assert_error(status, &resp.json().await.unwrap(), 400, Some("body"), "invalid JSON");
-    let (got, answer) = server.post("/v1/weights", &json!({"path": "/nonexistent", "checksum": "zz"})).await;
+    let (got, answer) = server.push_weights(&json!({"path": "/nonexistent", "checksum": "zz"})).await;
     assert_error(got, &answer, 400, Some("checksum"), "bad checksum text");
-    let (got, answer) = server.post("/v1/weights", &json!({"path": "/nonexistent", "checksum": "00"})).await;
-    assert_error(got, &answer, 400, Some("path"), "missing weights file");
+    let (got, answer) = server.push_weights(&json!({"path": "/nonexistent", "checksum": "00"})).await;
+    assert_error(got, &answer, 403, Some("path"), "paths without --weights-dir");
     let (status, health) = server.get("/health").await;
     assert_eq!(status, 200, "{health}");
     let (status, answer) = server.post("/v1/completions", &json!({"prompt": PROMPT, "max_tokens": 2})).await;
@@ -215,8 +225,9 @@ fn chunk_version(chunk: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_update_mid_stream_shows_as_a_new_version() {
     let dir = fixture("tiny-sparse");
-    let mut server = Server::start(&dir, Options { context: 1024, ..Options::default() }).await;
     let tmp = tempfile::tempdir().unwrap();
+    let opts = Options { context: 1024, weights_dir: Some(tmp.path().to_path_buf()), ..Options::default() };
+    let mut server = Server::start(&dir, opts).await;
     let cfg = ModelConfig::from_path(&dir).unwrap();
     let tensors = init_tensors(&cfg, 7, Kind::Float).unwrap();
     let file = tmp.path().join("new.safetensors");
@@ -233,9 +244,9 @@ async fn a_weight_update_mid_stream_shows_as_a_new_version() {
         assert!(start.elapsed() < Duration::from_secs(10), "the request never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (status, answer) = server.post("/v1/weights", &json!({"path": file, "checksum": "0123456789abcdef"})).await;
+    let (status, answer) = server.push_weights(&json!({"path": file, "checksum": "0123456789abcdef"})).await;
     assert_error(status, &answer, 409, Some("checksum"), "wrong checksum");
-    let (status, answer) = server.post("/v1/weights", &json!({"path": file, "checksum": checksum})).await;
+    let (status, answer) = server.push_weights(&json!({"path": "new.safetensors", "checksum": checksum})).await;
     assert_eq!((status, &answer["version"]), (200, &json!(1)), "{answer}");
     let (status, chunks, done) = stream.await.unwrap();
     assert!(status == 200 && done);
@@ -246,6 +257,7 @@ async fn a_weight_update_mid_stream_shows_as_a_new_version() {
     let bytes = std::fs::read(&file).unwrap();
     let resp = service_support::client()
         .post(format!("{}/v1/weights", server.url))
+        .bearer_auth(service_support::ADMIN_KEY)
         .header("x-rlvr-checksum", "ffff")
         .body(bytes.clone())
         .send()
@@ -255,6 +267,7 @@ async fn a_weight_update_mid_stream_shows_as_a_new_version() {
     assert_eq!(resp.headers()["x-rlvr-policy-version"], "1", "a refused update leaves the version");
     let resp = service_support::client()
         .post(format!("{}/v1/weights", server.url))
+        .bearer_auth(service_support::ADMIN_KEY)
         .header("x-rlvr-checksum", checksum.as_str())
         .body(bytes)
         .send()

@@ -1,5 +1,6 @@
 //! `rlvr serve --model DIR [--host 127.0.0.1] [--port 8000] [--slots N] [--max-queue N]
-//! [--max-seq-len N] [--grace-secs S] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16]`
+//! [--max-seq-len N] [--grace-secs S] [--api-key KEY] [--admin-key KEY] [--weights-dir DIR]
+//! [--max-body-mb MB] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16]`
 //! (docs/architecture.md §7): the OpenAI-compatible HTTP service of `rlvr_rollout::service` over one engine.
 //!
 //! Loads the model as `rlvr generate` does; `tokenizer.json` in the directory enables text prompts,
@@ -42,6 +43,20 @@ pub struct Args {
     /// Name clients use in `model` (default: the model directory's name).
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Key clients must send as `Authorization: Bearer KEY`; without
+    /// one the client routes are open.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Administrator's key that `POST /v1/weights` needs; without
+    /// one weight pushes over HTTP are refused.
+    #[arg(long)]
+    pub admin_key: Option<String>,
+    /// The only directory `POST /v1/weights` may read `{"path": ...}` from.
+    #[arg(long)]
+    pub weights_dir: Option<PathBuf>,
+    /// Largest generation request body in MiB; larger ones are answered 413.
+    #[arg(long, default_value_t = 16)]
+    pub max_body_mb: usize,
     /// Attention mode, device and dtype.
     #[command(flatten)]
     pub compute: Compute,
@@ -57,6 +72,14 @@ pub fn run(args: Args) -> Result<()> {
     let max_seq_len = args.max_seq_len.unwrap_or(cfg.max_position_embeddings.min(4096));
     if max_seq_len < 2 || max_seq_len > cfg.max_position_embeddings {
         bail!("--max-seq-len {max_seq_len} must be in 2..={} (max_position_embeddings)", cfg.max_position_embeddings);
+    }
+    if let Some(dir) = &args.weights_dir {
+        if !dir.is_dir() {
+            bail!("--weights-dir {} is not a directory", dir.display());
+        }
+        if args.admin_key.is_none() {
+            bail!("--weights-dir needs --admin-key (weight pushes are an administrator's action)");
+        }
     }
     let tokenizer = if args.model.join("tokenizer.json").exists() {
         Some(
@@ -75,6 +98,10 @@ pub fn run(args: Args) -> Result<()> {
     let config = ServiceConfig {
         max_queue: args.max_queue,
         grace: Duration::from_secs(args.grace_secs),
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        admin_key: args.admin_key.clone().filter(|k| !k.is_empty()),
+        weights_dir: args.weights_dir.clone(),
+        max_body_bytes: args.max_body_mb.max(1) << 20,
         ..ServiceConfig::new(name)
     };
     let service = Service::new(model, &vs, engine, tokenizer, config);

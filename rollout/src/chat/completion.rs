@@ -78,7 +78,7 @@ fn parse_dsml(body: &str, base: usize, pos: usize) -> Result<Vec<ToolCall>, Chat
                 return Err(cur.error(format!("parameter {key:?} given twice")));
             }
         }
-        calls.push(ToolCall { name, arguments });
+        calls.push(ToolCall::new(name, arguments));
     }
     if cur.pos != body.len() {
         return Err(cur.error("text after </｜DSML｜function_calls>".to_string()));

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{ChatError, Message, Role, Tool, ToolCall};
+use super::{has_wide_int, ChatError, Message, Role, Tool, ToolCall};
 
 impl Message {
     /// Reads one message in the OpenAI shape; errors name the field (`role`, `content`, …).
@@ -53,7 +53,7 @@ impl Message {
         }
         if !self.tool_calls.is_empty() {
             let calls = self.tool_calls.iter().map(|c| {
-                let args = Value::Object(c.arguments.clone()).to_string();
+                let args = c.raw_arguments.clone().unwrap_or_else(|| Value::Object(c.arguments.clone()).to_string());
                 serde_json::json!({"type": "function", "function": {"name": c.name, "arguments": args}})
             });
             obj.insert("tool_calls".into(), Value::Array(calls.collect()));
@@ -88,8 +88,10 @@ fn tool_call_from_json(value: &Value) -> Result<ToolCall, ChatError> {
         _ => return Err(ChatError::field("function.name", "expected a string")),
     };
     let parsed;
+    let mut raw = None;
     let args = match function.get("arguments") {
         Some(Value::String(s)) => {
+            raw = has_wide_int(s).then(|| s.clone());
             parsed = serde_json::from_str::<Value>(s)
                 .map_err(|e| ChatError::field("function.arguments", format!("not valid JSON: {e}")))?;
             &parsed
@@ -98,7 +100,7 @@ fn tool_call_from_json(value: &Value) -> Result<ToolCall, ChatError> {
         None => return Err(ChatError::field("function.arguments", "missing")),
     };
     match args {
-        Value::Object(arguments) => Ok(ToolCall { name, arguments: arguments.clone() }),
+        Value::Object(arguments) => Ok(ToolCall { name, arguments: arguments.clone(), raw_arguments: raw }),
         other => Err(ChatError::field("function.arguments", format!("expected a JSON object, got {other}"))),
     }
 }
@@ -126,7 +128,8 @@ impl<'de> Deserialize<'de> for Message {
 pub(super) struct OpenAiTool {
     #[serde(rename = "type")]
     kind: String,
-    function: FunctionDef,
+    /// Kept as given (every key, in order) for the prompt; read into [`FunctionDef`].
+    function: Map<String, Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,14 +147,16 @@ impl TryFrom<OpenAiTool> for Tool {
         if t.kind != "function" {
             return Err(ChatError::field("type", format!("expected \"function\", got {:?}", t.kind)));
         }
-        let FunctionDef { name, description, parameters } = t.function;
-        Ok(Tool { name, description, parameters })
+        let def: FunctionDef = serde_json::from_value(Value::Object(t.function.clone()))
+            .map_err(|e| ChatError::field("function", e.to_string()))?;
+        let FunctionDef { name, description, parameters } = def;
+        Ok(Tool { name, description, parameters, given: Some(t.function), given_text: None })
     }
 }
 
 impl From<Tool> for OpenAiTool {
     fn from(t: Tool) -> Self {
-        let function = FunctionDef { name: t.name, description: t.description, parameters: t.parameters };
+        let function = t.definition();
         OpenAiTool { kind: "function".into(), function }
     }
 }

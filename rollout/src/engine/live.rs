@@ -84,20 +84,30 @@ impl Live {
     ) {
         let req = &self.req;
         let sample = &mut self.samples[j];
-        let (id, logprob, kept) = if req.sampling.temperature <= 0.0 {
+        let penalised;
+        let logits = if req.penalties.is_off() {
+            logits
+        } else {
+            let generated: Vec<i64> = sample.tokens.iter().map(|t| t.id).collect();
+            penalised = req.penalties.apply(logits, &req.prompt, &generated);
+            &penalised[..]
+        };
+        let (id, logprob, kept, top) = if req.sampling.temperature <= 0.0 {
             let (id, lp) = greedy(logits);
-            (id, lp, Vec::new())
+            let top = (req.top_logprobs > 0).then(|| top_of(Truncation::default().kept(logits, 1.0), req.top_logprobs));
+            (id, lp, Vec::new(), top)
         } else {
             let kept = self.trunc.kept(logits, req.sampling.temperature);
             let (id, lp) = choose(&kept, &mut sample.stream);
             let mut ids: Vec<i64> =
                 if self.trunc.is_off() { Vec::new() } else { kept.iter().map(|&(i, _)| i as i64).collect() };
             ids.sort_unstable();
-            (id, lp, ids)
+            let top = (req.top_logprobs > 0).then(|| top_of(kept, req.top_logprobs));
+            (id, lp, ids, top)
         };
         let kept = req.return_sampling_mask.then_some(kept);
         let experts = experts.filter(|_| req.return_routing);
-        sample.tokens.push(Token { id, logprob, version, kept, experts });
+        sample.tokens.push(Token { id, logprob, version, kept, experts, top });
         sample.finish = if req.stop_ids.contains(&id) || hits_stop_string(req, &sample.tokens, detokenizer) {
             Some(FinishReason::Stop)
         } else if sample.tokens.len() >= req.sampling.max_tokens {
@@ -147,6 +157,17 @@ impl Live {
             .collect();
         RequestOutput { id: self.id, index: self.req.index, samples }
     }
+}
+
+/// The `k` most likely of a kept set (`(id, log-prob)`), most likely first, ties by id.
+fn top_of(mut kept: Vec<(usize, f64)>, k: usize) -> Vec<(i64, f32)> {
+    let order = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k < kept.len() {
+        kept.select_nth_unstable_by(k - 1, order);
+        kept.truncate(k);
+    }
+    kept.sort_unstable_by(order);
+    kept.into_iter().map(|(id, lp)| (id as i64, lp as f32)).collect()
 }
 
 /// Whether the decoded completion now contains one of the request's stop strings. The whole

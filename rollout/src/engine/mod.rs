@@ -12,7 +12,10 @@
 //! (5) free the slots of ended samples and return the requests whose samples have all ended.
 //!
 //! **Sampling** is `rlvr_model::sample`'s arithmetic (f32 logits, f64 softmax and truncation on
-//! the host): temperature, top-k, top-p, min-p, renormalised; temperature 0 is the argmax. Sample
+//! the host): the request's [`Penalties`] (logit bias, repetition, frequency and presence), then
+//! temperature, top-k, top-p, min-p, renormalised; temperature 0 is the argmax of the penalised
+//! logits. Recorded log-probs (and [`Request::top_logprobs`] alternatives) are of the distribution
+//! actually drawn from. Sample
 //! `j` of a request draws from its own stream seeded by `stream_seed(seed, index, j)`
 //! ([`Request::seed`], [`Request::index`]), set in that one place, so a sample's tokens do not
 //! depend on which requests share its batch (batched logits differ from a lone forward's only by
@@ -51,7 +54,10 @@ mod request;
 mod weights;
 
 pub use error::EngineError;
-pub use request::{Experts, FinishReason, Progress, Request, RequestId, RequestOutput, Sample, SamplingParams, Token};
+pub use request::{
+    Experts, FinishReason, Penalties, Progress, Request, RequestId, RequestOutput, Sample, SamplingParams, Token,
+    MAX_TOP_LOGPROBS,
+};
 pub use weights::checksum_of;
 
 use live::Live;

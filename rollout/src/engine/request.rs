@@ -68,6 +68,85 @@ impl SamplingParams {
     }
 }
 
+/// Adjustments of the logits before temperature and truncation, as OpenAI and vLLM define them,
+/// applied in this order: `logit_bias` added; the repetition penalty over the ids of the prompt
+/// and the sample so far (a positive logit divided by it, a negative one multiplied, as
+/// transformers' `RepetitionPenaltyLogitsProcessor`); then for each id the sample generated `c > 0`
+/// times so far, `frequency · c + presence` subtracted. The default changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Penalties {
+    /// Subtracted once from the logit of every id the sample has generated, in [-2, 2].
+    pub presence: f64,
+    /// Subtracted per occurrence from the logit of every id the sample has generated, in [-2, 2].
+    pub frequency: f64,
+    /// Repetition penalty (> 0; 1 = off) over prompt and generated ids.
+    pub repetition: f64,
+    /// `(id, bias)` pairs added to the logits, bias in [-100, 100].
+    pub logit_bias: Vec<(i64, f64)>,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Penalties { presence: 0.0, frequency: 0.0, repetition: 1.0, logit_bias: Vec::new() }
+    }
+}
+
+impl Penalties {
+    /// Whether these change nothing.
+    pub fn is_off(&self) -> bool {
+        self.presence == 0.0 && self.frequency == 0.0 && self.repetition == 1.0 && self.logit_bias.is_empty()
+    }
+
+    /// `logits (V)` adjusted for a sample that so far generated `generated` after `prompt`.
+    pub fn apply(&self, logits: &[f32], prompt: &[i64], generated: &[i64]) -> Vec<f32> {
+        let mut out: Vec<f64> = logits.iter().map(|&l| l as f64).collect();
+        for &(id, bias) in &self.logit_bias {
+            out[id as usize] += bias;
+        }
+        if self.repetition != 1.0 {
+            let seen: std::collections::BTreeSet<i64> = prompt.iter().chain(generated).copied().collect();
+            for id in seen {
+                let l = &mut out[id as usize];
+                *l = if *l > 0.0 { *l / self.repetition } else { *l * self.repetition };
+            }
+        }
+        if self.presence != 0.0 || self.frequency != 0.0 {
+            let mut counts: std::collections::BTreeMap<i64, u32> = std::collections::BTreeMap::new();
+            for &id in generated {
+                *counts.entry(id).or_default() += 1;
+            }
+            for (id, c) in counts {
+                out[id as usize] -= self.frequency * c as f64 + self.presence;
+            }
+        }
+        out.into_iter().map(|l| l as f32).collect()
+    }
+
+    /// Checks the ranges against a vocabulary of `vocab` ids: the field out of range and why.
+    pub fn validate(&self, vocab: usize) -> Result<(), (&'static str, String)> {
+        for (field, v) in [("presence_penalty", self.presence), ("frequency_penalty", self.frequency)] {
+            if !(v.is_finite() && (-2.0..=2.0).contains(&v)) {
+                return Err((field, format!("must be in [-2, 2], got {v}")));
+            }
+        }
+        if !(self.repetition.is_finite() && self.repetition > 0.0) {
+            return Err(("repetition_penalty", format!("must be > 0, got {}", self.repetition)));
+        }
+        for &(id, bias) in &self.logit_bias {
+            if id < 0 || id as usize >= vocab {
+                return Err(("logit_bias", format!("token id {id} is outside the vocabulary 0..{vocab}")));
+            }
+            if !(bias.is_finite() && (-100.0..=100.0).contains(&bias)) {
+                return Err(("logit_bias", format!("bias {bias} of token {id} is not in [-100, 100]")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most alternatives [`Request::top_logprobs`] may ask for.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
 /// One generation request: a prompt, `n` samples, sampling settings and what to record.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -91,6 +170,11 @@ pub struct Request {
     pub return_sampling_mask: bool,
     /// Record each position's routed experts (keep routing, docs/model.md §3.3.6).
     pub return_routing: bool,
+    /// Logit adjustments before temperature and truncation (off by default).
+    pub penalties: Penalties,
+    /// Record per token the this many most likely ids of the distribution it was drawn from
+    /// ([`Token::top`]), at most [`MAX_TOP_LOGPROBS`]; 0 = none.
+    pub top_logprobs: usize,
 }
 
 impl Request {
@@ -106,6 +190,8 @@ impl Request {
             index: 0,
             return_sampling_mask: false,
             return_routing: false,
+            penalties: Penalties::default(),
+            top_logprobs: 0,
         }
     }
 
@@ -136,6 +222,11 @@ impl Request {
             return Err(EngineError::bad("max_tokens", problem));
         }
         self.sampling.validate().map_err(|(field, problem)| EngineError::bad(field, problem))?;
+        self.penalties.validate(vocab).map_err(|(field, problem)| EngineError::bad(field, problem))?;
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            let problem = format!("{} is more than {MAX_TOP_LOGPROBS}", self.top_logprobs);
+            return Err(EngineError::bad("top_logprobs", problem));
+        }
         if !self.stop_strings.is_empty() && !has_detokenizer {
             return Err(EngineError::bad("stop_strings", "need an engine built with a detokenizer"));
         }
@@ -159,9 +250,14 @@ pub enum FinishReason {
 pub struct Token {
     /// The sampled id.
     pub id: i64,
-    /// Its log-probability under the distribution it was drawn from (temperature, then top-k,
-    /// top-p, min-p, renormalised); for greedy, under the model's untruncated distribution.
+    /// Its log-probability under the distribution it was drawn from (the request's
+    /// [`Penalties`], temperature, then top-k, top-p, min-p, renormalised); for greedy, under the
+    /// untruncated distribution of the penalised logits (the model's own without penalties).
     pub logprob: f32,
+    /// With [`Request::top_logprobs`] `k`: the `k` most likely ids of that same distribution
+    /// (fewer when truncation kept fewer) and their log-probabilities, most likely first (ties by
+    /// id).
+    pub top: Option<Vec<(i64, f32)>>,
     /// The policy version whose forward produced the logits it was drawn from.
     pub version: u64,
     /// With `return_sampling_mask`: the ids the truncation kept, ascending. Empty means the

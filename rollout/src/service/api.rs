@@ -1,9 +1,11 @@
 //! Request bodies of the OpenAI-compatible endpoints and their translation into engine
-//! [`Request`]s. Fields the service does not know are ignored, as OpenAI clients send many;
-//! every field it reads is checked, and an error names it in `param`.
+//! [`Request`]s. Every field the service reads is checked, and an error names it in `param`.
+//! OpenAI fields that would change the output and that rlvr does not implement are refused with a
+//! 400 naming them ([`refuse_unsupported`]) rather than ignored; informational ones (`user`,
+//! `metadata`, `store`, `service_tier`, ...) and fields OpenAI does not define are ignored.
 
 use super::errors::ApiError;
-use crate::engine::{Request, SamplingParams};
+use crate::engine::{Penalties, Request, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,15 +34,15 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// `logprobs` of `/v1/completions`: OpenAI's count of top alternatives (any count turns log-probs
-/// on; alternatives are not returned), or a flag.
+/// `logprobs` of `/v1/completions`: OpenAI's count of top alternatives per token (any count turns
+/// log-probs on; a positive one fills `top_logprobs`), or a flag.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(untagged)]
 pub enum LogprobsFlag {
     /// `true`/`false`.
     Flag(bool),
-    /// A count of alternatives (accepted; alternatives are not returned).
-    Count(#[allow(dead_code)] u32),
+    /// A count of alternatives.
+    Count(u32),
 }
 
 impl LogprobsFlag {
@@ -51,6 +53,23 @@ impl LogprobsFlag {
             LogprobsFlag::Count(_) => true,
         }
     }
+
+    /// The alternatives asked for per token.
+    pub fn top(self) -> usize {
+        match self {
+            LogprobsFlag::Flag(_) => 0,
+            LogprobsFlag::Count(n) => n as usize,
+        }
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk (before `[DONE]`) with empty `choices` and the request's `usage`; every
+    /// other chunk then carries `"usage": null`.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
 }
 
 /// Sampling settings and rlvr's record extensions, shared by both generation endpoints.
@@ -79,6 +98,16 @@ pub struct Sampling {
     /// Generate past the config's end-of-sequence ids.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// OpenAI's presence penalty, in [-2, 2] (see [`crate::engine::Penalties`]).
+    pub presence_penalty: Option<f64>,
+    /// OpenAI's frequency penalty, in [-2, 2].
+    pub frequency_penalty: Option<f64>,
+    /// vLLM's / transformers' repetition penalty, > 0 (1 = off).
+    pub repetition_penalty: Option<f64>,
+    /// Token id (as a string key) → bias in [-100, 100] added to its logit.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    /// Streaming options (only with `stream`).
+    pub stream_options: Option<StreamOptions>,
     /// Stream the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
@@ -113,13 +142,15 @@ pub struct ChatRequest {
     /// Functions the model may call.
     #[serde(default)]
     pub tools: Option<Value>,
-    /// Thinking mode (also read from `chat_template_kwargs.thinking`).
+    /// Thinking mode (also read from `chat_template_kwargs.thinking` / `.enable_thinking`).
     pub thinking: Option<bool>,
-    /// vLLM-style template switches; `thinking` is read.
+    /// vLLM-style template switches; `thinking` and its alias `enable_thinking` are read.
     pub chat_template_kwargs: Option<ChatTemplateKwargs>,
     /// Return log-probs in chat's `logprobs.content` shape.
     #[serde(default)]
     pub logprobs: bool,
+    /// Alternatives per token in `logprobs.content[].top_logprobs`, 0..=20 (needs `logprobs`).
+    pub top_logprobs: Option<u32>,
     /// rlvr: return the rendered prompt text as `prompt`.
     #[serde(default)]
     pub return_prompt: bool,
@@ -130,6 +161,65 @@ pub struct ChatRequest {
 pub struct ChatTemplateKwargs {
     /// Thinking mode.
     pub thinking: Option<bool>,
+    /// Thinking mode under the name other servers' templates use (an alias of `thinking`; the two
+    /// may not disagree).
+    pub enable_thinking: Option<bool>,
+}
+
+impl ChatTemplateKwargs {
+    /// The thinking switch, if given; 400 naming the alias when both are given and differ.
+    pub fn thinking(&self) -> Result<Option<bool>, ApiError> {
+        match (self.thinking, self.enable_thinking) {
+            (Some(a), Some(b)) if a != b => Err(ApiError::invalid(
+                "chat_template_kwargs.enable_thinking",
+                "`thinking` and `enable_thinking` disagree; they are the same switch",
+            )),
+            (a, b) => Ok(a.or(b)),
+        }
+    }
+}
+
+/// OpenAI fields whose effect rlvr does not implement, refused when given a value that asks for
+/// it: (field, whether the value is harmless, why).
+type Refusal = (&'static str, fn(&Value) -> bool, &'static str);
+
+/// What [`refuse_unsupported`] checks.
+const REFUSED: &[Refusal] = &[
+    (
+        "response_format",
+        |v| v.get("type").and_then(Value::as_str) == Some("text"),
+        "only {\"type\": \"text\"} is supported; rlvr has no constrained decoding (json_object, json_schema)",
+    ),
+    ("best_of", |v| v.as_i64() == Some(1), "only 1 is supported"),
+    ("suffix", |v| v.as_str() == Some(""), "insertion (a non-empty suffix) is not supported"),
+    (
+        "tool_choice",
+        |v| v.as_str() == Some("auto"),
+        "only \"auto\" is supported: the model decides whether to call tools",
+    ),
+    ("parallel_tool_calls", |v| v.as_bool() == Some(true), "only true is supported"),
+    ("functions", |_| false, "the deprecated `functions` are not supported; use `tools`"),
+    ("function_call", |_| false, "the deprecated `function_call` is not supported; use `tools`"),
+    ("audio", |_| false, "audio output is not supported"),
+    ("modalities", |v| *v == serde_json::json!(["text"]), "only [\"text\"] is supported"),
+    ("prediction", |_| false, "predicted outputs are not supported"),
+    ("web_search_options", |_| false, "web search is not supported"),
+    ("reasoning_effort", |_| false, "not supported; switch thinking with `thinking` or `chat_template_kwargs`"),
+    ("verbosity", |_| false, "not supported"),
+    ("n_probs", |_| false, "not supported; use `logprobs`"),
+];
+
+/// 400 naming the first field of `body` that asks for something rlvr does not do (null counts as
+/// absent).
+pub fn refuse_unsupported(body: &Value) -> Result<(), ApiError> {
+    for (field, harmless, why) in REFUSED {
+        match body.get(*field) {
+            None | Some(Value::Null) => {}
+            Some(v) if harmless(v) => {}
+            Some(_) => return Err(ApiError::invalid(*field, format!("field `{field}`: {why}"))),
+        }
+    }
+    Ok(())
 }
 
 /// What a request is checked against.
@@ -157,7 +247,12 @@ pub fn parse_request<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Sampling), 
     if !value.is_object() {
         return Err(ApiError::invalid("body", "the body must be a JSON object"));
     }
-    Ok((fields(&value)?, fields(&value)?))
+    refuse_unsupported(&value)?;
+    let sampling: Sampling = fields(&value)?;
+    if sampling.stream_options.is_some() && !sampling.stream {
+        return Err(ApiError::invalid("stream_options", "field `stream_options`: only allowed with `stream: true`"));
+    }
+    Ok((fields(&value)?, sampling))
 }
 
 /// Reads `T` from a JSON object; a wrong field is a 400 naming its path.
@@ -197,9 +292,39 @@ impl Sampling {
         }
     }
 
-    /// The engine request of prompt `index` (`ids`), checked as the engine would, with the prompt
-    /// length checked against the context first so that mistake names `prompt`.
-    pub fn request(&self, ids: Vec<i64>, index: usize, seed: u64, limits: &Limits) -> Result<Request, ApiError> {
+    /// Whether the stream ends with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+
+    /// The logit adjustments asked for (ranges are checked with the request).
+    pub fn penalties(&self) -> Result<Penalties, ApiError> {
+        let mut logit_bias = Vec::new();
+        for (key, &bias) in self.logit_bias.iter().flatten() {
+            let id: i64 = key.trim().parse().map_err(|_| {
+                ApiError::invalid("logit_bias", format!("field `logit_bias`: key {key:?} is not a token id"))
+            })?;
+            logit_bias.push((id, bias));
+        }
+        Ok(Penalties {
+            presence: self.presence_penalty.unwrap_or(0.0),
+            frequency: self.frequency_penalty.unwrap_or(0.0),
+            repetition: self.repetition_penalty.unwrap_or(1.0),
+            logit_bias,
+        })
+    }
+
+    /// The engine request of prompt `index` (`ids`), `top` alternatives per token, checked as the
+    /// engine would, with the prompt length checked against the context first so that mistake
+    /// names `prompt`.
+    pub fn request(
+        &self,
+        ids: Vec<i64>,
+        index: usize,
+        seed: u64,
+        top: usize,
+        limits: &Limits,
+    ) -> Result<Request, ApiError> {
         if ids.len() >= limits.context {
             let message = format!("{} prompt tokens leave no room in the context of {}", ids.len(), limits.context);
             return Err(ApiError::invalid("prompt", message));
@@ -240,6 +365,8 @@ impl Sampling {
             index,
             return_sampling_mask: self.return_sampling_mask,
             return_routing: self.return_routing,
+            penalties: self.penalties()?,
+            top_logprobs: top,
             ..Request::new(ids)
         };
         request.validate(limits.vocab, limits.slots, limits.context, limits.has_tokenizer)?;

@@ -10,11 +10,11 @@
 
 use super::api::{parse_request, ChatRequest};
 use super::delta::TextStream;
-use super::render::{fingerprint, finish_name, newest_version, render, Extras};
+use super::render::{fingerprint, finish_name, newest_version, piece_of, render, usage, Extras};
 use super::stream::{self, Chunker};
 use super::{collect, render::add_extras, unix_now, ApiError, AppState};
 use crate::chat::{self, ChatOptions, Message, Role, Tool, EOS, THINK_END};
-use crate::engine::{RequestOutput, Sample, Token};
+use crate::engine::{RequestOutput, Sample, Token, MAX_TOP_LOGPROBS};
 use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -35,6 +35,8 @@ struct Shape {
     model: String,
     thinking: bool,
     logprobs: bool,
+    /// End the stream with a usage chunk.
+    include_usage: bool,
     extras: Extras,
     stops: Vec<String>,
     prompt: Vec<i64>,
@@ -59,12 +61,25 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
         None | Some(Value::Null) => Vec::new(),
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid("tools", e.to_string()))?,
     };
-    let thinking = req.thinking.or(req.chat_template_kwargs.as_ref().and_then(|k| k.thinking)).unwrap_or(false);
+    let tools = with_given_text(tools, &body);
+    let kwargs_thinking = match &req.chat_template_kwargs {
+        Some(k) => k.thinking()?,
+        None => None,
+    };
+    let thinking = req.thinking.or(kwargs_thinking).unwrap_or(false);
+    let top = req.top_logprobs.unwrap_or(0) as usize;
+    if top > MAX_TOP_LOGPROBS {
+        let message = format!("field `top_logprobs`: {top} is more than {MAX_TOP_LOGPROBS}");
+        return Err(ApiError::invalid("top_logprobs", message));
+    }
+    if top > 0 && !req.logprobs {
+        return Err(ApiError::invalid("top_logprobs", "field `top_logprobs`: needs `logprobs: true`"));
+    }
     let text = chat::encode_chat(&messages, &tools, &ChatOptions { thinking, ..ChatOptions::default() })?;
     // The rendered text starts with BOS already.
     let prompt = tok.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let (fresh_seed, id) = state.fresh();
-    let request = s.request(prompt.clone(), 0, s.seed.unwrap_or(fresh_seed), &state.limits)?;
+    let request = s.request(prompt.clone(), 0, s.seed.unwrap_or(fresh_seed), top, &state.limits)?;
     let ticket = state.admit(1)?;
     let receivers = state.submit(vec![request], s.stream)?;
     let shape = Shape {
@@ -73,6 +88,7 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
         model: state.limits.model.clone(),
         thinking,
         logprobs: req.logprobs,
+        include_usage: s.include_usage(),
         extras: Extras {
             token_ids: s.return_token_ids,
             sampling_mask: s.return_sampling_mask,
@@ -84,12 +100,30 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
         version: state.metrics.version(),
     };
     if s.stream {
-        let chunks = Chunks { tok: tok.clone(), shape, texts: HashMap::new() };
+        let chunks = Chunks { tok: tok.clone(), shape, texts: HashMap::new(), completion_tokens: 0 };
         return Ok(stream::sse(&state, ticket, receivers, chunks));
     }
     let outputs = collect(receivers).await?;
     drop(ticket);
     Ok(Json(full_body(&state, &shape, &outputs)).into_response())
+}
+
+/// `tools` with each `function` text that holds an integer beyond 64 bits kept as given
+/// ([`Tool::given_text`]), read from the request body.
+fn with_given_text(mut tools: Vec<Tool>, body: &[u8]) -> Vec<Tool> {
+    let Ok(text) = std::str::from_utf8(body) else { return tools };
+    if tools.is_empty() || !chat::has_wide_int(text) {
+        return tools;
+    }
+    let members = chat::object_members(text).unwrap_or_default();
+    let Some((_, raw)) = members.iter().find(|(k, _)| k == "tools") else { return tools };
+    for (tool, item) in tools.iter_mut().zip(chat::array_items(raw).unwrap_or_default()) {
+        let function = chat::object_members(item).unwrap_or_default().into_iter().find(|(k, _)| k == "function");
+        if let Some((_, f)) = function.filter(|(_, f)| chat::has_wide_int(f)) {
+            tool.given_text = Some(f.to_string());
+        }
+    }
+    tools
 }
 
 /// The reply `text` as a message, and the finish reason (`tool_calls` when it called tools;
@@ -103,12 +137,24 @@ fn reply(text: &str, finish: &'static str, thinking: bool) -> (Message, &'static
     (message, finish)
 }
 
-/// Chat's `logprobs` object: `{"content": [{"token", "logprob", "bytes", "top_logprobs", "token_id"}]}`.
-fn logprobs_json(tokens: &[Token], pieces: &[String]) -> Value {
+/// Chat's `logprobs` object: `{"content": [{"token", "logprob", "bytes", "top_logprobs", "token_id"}]}`,
+/// each alternative `{"token", "logprob", "bytes", "token_id"}`.
+fn logprobs_json(tokens: &[Token], pieces: &[String], tok: &Tokenizer) -> Value {
     let content: Vec<Value> = tokens
         .iter()
         .zip(pieces)
-        .map(|(t, p)| json!({"token": p, "logprob": t.logprob, "bytes": p.as_bytes(), "top_logprobs": [], "token_id": t.id}))
+        .map(|(t, p)| {
+            let top: Vec<Value> = t
+                .top
+                .iter()
+                .flatten()
+                .map(|&(id, lp)| {
+                    let piece = piece_of(Some(tok), id, false);
+                    json!({"token": piece, "logprob": lp, "bytes": piece.as_bytes(), "token_id": id})
+                })
+                .collect();
+            json!({"token": p, "logprob": t.logprob, "bytes": p.as_bytes(), "top_logprobs": top, "token_id": t.id})
+        })
         .collect();
     json!({ "content": content })
 }
@@ -124,7 +170,10 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
         let mut choice = Map::new();
         choice.insert("index".into(), json!(sample.index));
         choice.insert("message".into(), message.to_json());
-        let logprobs = if shape.logprobs { logprobs_json(&sample.tokens, &rendered.pieces) } else { Value::Null };
+        let logprobs = match (shape.logprobs, tok) {
+            (true, Some(tok)) => logprobs_json(&sample.tokens, &rendered.pieces, tok),
+            _ => Value::Null,
+        };
         choice.insert("logprobs".into(), logprobs);
         choice.insert("finish_reason".into(), json!(finish));
         add_extras(&mut choice, sample, &shape.prompt, shape.extras);
@@ -135,8 +184,7 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
         "id": shape.id, "object": "chat.completion", "created": shape.created, "model": shape.model,
         "system_fingerprint": fingerprint(newest_version(samples.iter().copied(), shape.version)),
         "choices": list,
-        "usage": {"prompt_tokens": shape.prompt.len(), "completion_tokens": completion_tokens,
-                  "total_tokens": shape.prompt.len() + completion_tokens},
+        "usage": usage(shape.prompt.len(), completion_tokens),
     });
     if let Some(text) = &shape.prompt_text {
         body["prompt"] = json!(text);
@@ -173,14 +221,20 @@ struct Chunks {
     shape: Shape,
     /// Each sample's text so far, by sample index; present once its role chunk went out.
     texts: HashMap<usize, TextStream>,
+    /// Tokens of the samples ended so far.
+    completion_tokens: usize,
 }
 
 impl Chunks {
     /// A chunk of one choice, stamped with `version`.
     fn chunk(&self, version: u64, choice: Value) -> Value {
         let shape = &self.shape;
-        json!({"id": shape.id, "object": "chat.completion.chunk", "created": shape.created,
-            "model": shape.model, "system_fingerprint": fingerprint(version), "choices": [choice]})
+        let mut chunk = json!({"id": shape.id, "object": "chat.completion.chunk", "created": shape.created,
+            "model": shape.model, "system_fingerprint": fingerprint(version), "choices": [choice]});
+        if shape.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
     }
 
     /// The role chunk that opens sample `index`, the first time it is asked for.
@@ -219,7 +273,7 @@ impl Chunker for Chunks {
             let delta = self.delta(self.texts[&sample].text(), range);
             let mut choice = json!({"index": sample, "delta": delta, "finish_reason": null});
             if self.shape.logprobs {
-                choice["logprobs"] = logprobs_json(std::slice::from_ref(t), &[piece]);
+                choice["logprobs"] = logprobs_json(std::slice::from_ref(t), &[piece], &self.tok);
             }
             out.push(self.chunk(t.version, choice));
         }
@@ -228,6 +282,7 @@ impl Chunker for Chunks {
 
     /// The text held back to the end, the finish reason, and the tool calls.
     fn finish(&mut self, _prompt: usize, sample: &Sample) -> Vec<Value> {
+        self.completion_tokens += sample.tokens.len();
         let mut out: Vec<Value> = self.open(sample.index, self.shape.version).into_iter().collect();
         let text = self.texts.get_mut(&sample.index).expect("opened above");
         let range = text.finish(&self.tok, sample.finish_reason, &self.shape.stops);
@@ -240,5 +295,16 @@ impl Chunker for Chunks {
         let last = sample.versions().map_or(self.shape.version, |v| v.1);
         out.push(self.chunk(last, json!({"index": sample.index, "delta": delta, "finish_reason": finish})));
         out
+    }
+
+    /// With `include_usage`: the usage chunk.
+    fn end(&mut self) -> Vec<Value> {
+        if !self.shape.include_usage {
+            return Vec::new();
+        }
+        let shape = &self.shape;
+        vec![json!({"id": shape.id, "object": "chat.completion.chunk", "created": shape.created,
+            "model": shape.model, "system_fingerprint": fingerprint(shape.version), "choices": [],
+            "usage": usage(shape.prompt.len(), self.completion_tokens)})]
     }
 }

@@ -8,10 +8,10 @@
 
 use super::api::{parse_request, CompletionRequest, LogprobsFlag, PromptInput};
 use super::delta::TextStream;
-use super::render::{add_extras, fingerprint, finish_name, newest_version, render, Extras, Rendered};
+use super::render::{add_extras, fingerprint, finish_name, newest_version, piece_of, render, usage, Extras, Rendered};
 use super::stream::{self, Chunker};
 use super::{collect, unix_now, ApiError, AppState};
-use crate::engine::{RequestOutput, Sample, Token};
+use crate::engine::{RequestOutput, Sample, Token, MAX_TOP_LOGPROBS};
 use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,7 +27,11 @@ struct Shape {
     created: u64,
     model: String,
     logprobs: bool,
+    /// Alternatives per token in `top_logprobs`.
+    top: usize,
     echo: bool,
+    /// End the stream with a usage chunk.
+    include_usage: bool,
     extras: Extras,
     stops: Vec<String>,
     prompts: Vec<Vec<i64>>,
@@ -45,10 +49,14 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
     let prompts = prompt_ids(&state, &req.prompt)?;
     let (fresh_seed, id) = state.fresh();
     let seed = s.seed.unwrap_or(fresh_seed);
+    let top = req.logprobs.map_or(0, LogprobsFlag::top);
+    if top > MAX_TOP_LOGPROBS {
+        return Err(ApiError::invalid("logprobs", format!("field `logprobs`: {top} is more than {MAX_TOP_LOGPROBS}")));
+    }
     let requests = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| s.request(p.clone(), i, seed, &state.limits))
+        .map(|(i, p)| s.request(p.clone(), i, seed, top, &state.limits))
         .collect::<Result<Vec<_>, _>>()?;
     let n = requests[0].n;
     let ticket = state.admit(requests.len())?;
@@ -58,7 +66,9 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
         created: unix_now(),
         model: state.limits.model.clone(),
         logprobs: req.logprobs.is_some_and(LogprobsFlag::enabled),
+        top,
         echo: req.echo,
+        include_usage: s.include_usage(),
         extras: Extras {
             token_ids: s.return_token_ids,
             sampling_mask: s.return_sampling_mask,
@@ -70,7 +80,7 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
         version: state.metrics.version(),
     };
     if s.stream {
-        let chunks = Chunks { tok: state.tokenizer.clone(), shape, texts: HashMap::new() };
+        let chunks = Chunks { tok: state.tokenizer.clone(), shape, texts: HashMap::new(), completion_tokens: 0 };
         return Ok(stream::sse(&state, ticket, receivers, chunks));
     }
     let outputs = collect(receivers).await?;
@@ -109,8 +119,18 @@ fn choices(outputs: &[RequestOutput]) -> Vec<(usize, &Sample, usize)> {
     out
 }
 
-/// OpenAI's completions `logprobs` object for `pieces` of `sample`, with `token_ids` added.
-fn logprobs_json(sample: &Sample, pieces: &[String]) -> Value {
+/// OpenAI's completions `top_logprobs` entry of one token: alternative text → log-prob.
+fn top_json(t: &Token, tok: Option<&Tokenizer>) -> Value {
+    let mut map = Map::new();
+    for &(id, lp) in t.top.iter().flatten() {
+        map.entry(piece_of(tok, id, true)).or_insert(json!(lp));
+    }
+    Value::Object(map)
+}
+
+/// OpenAI's completions `logprobs` object for `pieces` of `sample`, with `token_ids` added (and
+/// `top_ids`, the alternatives' ids, when alternatives were asked for).
+fn logprobs_json(sample: &Sample, pieces: &[String], top: usize, tok: Option<&Tokenizer>) -> Value {
     let mut offset = 0;
     let offsets: Vec<usize> = pieces
         .iter()
@@ -119,8 +139,13 @@ fn logprobs_json(sample: &Sample, pieces: &[String]) -> Value {
             offset - p.len()
         })
         .collect();
-    json!({"tokens": pieces, "token_logprobs": sample.logprobs(), "token_ids": sample.ids(),
-        "top_logprobs": null, "text_offset": offsets})
+    let mut out = json!({"tokens": pieces, "token_logprobs": sample.logprobs(), "token_ids": sample.ids(),
+        "top_logprobs": null, "text_offset": offsets});
+    if top > 0 {
+        out["top_logprobs"] = sample.tokens.iter().map(|t| top_json(t, tok)).collect();
+        out["top_ids"] = sample.tokens.iter().map(|t| json!(t.top)).collect();
+    }
+    out
 }
 
 /// The non-streamed response.
@@ -136,7 +161,8 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
         let mut choice = Map::new();
         choice.insert("index".into(), json!(index));
         choice.insert("text".into(), json!(prefix + &text));
-        choice.insert("logprobs".into(), if shape.logprobs { logprobs_json(sample, &pieces) } else { Value::Null });
+        let logprobs = if shape.logprobs { logprobs_json(sample, &pieces, shape.top, tok) } else { Value::Null };
+        choice.insert("logprobs".into(), logprobs);
         choice.insert("finish_reason".into(), json!(finish));
         add_extras(&mut choice, sample, &shape.prompts[p], shape.extras);
         list.push(Value::Object(choice));
@@ -147,8 +173,7 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
     json!({
         "id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
         "system_fingerprint": fingerprint(version), "choices": list,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": usage(prompt_tokens, completion_tokens),
     })
 }
 
@@ -159,14 +184,20 @@ struct Chunks {
     shape: Shape,
     /// Each choice's text so far, by choice index (with a tokenizer).
     texts: HashMap<usize, TextStream>,
+    /// Tokens of the choices ended so far.
+    completion_tokens: usize,
 }
 
 impl Chunks {
     /// A chunk of one choice, stamped with `version`.
     fn chunk(&self, version: u64, choice: Value) -> Value {
         let shape = &self.shape;
-        json!({"id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
-            "system_fingerprint": fingerprint(version), "choices": [choice]})
+        let mut chunk = json!({"id": shape.id, "object": "text_completion", "created": shape.created,
+            "model": shape.model, "system_fingerprint": fingerprint(version), "choices": [choice]});
+        if shape.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
     }
 
     /// Token `t`'s piece and the text it releases (empty without a tokenizer).
@@ -190,6 +221,10 @@ impl Chunker for Chunks {
             let mut choice = json!({"index": index, "text": text, "logprobs": null, "finish_reason": null});
             if self.shape.logprobs {
                 choice["logprobs"] = json!({"tokens": [piece], "token_logprobs": [t.logprob], "token_ids": [t.id]});
+                if self.shape.top > 0 {
+                    choice["logprobs"]["top_logprobs"] = json!([top_json(t, self.tok.as_deref())]);
+                    choice["logprobs"]["top_ids"] = json!([t.top]);
+                }
             }
             if self.shape.extras.token_ids {
                 choice["token_ids"] = json!([t.id]);
@@ -203,6 +238,7 @@ impl Chunker for Chunks {
     /// never completed one).
     fn finish(&mut self, prompt: usize, sample: &Sample) -> Vec<Value> {
         let index = prompt * self.shape.n + sample.index;
+        self.completion_tokens += sample.tokens.len();
         let rest = match (&self.tok, self.texts.get_mut(&index)) {
             (Some(tok), Some(text)) => {
                 let range = text.finish(tok, sample.finish_reason, &self.shape.stops);
@@ -213,5 +249,17 @@ impl Chunker for Chunks {
         let finish = finish_name(sample.finish_reason);
         let last = sample.versions().map_or(self.shape.version, |v| v.1);
         vec![self.chunk(last, json!({"index": index, "text": rest, "logprobs": null, "finish_reason": finish}))]
+    }
+
+    /// With `include_usage`: the usage chunk.
+    fn end(&mut self) -> Vec<Value> {
+        if !self.shape.include_usage {
+            return Vec::new();
+        }
+        let shape = &self.shape;
+        let prompt_tokens: usize = shape.prompts.iter().map(Vec::len).sum();
+        vec![json!({"id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
+            "system_fingerprint": fingerprint(shape.version), "choices": [],
+            "usage": usage(prompt_tokens, self.completion_tokens)})]
     }
 }

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub kind: &'static str,
     /// The request field at fault, when one is.
     pub param: Option<String>,
+    /// OpenAI's error `code` when it has a name (`invalid_api_key`); else the status as text.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -31,12 +33,13 @@ impl ApiError {
             message: message.into(),
             kind: "invalid_request_error",
             param: Some(param.into()),
+            code: None,
         }
     }
 
     /// An error with no field to blame.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), kind, param: None }
+        ApiError { status, message: message.into(), kind, param: None, code: None }
     }
 
     /// 429: every slot and queue place is taken.
@@ -85,7 +88,7 @@ impl From<ChatError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = self.status.as_u16().to_string();
+        let code = self.code.map_or_else(|| self.status.as_u16().to_string(), str::to_string);
         let body = json!({"error": {
             "message": self.message, "type": self.kind, "param": self.param, "code": code,
         }});

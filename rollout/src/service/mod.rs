@@ -17,15 +17,20 @@
 //! Shutdown ([`Service::serve`]'s future resolving): stop accepting, let requests in flight finish
 //! for [`ServiceConfig::grace`], then abort them (their choices end with `"finish_reason": "abort"`).
 //!
-//! Left out: `best_of`, `top_logprobs` alternatives, `presence`/`frequency` penalties, `logit_bias`,
-//! `suffix`, `response_format`, authentication, TLS; a streamed chat reply's tool calls come whole
-//! with its last chunk.
+//! Guards (`guard.rs`): an optional client API key ([`ServiceConfig::api_key`], 401), weight
+//! pushes only with the administrator's key and inside [`ServiceConfig::weights_dir`], and a body
+//! limit (413). Every OpenAI field is honoured or refused with a 400 naming it (`api.rs`).
+//!
+//! Left out (refused with a 400): `best_of` > 1, `suffix`, `response_format` other than text
+//! (no constrained decoding), `tool_choice` other than `auto`; also TLS. A streamed chat reply's
+//! tool calls come whole with its last chunk.
 
 mod api;
 mod chat_completions;
 mod completions;
 mod delta;
 mod errors;
+mod guard;
 pub mod metrics;
 mod render;
 mod routes;
@@ -60,16 +65,32 @@ pub struct ServiceConfig {
     pub grace: Duration,
     /// Interval of SSE keep-alive comments (which also reveal a client that went away).
     pub keep_alive: Duration,
+    /// With a key, `/v1/completions`, `/v1/chat/completions` and `/v1/models` need
+    /// `Authorization: Bearer <key>` (else 401); `/health` and `/metrics` stay open.
+    pub api_key: Option<String>,
+    /// With a key, `POST /v1/weights` is served to `Authorization: Bearer <admin key>` (else 401);
+    /// without one it answers 403 to everyone.
+    pub admin_key: Option<String>,
+    /// The directory that `/v1/weights`' `{"path": ...}` form may read from (the path, resolved,
+    /// must lie inside it); without one that form is refused.
+    pub weights_dir: Option<std::path::PathBuf>,
+    /// Largest generation request body in bytes; a larger one is answered 413.
+    pub max_body_bytes: usize,
 }
 
 impl ServiceConfig {
-    /// Serves `model_name` with a queue of 256, a 30 s grace period and 1 s keep-alives.
+    /// Serves `model_name` with a queue of 256, a 30 s grace period, 1 s keep-alives, no API key,
+    /// weight updates disabled, and bodies of up to 16 MiB.
     pub fn new(model_name: impl Into<String>) -> Self {
         ServiceConfig {
             model_name: model_name.into(),
             max_queue: 256,
             grace: Duration::from_secs(30),
             keep_alive: Duration::from_secs(1),
+            api_key: None,
+            admin_key: None,
+            weights_dir: None,
+            max_body_bytes: 16 << 20,
         }
     }
 }

@@ -83,3 +83,17 @@ pub fn newest_version<'a>(samples: impl IntoIterator<Item = &'a Sample>, fallbac
 pub fn fingerprint(version: u64) -> String {
     format!("rlvr-v{version}")
 }
+
+/// The text of token `id` alone (`token_id:N` without a tokenizer), for `top_logprobs`.
+pub fn piece_of(tok: Option<&Tokenizer>, id: i64, skip_special: bool) -> String {
+    match tok {
+        Some(tok) => tok.decode(&[id], skip_special).unwrap_or_default(),
+        None => format!("token_id:{id}"),
+    }
+}
+
+/// The `usage` object.
+pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens})
+}

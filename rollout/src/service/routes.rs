@@ -3,6 +3,7 @@
 
 use super::chat_completions::chat_completions;
 use super::completions::completions;
+use super::guard;
 use super::metrics::track;
 use super::{ApiError, AppState};
 use axum::extract::{DefaultBodyLimit, State};
@@ -14,18 +15,25 @@ use serde_json::json;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
-/// Largest generation request body (prompts as token ids can be long).
-const MAX_REQUEST_BYTES: usize = 16 << 20;
-
-/// The service's routes over `state`.
+/// The service's routes over `state`: client routes behind the API key (when one is set),
+/// generation bodies limited to [`super::ServiceConfig::max_body_bytes`], weight pushes behind the
+/// administrator's key (their size unlimited: safetensors uploads).
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
-    Router::new()
+    let generation = Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .route("/v1/weights", post(super::weights::update).layer(DefaultBodyLimit::disable()))
+        .layer(DefaultBodyLimit::disable())
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::body_limit));
+    let client = generation
         .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::client_key));
+    let admin = Router::new()
+        .route("/v1/weights", post(super::weights::update))
+        .layer(DefaultBodyLimit::disable())
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::admin_key));
+    client
+        .merge(admin)
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .fallback(not_found)

@@ -26,6 +26,11 @@ pub(crate) trait Chunker: Send + 'static {
     /// Chunks that end `sample` of prompt `prompt`; every token of it has gone through
     /// [`Chunker::tokens`] already.
     fn finish(&mut self, prompt: usize, sample: &Sample) -> Vec<Value>;
+    /// Chunks after every request ended, before `[DONE]` (the usage chunk of
+    /// `stream_options.include_usage`).
+    fn end(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
 }
 
 /// Streams the chunks `chunker` makes of the requests' events.
@@ -33,12 +38,17 @@ pub(crate) fn sse(
     state: &Arc<AppState>,
     ticket: Ticket,
     receivers: Vec<UnboundedReceiver<Event>>,
-    chunker: impl Chunker,
+    mut chunker: impl Chunker,
 ) -> Response {
     let (tx, rx) = channel::<Result<SseEvent, Infallible>>(64);
     tokio::spawn(async move {
         let _ticket = ticket;
-        if pump(receivers, chunker, &tx).await.is_ok() {
+        if let Ok(completed) = pump(receivers, &mut chunker, &tx).await {
+            for chunk in if completed { chunker.end() } else { Vec::new() } {
+                if tx.send(Ok(SseEvent::default().data(chunk.to_string()))).await.is_err() {
+                    return;
+                }
+            }
             let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
         }
     });
@@ -46,13 +56,13 @@ pub(crate) fn sse(
     Sse::new(ReceiverStream::new(rx)).keep_alive(keep_alive).into_response()
 }
 
-/// Sends chunks as the events come until every request has ended (or one failed: then an error
-/// chunk ends the stream). Err once the client has gone.
+/// Sends chunks as the events come until every request has ended (true), or one failed (an error
+/// chunk ends the stream; false). Err once the client has gone.
 async fn pump(
     receivers: Vec<UnboundedReceiver<Event>>,
-    mut chunker: impl Chunker,
+    chunker: &mut impl Chunker,
     tx: &Sender<Result<SseEvent, Infallible>>,
-) -> Result<(), ()> {
+) -> Result<bool, ()> {
     let mut open = receivers.len();
     let mut events: StreamMap<usize, _> = receivers.into_iter().map(UnboundedReceiverStream::new).enumerate().collect();
     // Tokens already chunked per (prompt, sample): an outcome's tokens beyond them are new.
@@ -69,7 +79,7 @@ async fn pump(
             }
             Some((prompt, Event::Done(output))) => {
                 open -= 1;
-                finish(&mut chunker, prompt, &output, &seen)
+                finish(chunker, prompt, &output, &seen)
             }
             Some((_, Event::Rejected(e))) => vec![error_chunk(e.into())],
             None => vec![error_chunk(super::ApiError::unavailable("the engine thread stopped before answering"))],
@@ -79,10 +89,10 @@ async fn pump(
             tx.send(Ok(SseEvent::default().data(chunk.to_string()))).await.map_err(|_| ())?;
         }
         if failed {
-            break;
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The chunks of an ended request: per sample, its tokens not streamed yet, then its end.
@@ -103,5 +113,5 @@ fn finish(
 
 /// An error in the stream, in OpenAI's error shape.
 fn error_chunk(e: super::ApiError) -> Value {
-    json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.status.as_u16().to_string()}})
+    json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code.map_or_else(|| e.status.as_u16().to_string(), str::to_string)}})
 }

@@ -1,9 +1,13 @@
 //! `POST /v1/weights`: new policy weights for the engine, applied between two steps.
 //!
-//! Two forms:
+//! An administrator's action: served only with [`super::ServiceConfig::admin_key`] set, to
+//! requests carrying that key (`guard.rs`; 403 / 401 otherwise). Two forms:
 //! * JSON `{"path": P, "checksum": "<hex>"}`: P a safetensors file (tensors as stored) or a model
 //!   directory (read with `rlvr_model::checkpoint::read_all` in the served model's dtype, FP8
-//!   decoded);
+//!   decoded), relative to [`super::ServiceConfig::weights_dir`] or absolute; resolved (links
+//!   followed) it must lie inside that directory, and without one this form is refused. A path
+//!   outside, a missing one and an unreadable one get the same 400 naming `path`, and no answer
+//!   quotes what a file holds;
 //! * raw safetensors bytes (any other content type), the checksum in the `x-rlvr-checksum` header.
 //!
 //! The checksum is [`crate::engine::checksum_of`] the tensors so read, as 16 hex digits (an optional
@@ -15,14 +19,14 @@ use super::worker::Command;
 use super::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header::CONTENT_TYPE, HeaderMap};
+use axum::http::{header::CONTENT_TYPE, HeaderMap, StatusCode};
 use axum::Json;
 use rlvr_model::checkpoint::read_all;
 use rlvr_model::ModelConfig;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
@@ -53,7 +57,12 @@ pub(crate) async fn update(
                 .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
             let req: ByPath = super::api::fields(&value)?;
             let checksum = parse_checksum(&req.checksum, "checksum")?;
-            Ok((read_path(Path::new(&req.path), st.kind, &st.model_config)?, checksum))
+            let Some(root) = &st.config.weights_dir else {
+                let message = "reading weights from a path is disabled; start the server with --weights-dir DIR";
+                return Err(ApiError::invalid("path", message).with_status(StatusCode::FORBIDDEN));
+            };
+            let path = confine(root, &req.path)?;
+            Ok((read_path(&path, st.kind, &st.model_config).map_err(|()| unreadable(&req.path))?, checksum))
         } else {
             let header = headers.get(CHECKSUM_HEADER).and_then(|v| v.to_str().ok());
             let header = header.ok_or_else(|| ApiError::invalid(CHECKSUM_HEADER, "raw weights need this header"))?;
@@ -77,19 +86,37 @@ fn parse_checksum(text: &str, param: &str) -> Result<u64, ApiError> {
         .map_err(|e| ApiError::invalid(param, format!("{text:?} is not a 64-bit hex checksum: {e}")))
 }
 
-/// The tensors of a safetensors file or a model directory.
-fn read_path(path: &Path, kind: Kind, served: &ModelConfig) -> Result<Vec<(String, Tensor)>, ApiError> {
-    let bad = |message: String| ApiError::invalid("path", format!("{}: {message}", path.display()));
+/// The one answer to a path outside the weights directory, missing, or not weights of this model.
+fn unreadable(given: &str) -> ApiError {
+    ApiError::invalid(
+        "path",
+        format!("{given:?} is not a safetensors file or model directory of this model inside the weights directory"),
+    )
+}
+
+/// `given` (relative to `root`, or absolute) resolved, when it lies inside `root` resolved.
+fn confine(root: &Path, given: &str) -> Result<PathBuf, ApiError> {
+    let root = root.canonicalize().map_err(|_| unreadable(given))?;
+    let path = root.join(given).canonicalize().map_err(|_| unreadable(given))?;
+    if !path.starts_with(&root) {
+        return Err(unreadable(given));
+    }
+    Ok(path)
+}
+
+/// The tensors of a safetensors file or a model directory; what failed is not reported, so no
+/// answer reveals what a file holds.
+fn read_path(path: &Path, kind: Kind, served: &ModelConfig) -> Result<Vec<(String, Tensor)>, ()> {
     if path.is_dir() {
-        let config = ModelConfig::from_path(path).map_err(|e| bad(e.to_string()))?;
+        let config = ModelConfig::from_path(path).map_err(|_| ())?;
         if config.vocab_size != served.vocab_size || config.hidden_size != served.hidden_size {
-            return Err(bad("its config.json describes a different model".into()));
+            return Err(());
         }
-        let tensors = read_all(path, &config, kind, Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let tensors = read_all(path, &config, kind, Device::Cpu).map_err(|_| ())?;
         return Ok(tensors.into_iter().collect());
     }
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    from_safetensors(&bytes, "path")
+    let bytes = std::fs::read(path).map_err(|_| ())?;
+    from_safetensors(&bytes, "path").map_err(|_| ())
 }
 
 /// The tensors of a safetensors buffer, in their stored dtypes.

@@ -57,11 +57,31 @@ pub struct Options {
     pub context: usize,
     pub max_queue: usize,
     pub grace: Duration,
+    /// The clients' key (`--api-key`).
+    pub api_key: Option<String>,
+    /// The administrator's key (`--admin-key`).
+    pub admin_key: Option<String>,
+    /// The directory weight pushes may read paths from (`--weights-dir`).
+    pub weights_dir: Option<PathBuf>,
+    /// The body limit (`--max-body-mb`, in bytes).
+    pub max_body_bytes: usize,
 }
+
+/// The administrator's key of test servers (unless a test sets another).
+pub const ADMIN_KEY: &str = "test-admin-key";
 
 impl Default for Options {
     fn default() -> Self {
-        Options { slots: 4, context: 96, max_queue: 64, grace: Duration::from_secs(5) }
+        Options {
+            slots: 4,
+            context: 96,
+            max_queue: 64,
+            grace: Duration::from_secs(5),
+            api_key: None,
+            admin_key: Some(ADMIN_KEY.into()),
+            weights_dir: None,
+            max_body_bytes: 16 << 20,
+        }
     }
 }
 
@@ -69,6 +89,8 @@ impl Default for Options {
 pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The key [`Server::post`] sends as a bearer token, if any.
+    pub key: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServiceError>>>,
 }
@@ -83,6 +105,10 @@ impl Server {
             max_queue: opts.max_queue,
             grace: opts.grace,
             keep_alive: Duration::from_millis(100),
+            api_key: opts.api_key.clone(),
+            admin_key: opts.admin_key.clone(),
+            weights_dir: opts.weights_dir.clone(),
+            max_body_bytes: opts.max_body_bytes,
             ..ServiceConfig::new("test")
         };
         let service = Service::new(model, &vs, engine, tokenizer, config);
@@ -92,7 +118,7 @@ impl Server {
         let task = tokio::spawn(service.serve(listener, async move {
             let _ = rx.await;
         }));
-        Server { url, shutdown: Some(tx), task: Some(task) }
+        Server { url, key: opts.api_key, shutdown: Some(tx), task: Some(task) }
     }
 
     /// Begins shutdown and waits for the server task (at most 20 s).
@@ -104,9 +130,23 @@ impl Server {
 
     /// POSTs JSON to `path`: (status, body as JSON).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = client().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        self.post_as(path, body, self.key.as_deref()).await
+    }
+
+    /// POSTs JSON to `path` with `key` (if any) as the bearer token: (status, body as JSON).
+    pub async fn post_as(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+        let mut req = client().post(format!("{}{path}", self.url)).json(body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap())
+    }
+
+    /// POSTs JSON to `/v1/weights` with the test administrator's key.
+    pub async fn push_weights(&self, body: &Value) -> (u16, Value) {
+        self.post_as("/v1/weights", body, Some(ADMIN_KEY)).await
     }
 
     /// POSTs a streaming request: (status, the `data:` payloads as JSON, `[DONE]` excluded,
@@ -207,6 +247,6 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
 impl Server {
     /// A handle for requests only, to a server started elsewhere (e.g. inside a spawned task).
     pub fn attach(url: &str) -> Server {
-        Server { url: url.to_string(), shutdown: None, task: None }
+        Server { url: url.to_string(), key: None, shutdown: None, task: None }
     }
 }

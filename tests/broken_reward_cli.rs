@@ -98,3 +98,23 @@ fn verify_fails_when_no_line_could_be_judged() {
     let out = rlvr(&["verify", "--verifier", "math", "--input", input.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// What a later stage needs of the data is checked before the first step: an eval with no
+/// held-out problems fails at once, not after the stages before it have run.
+#[test]
+fn a_late_stage_without_its_data_fails_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("late.toml");
+    let text = RECIPE.replace("VERIFIER", "kind = \"math\"").replace("held_out = 8", "held_out = 0").replace(
+        "[[stages]]\nkind = \"grpo\"\nsteps = 2\n",
+        "[[stages]]\nkind = \"grpo\"\nsteps = 2\n\n[[stages]]\nkind = \"eval\"\n",
+    );
+    fs::write(&recipe, text).unwrap();
+    let run = dir.path().join("run");
+    let out = rlvr(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "run.threads=1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("stages[1] (eval) needs held-out problems"), "{err}");
+    let logged = fs::read_to_string(run.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    assert_eq!(logged, 0, "no GRPO step ran before the error");
+}

@@ -21,10 +21,8 @@ pub fn print_table(report: &Value) {
             keys.iter().filter_map(|k| s.get(*k).and_then(figure).map(|v| format!("{k} {v}"))).collect();
         let last = s.get("last").and_then(|l| {
             let pick = ["lm_loss", "loss", "reward", "accuracy"];
-            let f: Vec<String> = pick
-                .iter()
-                .filter_map(|k| l.get(*k).and_then(figure).map(|v| format!("last {k} {v}")))
-                .collect();
+            let f: Vec<String> =
+                pick.iter().filter_map(|k| l.get(*k).and_then(figure).map(|v| format!("last {k} {v}"))).collect();
             (!f.is_empty()).then(|| f.join("  "))
         });
         println!("{:<16} {}{}", name, figures.join("  "), last.map(|l| format!("  {l}")).unwrap_or_default());

@@ -115,6 +115,7 @@ impl Session {
             );
         }
         let data = Dataset::load(&recipe.data, recipe.run.seed).context("loading the recipe's data")?;
+        check_stage_data(&recipe, &data)?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let recipe_toml = recipe.to_toml();
@@ -214,6 +215,25 @@ impl Session {
     pub fn newest_checkpoint(&self) -> String {
         self.checkpoints.list().pop().map_or_else(|| "none".into(), |(_, d)| d.display().to_string())
     }
+}
+
+/// What each stage needs of the data, checked before any work: held-out problems for evals and
+/// the DSA stages' probes, reference responses for SFT (every training row of file data).
+fn check_stage_data(recipe: &Recipe, data: &Dataset) -> Result<()> {
+    for (i, stage) in recipe.stages.iter().enumerate() {
+        let at = format!("stages[{i}] ({})", stage.name());
+        let needs_held_out = matches!(stage, Stage::Eval(_) | Stage::IndexerWarmup(_) | Stage::SparseTrain(_));
+        if needs_held_out && data.held_out().is_empty() {
+            bail!("{at} needs held-out problems, and the data has none (data.held_out for the arithmetic task, data.test for files)");
+        }
+        if let Stage::Sft(_) = stage {
+            let rows = data.train_len().unwrap_or(1) as u64;
+            if let Some(p) = (0..rows).map(|r| data.train(r)).find(|p| p.reference.is_none()) {
+                bail!("{at}: training problem `{}` has no reference response, which SFT trains on", p.id);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the run starts: the newest checkpoint when there is one (`--resume` was checked), else

@@ -795,3 +795,28 @@ fn sigterm_mid_grpo_checkpoints_and_resumes_bit_identically() {
     assert_ok(&out, "resume after SIGTERM");
     assert_same_run_at(&whole, &run, true, "checkpoints/step_000050");
 }
+
+/// `--resume` continues the run that was started: a recipe changed since (here by `--set`) is
+/// refused with the difference shown, before any work; keys that change nothing computed
+/// (`checkpoint.keep_last`) may differ; a finished run says so and reprints its report.
+#[test]
+fn resume_refuses_a_changed_recipe_and_reports_a_finished_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    assert_ok(&train(&[SMOKE, "--out", s(&run), "--max-steps", "3"]), "smoke --max-steps 3");
+    let out = train(&[SMOKE, "--out", s(&run), "--resume", "--set", "stages.sft.steps=30"]);
+    assert!(!out.status.success(), "a changed recipe must be refused");
+    let err = stderr(&out);
+    assert!(err.contains("differs from its saved recipe") && err.contains("stages[3].steps: saved 2, now 30"), "{err}");
+    assert_eq!(metrics(&run).len(), 3, "nothing ran");
+
+    let out = train(&[SMOKE, "--out", s(&run), "--resume", "--set", "checkpoint.keep_last=5"]);
+    assert_ok(&out, "resume with a changed keep_last");
+    let report = fs::read_to_string(run.join("report.json")).unwrap();
+    let lines = metrics(&run).len();
+    let out = train(&[SMOKE, "--out", s(&run), "--resume"]);
+    assert_ok(&out, "resume of a finished run");
+    assert!(stderr(&out).contains("is finished"), "{}", stderr(&out));
+    assert_eq!(metrics(&run).len(), lines, "a finished run runs nothing again");
+    assert_eq!(fs::read_to_string(run.join("report.json")).unwrap(), report);
+}

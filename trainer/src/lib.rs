@@ -19,6 +19,7 @@ pub mod optim;
 pub mod policy;
 pub mod recipe;
 pub mod report;
+pub mod resume;
 pub mod sampler;
 pub mod session;
 pub mod stages;

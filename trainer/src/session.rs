@@ -14,9 +14,9 @@ use crate::metrics::{self, LoggerConfig, MetricsLogger, StepRecord, WandbConfig}
 use crate::optim::AdamW;
 use crate::policy::{Policy, Source};
 use crate::recipe::{Recipe, Stage};
-use crate::report;
 use crate::stages::{eval, training};
 use crate::state::{Seeds, TrainState};
+use crate::{report, resume};
 use anyhow::{bail, Context, Result};
 use rlvr_verifiers::Verifier;
 use serde::Serialize;
@@ -43,7 +43,10 @@ pub struct TrainArgs {
 
 /// Runs a recipe; returns the report, or `None` when `--max-steps` stopped it first.
 pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
-    let mut session = Session::open(args)?;
+    let mut session = match Session::open(args)? {
+        Ok(session) => session,
+        Err(report) => return Ok(Some(report)),
+    };
     while let Some(stage) = session.recipe.stages.get(session.state.stage_index).cloned() {
         let (index, total) = (session.state.stage_index + 1, session.recipe.stages.len());
         eprintln!("== stage {index}/{total}: {} ({})", stage.name(), stage.kind());
@@ -97,23 +100,34 @@ pub(crate) struct Session {
 
 impl Session {
     /// Everything that can be wrong with the input fails here, before any work; then the
-    /// starting point (fresh, or the newest checkpoint with `--resume`).
-    fn open(args: &TrainArgs) -> Result<Session> {
+    /// starting point (fresh, or the newest checkpoint with `--resume`, whose saved recipe is the
+    /// run's). A resumed run that has finished gives its report instead (`Err`).
+    fn open(args: &TrainArgs) -> Result<std::result::Result<Session, Value>> {
         let mut recipe = Recipe::load(&args.recipe, &args.sets)?;
         let run_dir = recipe.run_dir(args.out.as_deref());
         recipe.run.out = Some(run_dir.clone()); // the saved recipe names the directory it ran in
-        let reward = recipe.reward()?;
-        if recipe.run.threads > 0 {
-            tch::set_num_threads(recipe.run.threads as i32);
-        }
-        let checkpoints = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last);
-        let found = checkpoints.latest()?;
+        let found = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last).latest()?;
         if found.is_some() && !args.resume {
             bail!(
                 "{} already holds checkpoints; pass --resume to continue that run, or --out for a new run directory",
                 run_dir.display()
             );
         }
+        if let Some(found) = &found {
+            recipe = resume::continued_recipe(recipe, &found.dir)?;
+        }
+        if args.resume {
+            if let Some(report) = resume::finished_report(&run_dir)? {
+                eprintln!("the run in {} is finished; its report:", run_dir.display());
+                report::print_table(&report);
+                return Ok(Err(report));
+            }
+        }
+        let reward = recipe.reward()?;
+        if recipe.run.threads > 0 {
+            tch::set_num_threads(recipe.run.threads as i32);
+        }
+        let checkpoints = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last);
         let data = Dataset::load(&recipe.data, recipe.run.seed).context("loading the recipe's data")?;
         check_stage_data(&recipe, &data)?;
         let verifier = reward.build().context("building the recipe's verifier")?;
@@ -151,7 +165,7 @@ impl Session {
             .map(|s| s.name().to_string())
             .collect();
         session.logger.retain(|r| r.step < at || (r.step == at && !evals.contains(&r.stage)))?;
-        Ok(session)
+        Ok(Ok(session))
     }
 
     /// Writes `report.json`, closes the metrics and prints the table; the report.

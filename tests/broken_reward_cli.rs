@@ -6,48 +6,21 @@
 
 mod common;
 
-use common::rlvr;
+use common::{rlvr, TINY_ARITHMETIC};
 use std::fs;
 
 /// Two GRPO steps from a random tiny model on the arithmetic task; `VERIFIER` is replaced.
-const RECIPE: &str = r#"[run]
-name = "broken"
-device = "cpu"
-
-[model]
-preset = "tiny"
-
-[model.config]
-num_hidden_layers = 2
-vocab_size = 32
-
-[data]
-source = "arithmetic"
-min_digits = 1
-max_digits = 1
-held_out = 8
-
-[[stages]]
-kind = "grpo"
-steps = 2
-
-[rollout]
-group_size = 2
-prompts_per_step = 2
-max_tokens = 4
-
-[verifier]
-VERIFIER
-
-[logging]
-plots = false
-"#;
+fn recipe_text() -> String {
+    let head = "[run]\nname = \"broken\"\ndevice = \"cpu\"\n";
+    let tail = "[[stages]]\nkind = \"grpo\"\nsteps = 2\n\n[rollout]\ngroup_size = 2\nprompts_per_step = 2\nmax_tokens = 4\n\n[verifier]\nVERIFIER\n\n[logging]\nplots = false\n";
+    format!("{head}\n{TINY_ARITHMETIC}\n{tail}")
+}
 
 /// Runs the recipe with `verifier` (TOML lines of `[verifier]`); (success, stderr, metrics lines).
 fn train(verifier: &str) -> (bool, String, usize) {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("broken.toml");
-    fs::write(&recipe, RECIPE.replace("VERIFIER", verifier)).unwrap();
+    fs::write(&recipe, recipe_text().replace("VERIFIER", verifier)).unwrap();
     let run = dir.path().join("run");
     let out = rlvr(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "run.threads=1"]);
     let logged = fs::read_to_string(run.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
@@ -75,7 +48,7 @@ fn a_tolerated_share_of_errors_is_a_setting() {
     // max_verifier_errors = 1 keeps the old behaviour on purpose: the run trains (on zeros).
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("broken.toml");
-    fs::write(&recipe, RECIPE.replace("VERIFIER", "kind = \"code\"")).unwrap();
+    fs::write(&recipe, recipe_text().replace("VERIFIER", "kind = \"code\"")).unwrap();
     let run = dir.path().join("run");
     let args = ["--set", "run.threads=1", "--set", "run.max_verifier_errors=1.0"];
     let mut all = vec!["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()];
@@ -105,7 +78,7 @@ fn verify_fails_when_no_line_could_be_judged() {
 fn a_late_stage_without_its_data_fails_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("late.toml");
-    let text = RECIPE.replace("VERIFIER", "kind = \"math\"").replace("held_out = 8", "held_out = 0").replace(
+    let text = recipe_text().replace("VERIFIER", "kind = \"math\"").replace("held_out = 8", "held_out = 0").replace(
         "[[stages]]\nkind = \"grpo\"\nsteps = 2\n",
         "[[stages]]\nkind = \"grpo\"\nsteps = 2\n\n[[stages]]\nkind = \"eval\"\n",
     );

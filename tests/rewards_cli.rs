@@ -4,30 +4,13 @@
 
 mod common;
 
-use common::rlvr;
+use common::{rlvr, TINY_ARITHMETIC};
 use serde_json::Value;
 use std::fs;
 
-/// GRPO from a random tiny model for two steps, then an eval, rewarded by math + 0.5 · length.
-const WEIGHTED_RECIPE: &str = r#"[run]
-name = "weighted"
-seed = 0
-device = "cpu"
-
-[model]
-preset = "tiny"
-
-[model.config]
-num_hidden_layers = 2
-vocab_size = 32
-
-[data]
-source = "arithmetic"
-min_digits = 1
-max_digits = 1
-held_out = 8
-
-[[stages]]
+/// After `[run]` and the tiny arithmetic model/data: GRPO for two steps, then an eval, rewarded by
+/// math + 0.5 · length.
+const WEIGHTED_TAIL: &str = r#"[[stages]]
 kind = "grpo"
 steps = 2
 
@@ -62,7 +45,11 @@ fn num(v: &Value, key: &str) -> f64 {
 fn a_weighted_grpo_run_logs_each_part() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("weighted.toml");
-    fs::write(&recipe, WEIGHTED_RECIPE).unwrap();
+    fs::write(
+        &recipe,
+        format!("[run]\nname = \"weighted\"\nseed = 0\ndevice = \"cpu\"\n\n{TINY_ARITHMETIC}\n{WEIGHTED_TAIL}"),
+    )
+    .unwrap();
     let run = dir.path().join("run");
     let out = rlvr(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "run.threads=1"]);
     assert!(out.status.success(), "rlvr train failed:\n{}", String::from_utf8_lossy(&out.stderr));

@@ -22,3 +22,19 @@ pub fn root() -> &'static Path {
 pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
+
+/// The `[model]` and `[data]` of the short CLI recipes: the tiny preset cut to 2 layers and a
+/// 32-id vocabulary, on 1-digit arithmetic with 8 held-out problems.
+pub const TINY_ARITHMETIC: &str = r#"[model]
+preset = "tiny"
+
+[model.config]
+num_hidden_layers = 2
+vocab_size = 32
+
+[data]
+source = "arithmetic"
+min_digits = 1
+max_digits = 1
+held_out = 8
+"#;

@@ -29,3 +29,4 @@ PY
 if [ "$(readlink "$root/.libtorch" 2>/dev/null)" != "$torch_dir" ]; then
   ln -sfn "$torch_dir" "$root/.libtorch"
 fi
+bash "$root/scripts/dist-deps.sh"

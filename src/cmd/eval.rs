@@ -8,6 +8,7 @@ use super::score::{device, Compute};
 use anyhow::{Context, Result};
 use rlvr_rollout::engine::SamplingParams;
 use rlvr_trainer::data::{DataSpec, Dataset};
+use rlvr_trainer::parallel::Dp;
 use rlvr_trainer::policy::{Policy, Source};
 use rlvr_trainer::sampler::{Sampler, Settings};
 use rlvr_trainer::stages::eval::evaluate;
@@ -97,7 +98,17 @@ pub fn run(args: Args) -> Result<()> {
     let mut sampler = Sampler::new(&policy, args.slots, args.max_tokens, args.compute.mode, 0)?;
     let pass_k: Vec<usize> = if args.samples > 1 { vec![1, args.samples] } else { vec![1] };
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let result = evaluate(&policy, &mut sampler, verifier.as_ref(), problems, &settings, &pass_k, args.seed, parallel)?;
+    let result = evaluate(
+        &policy,
+        &mut sampler,
+        verifier.as_ref(),
+        problems,
+        &settings,
+        &pass_k,
+        args.seed,
+        parallel,
+        &Dp::single(),
+    )?;
     println!("{}", serde_json::to_string(&result.to_json())?);
     Ok(())
 }

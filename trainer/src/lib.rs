@@ -8,7 +8,8 @@
 //! - [`stages`]: pretrain / SFT / DSA stages, GRPO, eval;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what `--resume` needs;
 //! - [`metrics`]: `metrics.jsonl`, console, progress bars, W&B, plots;
-//! - [`session`]: `rlvr train`, top to bottom; [`report`]: its closing table.
+//! - [`session`]: `rlvr train`, top to bottom; [`report`]: its closing table;
+//! - [`parallel`]: data parallelism over c10d (torchrun's ranks).
 
 pub mod batch;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod data;
 pub mod grpo;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod policy;
 pub mod recipe;
 pub mod report;

@@ -1,6 +1,7 @@
 //! What `--resume` continues: the run that was started. The recipe saved with the newest
 //! checkpoint is the truth; the recipe and `--set`s given now may differ from it only in keys that
-//! do not change what is computed (`checkpoint.keep_last`, `logging.*`, `run.threads`), and any
+//! do not change what is computed (`checkpoint.keep_last`, `logging.*`, `run.threads`,
+//! `run.collective_timeout_s`), and any
 //! other difference is an error that shows it. A finished run (its `report.json` written) is
 //! reported, not run again.
 
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Keys a resumed run may change (prefixes of flattened key paths).
-const MAY_CHANGE: [&str; 3] = ["checkpoint.keep_last", "logging", "run.threads"];
+const MAY_CHANGE: [&str; 4] = ["checkpoint.keep_last", "logging", "run.threads", "run.collective_timeout_s"];
 
 /// The recipe a resume from `checkpoint` runs: the saved one, with the changeable keys taken from
 /// `given`; an error listing every other key where `given` differs.
@@ -39,6 +40,7 @@ pub fn continued_recipe(given: Recipe, checkpoint: &Path) -> Result<Recipe> {
     saved.checkpoint.keep_last = given.checkpoint.keep_last;
     saved.logging = given.logging;
     saved.run.threads = given.run.threads;
+    saved.run.collective_timeout_s = given.run.collective_timeout_s;
     Ok(saved)
 }
 

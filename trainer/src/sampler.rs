@@ -4,6 +4,7 @@
 //! the collect phase that GRPO and eval share (prompts → completions → verdicts).
 
 use crate::data::Problem;
+use crate::parallel::Dp;
 use crate::policy::Policy;
 use anyhow::{bail, Context, Result};
 use rlvr_model::AttentionMode;
@@ -117,7 +118,9 @@ pub struct Judged {
 }
 
 /// Samples `settings.n` completions of every problem from streams (`seed`, `first_index + i`, j)
-/// and judges them with `verifier` on `parallel` threads.
+/// and judges them with `verifier` on `parallel` threads. In a multi-process run each rank samples
+/// and judges its share of the problems and the results are gathered: every rank returns all of
+/// them, in problem order (the seconds are this rank's).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_and_judge(
     policy: &Policy,
@@ -128,20 +131,34 @@ pub fn sample_and_judge(
     seed: u64,
     first_index: usize,
     parallel: usize,
+    dp: &Dp,
 ) -> Result<Judged> {
-    let prompts = problems.iter().map(|p| prompt_ids(policy, &p.prompt)).collect::<Result<Vec<_>>>()?;
+    let share = dp.share(problems.len());
+    let mine = &problems[share.clone()];
+    let prompts = mine.iter().map(|p| prompt_ids(policy, &p.prompt)).collect::<Result<Vec<_>>>()?;
     let started = Instant::now();
-    let outputs = sampler.sample(&prompts, settings, seed, first_index)?;
+    let outputs = sampler.sample(&prompts, settings, seed, first_index + share.start)?;
     let gen_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let mut items = Vec::new();
-    for (problem, out) in problems.iter().zip(&outputs) {
+    for (problem, out) in mine.iter().zip(&outputs) {
         for sample in &out.samples {
             items.push((problem.task.clone(), policy.decode(&sample.ids())?));
         }
     }
     let verdicts = score_batch(verifier, &items, parallel);
-    Ok(Judged { prompts, outputs, verdicts, gen_s, score_s: started.elapsed().as_secs_f64() })
+    let score_s = started.elapsed().as_secs_f64();
+    if dp.world() == 1 {
+        return Ok(Judged { prompts, outputs, verdicts, gen_s, score_s });
+    }
+    let sampled = dp.gather((prompts, outputs)).context("gathering the ranks' completions")?;
+    let judged = dp.gather_json(verdicts).context("gathering the ranks' verdicts")?;
+    let (prompts, outputs) = sampled.into_iter().fold((Vec::new(), Vec::new()), |(mut p, mut o), (pi, oi)| {
+        p.extend(pi);
+        o.extend(oi);
+        (p, o)
+    });
+    Ok(Judged { prompts, outputs, verdicts: judged.into_iter().flatten().collect(), gen_s, score_s })
 }
 
 /// A prompt's ids as the model sees them: `bos` then the text.

@@ -11,7 +11,8 @@
 use crate::checkpoint::{self, Checkpoints, Contents};
 use crate::data::{DataSpec, Dataset};
 use crate::metrics::{self, LoggerConfig, MetricsLogger, StepRecord, WandbConfig};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, Optimizer};
+use crate::parallel::Dp;
 use crate::policy::{Policy, Source};
 use crate::recipe::{Recipe, Stage};
 use crate::stages::{eval, training};
@@ -41,6 +42,16 @@ pub struct TrainArgs {
     pub max_steps: Option<u64>,
 }
 
+impl TrainArgs {
+    /// Whether to continue from the newest checkpoint: asked for, or implied when torchrun has
+    /// restarted the job after a rank failed (`TORCHELASTIC_RESTART_COUNT` > 0).
+    fn resuming(&self) -> bool {
+        let restarted =
+            std::env::var("TORCHELASTIC_RESTART_COUNT").ok().and_then(|c| c.parse::<u32>().ok()).unwrap_or(0) > 0;
+        self.resume || restarted
+    }
+}
+
 /// Runs a recipe; returns the report, or `None` when `--max-steps` stopped it first.
 pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
     let mut session = match Session::open(args)? {
@@ -49,7 +60,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
     };
     while let Some(stage) = session.recipe.stages.get(session.state.stage_index).cloned() {
         let (index, total) = (session.state.stage_index + 1, session.recipe.stages.len());
-        eprintln!("== stage {index}/{total}: {} ({})", stage.name(), stage.kind());
+        session.say(&format!("== stage {index}/{total}: {} ({})", stage.name(), stage.kind()));
         let finished = match &stage {
             Stage::Eval(e) => {
                 let summary = eval::run(&mut session, stage.name(), e)?;
@@ -58,7 +69,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
             }
             _ => training::run(&mut session, &stage)?,
         };
-        if session.interrupted() {
+        if session.interrupted_anywhere()? {
             let (step, newest, dir) = (session.state.global_step, session.newest_checkpoint(), session.run_dir.clone());
             session.logger.finish()?;
             bail!(
@@ -93,6 +104,8 @@ pub(crate) struct Session {
     pub resumed_from: Option<PathBuf>,
     /// `--max-steps`.
     pub max_steps: Option<u64>,
+    /// The ranks of a multi-process run (one process: world 1).
+    pub dp: Dp,
     /// Set by the first SIGINT/SIGTERM: the running step finishes, a checkpoint is written and
     /// the run stops; a second signal exits at once (status 130).
     interrupt: Arc<AtomicBool>,
@@ -103,11 +116,12 @@ impl Session {
     /// starting point (fresh, or the newest checkpoint with `--resume`, whose saved recipe is the
     /// run's). A resumed run that has finished gives its report instead (`Err`).
     fn open(args: &TrainArgs) -> Result<std::result::Result<Session, Value>> {
+        let resume = args.resuming();
         let mut recipe = Recipe::load(&args.recipe, &args.sets)?;
         let run_dir = recipe.run_dir(args.out.as_deref());
         recipe.run.out = Some(run_dir.clone()); // the saved recipe names the directory it ran in
         let found = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last).latest()?;
-        if found.is_some() && !args.resume {
+        if found.is_some() && !resume {
             bail!(
                 "{} already holds checkpoints; pass --resume to continue that run, or --out for a new run directory",
                 run_dir.display()
@@ -116,7 +130,7 @@ impl Session {
         if let Some(found) = &found {
             recipe = resume::continued_recipe(recipe, &found.dir)?;
         }
-        if args.resume {
+        if resume {
             if let Some(report) = resume::finished_report(&run_dir)? {
                 eprintln!("the run in {} is finished; its report:", run_dir.display());
                 report::print_table(&report);
@@ -127,18 +141,28 @@ impl Session {
         if recipe.run.threads > 0 {
             tch::set_num_threads(recipe.run.threads as i32);
         }
+        let timeout = std::time::Duration::from_secs(recipe.run.collective_timeout_s);
+        let r = &recipe.run;
+        let dp = Dp::from_env(r.device.device(), timeout, r.shard_optimizer, r.bucket_mb)?;
         let checkpoints = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last);
         let data = Dataset::load(&recipe.data, recipe.run.seed).context("loading the recipe's data")?;
-        check_stage_data(&recipe, &data)?;
+        check_stage_data(&recipe, &data, dp.world())?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let recipe_toml = recipe.to_toml();
-        checkpoint::write_synced(&run_dir.join(checkpoint::RECIPE_FILE), recipe_toml.as_bytes())?;
-        let logger = MetricsLogger::new(&run_dir, logger_config(&recipe)?)?;
-
-        let tokenizer_dir = tokenizer_dir(&recipe, &run_dir)?;
-        let (source, state, resumed_from) = start_point(&recipe, found, args.resume, &run_dir)?;
-        let device = recipe.run.device.device();
+        let logger = match dp.is_main() {
+            true => {
+                checkpoint::write_synced(&run_dir.join(checkpoint::RECIPE_FILE), recipe_toml.as_bytes())?;
+                MetricsLogger::new(&run_dir, logger_config(&recipe)?)?
+            }
+            false => MetricsLogger::silent(),
+        };
+        let tokenizer_dir = tokenizer_dir(&recipe, &run_dir, &dp)?;
+        let (source, state, resumed_from) = start_point(&recipe, found, resume, &run_dir)?;
+        let device = match (recipe.run.device.device(), dp.world()) {
+            (tch::Device::Cuda(_), world) if world > 1 => tch::Device::Cuda(dp.group().local_rank()),
+            (device, _) => device,
+        };
         let policy = Policy::build(&source, &tokenizer_dir, recipe.model.mtp, device, recipe.run.dtype)?;
         let mut session = Session {
             recipe,
@@ -152,6 +176,7 @@ impl Session {
             checkpoints,
             resumed_from,
             max_steps: args.max_steps,
+            dp,
             interrupt: install_interrupt()?,
         };
         // Drop what was logged after the checkpoint: later steps, and evals run at its step (they
@@ -165,12 +190,19 @@ impl Session {
             .map(|s| s.name().to_string())
             .collect();
         session.logger.retain(|r| r.step < at || (r.step == at && !evals.contains(&r.stage)))?;
+        if session.dp.world() > 1 {
+            let how = if session.recipe.run.shard_optimizer { "sharded" } else { "replicated" };
+            session.say(&format!("data parallel over {} ranks (optimizer state {how})", session.dp.world()));
+        }
         Ok(Ok(session))
     }
 
     /// Writes `report.json`, closes the metrics and prints the table; the report.
     fn finish(self) -> Result<Value> {
         let report = Value::Object(self.state.report.clone());
+        if !self.dp.is_main() {
+            return Ok(report);
+        }
         let path = self.run_dir.join("report.json");
         checkpoint::write_synced(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         self.logger.finish()?;
@@ -188,8 +220,9 @@ impl Session {
     }
 
     /// Writes a checkpoint of the current state (with the optimizer, and the KL reference of a
-    /// GRPO stage). Weights that are no longer finite are never checkpointed.
-    pub fn save(&mut self, opt: Option<&AdamW>, reference: Option<&[(String, Tensor)]>) -> Result<()> {
+    /// GRPO stage). Weights that are no longer finite are never checkpointed. Every rank takes
+    /// part (a sharded optimizer's state is gathered); rank 0 writes.
+    pub fn save(&mut self, opt: Option<&Optimizer>, reference: Option<&[(String, Tensor)]>) -> Result<()> {
         let tensors = self.policy.named();
         let bad: Vec<&str> = tch::no_grad(|| {
             tensors
@@ -206,11 +239,23 @@ impl Session {
                 self.newest_checkpoint()
             );
         }
+        let gathered = match opt {
+            Some(opt) => opt.gathered(&self.dp)?,
+            None => None,
+        };
+        if !self.dp.is_main() {
+            return Ok(());
+        }
+        let optimizer: Option<&AdamW> = match (opt, &gathered) {
+            (_, Some(full)) => Some(full),
+            (Some(Optimizer::Replicated(opt)), None) => Some(opt),
+            _ => None,
+        };
         let contents = Contents {
             tensors: &tensors,
             config: &self.policy.config,
             extra_files: &self.policy.tokenizer_files,
-            optimizer: opt,
+            optimizer,
             reference,
             recipe_toml: &self.recipe_toml,
             state: &self.state,
@@ -218,6 +263,19 @@ impl Session {
         let dir = self.checkpoints.save(self.state.global_step, &contents)?;
         eprintln!("checkpoint {}", dir.display());
         Ok(())
+    }
+
+    /// Whether SIGINT or SIGTERM has arrived at any rank (a collective: every rank stops at the
+    /// same step).
+    pub fn interrupted_anywhere(&self) -> Result<bool> {
+        Ok(!self.dp.all(!self.interrupted())?)
+    }
+
+    /// Prints `message` once (rank 0 of a multi-process run).
+    pub fn say(&self, message: &str) {
+        if self.dp.is_main() {
+            eprintln!("{message}");
+        }
     }
 
     /// Whether SIGINT or SIGTERM has arrived.
@@ -233,9 +291,12 @@ impl Session {
 
 /// What each stage needs of the data, checked before any work: held-out problems for evals and
 /// the DSA stages' probes, reference responses for SFT (every training row of file data).
-fn check_stage_data(recipe: &Recipe, data: &Dataset) -> Result<()> {
+fn check_stage_data(recipe: &Recipe, data: &Dataset, world: usize) -> Result<()> {
     for (i, stage) in recipe.stages.iter().enumerate() {
         let at = format!("stages[{i}] ({})", stage.name());
+        if let Some(rows) = stage.batch_size().filter(|&rows| rows < world) {
+            bail!("{at}: batch_size = {rows} cannot be shared by {world} ranks: each rank needs at least one row");
+        }
         let needs_held_out = matches!(stage, Stage::Eval(_) | Stage::IndexerWarmup(_) | Stage::SparseTrain(_));
         if needs_held_out && data.held_out().is_empty() {
             bail!("{at} needs held-out problems, and the data has none (data.held_out for the arithmetic task, data.test for files)");
@@ -292,12 +353,15 @@ pub(crate) fn parallelism() -> usize {
 
 /// Where the tokenizer comes from: the built-in one of the arithmetic task (written into the run
 /// dir), or the model directory's.
-fn tokenizer_dir(recipe: &Recipe, run_dir: &Path) -> Result<PathBuf> {
+fn tokenizer_dir(recipe: &Recipe, run_dir: &Path, dp: &Dp) -> Result<PathBuf> {
     match (&recipe.data, &recipe.model.path) {
         (DataSpec::Arithmetic(_), _) => {
             let dir = run_dir.join("tokenizer");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            crate::data::write_arithmetic_tokenizer(&dir)?;
+            if dp.is_main() {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                crate::data::write_arithmetic_tokenizer(&dir)?;
+            }
+            dp.group().barrier()?; // the other ranks read what rank 0 wrote
             Ok(dir)
         }
         (_, Some(path)) => Ok(path.clone()),

@@ -8,7 +8,7 @@ use rlvr_model::DeepseekV32;
 use tch::Tensor;
 
 /// The engine's handle of a submitted request (unique per engine, in submission order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RequestId(pub u64);
 
 /// The routed experts of one position: per MoE layer (main layers in order, dense layers
@@ -235,7 +235,7 @@ impl Request {
 }
 
 /// Why a sample ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     /// A stop id was sampled, or a stop string appeared.
     Stop,
@@ -246,7 +246,7 @@ pub enum FinishReason {
 }
 
 /// One generated token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     /// The sampled id.
     pub id: i64,
@@ -268,8 +268,8 @@ pub struct Token {
     pub experts: Option<Experts>,
 }
 
-/// One sample of a request.
-#[derive(Debug, Clone)]
+/// One sample of a request. (Serialisable, so the ranks of a multi-process run can share them.)
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Its index among the request's `n`.
     pub index: usize,
@@ -336,7 +336,7 @@ pub struct Progress {
 }
 
 /// A finished request: its samples in index order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RequestOutput {
     /// The handle [`crate::engine::Engine::submit`] returned.
     pub id: RequestId,

@@ -160,7 +160,8 @@ struct StageProgress {
 /// Writes a run's metrics: metrics.jsonl, console lines, W&B and plots.
 pub struct MetricsLogger {
     run_dir: PathBuf,
-    jsonl: JsonlWriter,
+    /// `None` for a silent logger (the other ranks of a multi-process run).
+    jsonl: Option<JsonlWriter>,
     console_every: u64,
     plots: bool,
     wandb: Option<Sidecar>,
@@ -178,13 +179,27 @@ impl MetricsLogger {
         let (jsonl, history) = JsonlWriter::open(&run_dir.join(jsonl::FILE_NAME))?;
         Ok(Self {
             run_dir: run_dir.to_path_buf(),
-            jsonl,
+            jsonl: Some(jsonl),
             console_every: config.console_every,
             plots: config.plots,
             wandb,
             history,
             stage: None,
         })
+    }
+
+    /// A logger that writes and shows nothing (ranks other than 0 of a multi-process run, whose
+    /// figures rank 0 logs).
+    pub fn silent() -> Self {
+        Self {
+            run_dir: PathBuf::new(),
+            jsonl: None,
+            console_every: 0,
+            plots: false,
+            wandb: None,
+            history: Vec::new(),
+            stage: None,
+        }
     }
 
     /// Drops the records with step > `step` from metrics.jsonl and the history: called on resume
@@ -197,13 +212,19 @@ impl MetricsLogger {
     /// run drops what was logged after its checkpoint. Returns how many lines were dropped.
     pub fn retain(&mut self, keep: impl Fn(&StepRecord) -> bool) -> Result<usize, MetricsError> {
         self.history.retain(&keep);
-        self.jsonl.retain(keep)
+        match self.jsonl.as_mut() {
+            Some(jsonl) => jsonl.retain(keep),
+            None => Ok(0),
+        }
     }
 
     /// Starts a stage whose steps run from `start_step + 1` to `end_step` (global steps; a resumed
     /// stage starts past its first step): shows a progress bar and "step N/end" on console lines.
     pub fn begin_stage(&mut self, stage: &str, start_step: u64, end_step: u64) {
-        let bar = progress::bar(end_step, stage);
+        let bar = match self.jsonl {
+            Some(_) => progress::bar(end_step, stage),
+            None => indicatif::ProgressBar::hidden(),
+        };
         bar.set_position(start_step);
         bar.reset_eta();
         self.stage = Some(StageProgress { name: stage.to_string(), end_step, bar });
@@ -220,7 +241,9 @@ impl MetricsLogger {
     /// Logs one step: a line in metrics.jsonl (written and flushed before this returns), a
     /// console line when due, a W&B row when enabled, and a history entry for the plots.
     pub fn log(&mut self, record: &StepRecord) -> Result<(), MetricsError> {
-        self.jsonl.append(record, unix_time())?;
+        if let Some(jsonl) = self.jsonl.as_mut() {
+            jsonl.append(record, unix_time())?;
+        }
         if let Some(wandb) = self.wandb.as_mut() {
             wandb.log(record);
         }

@@ -155,12 +155,26 @@ impl AdamW {
     /// each group. A parameter whose gradient is undefined is skipped: its weight, state and step
     /// count stay as they are, as in torch.
     pub fn step(&mut self, lr: f64) {
+        self.step_each(lr, |param, _| param.grad());
+    }
+
+    /// One update with the gradients given, one per parameter in [`AdamW::params`] order (an
+    /// undefined tensor skips its parameter), instead of the parameters' own `.grad`.
+    pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) {
+        assert_eq!(grads.len(), self.params().count(), "AdamW::step_with: one gradient per parameter");
+        self.step_each(lr, |_, i| grads[i].shallow_clone());
+    }
+
+    /// The update, with parameter `i`'s (in [`AdamW::params`] order) gradient from `grad_of`.
+    fn step_each(&mut self, lr: f64, grad_of: impl Fn(&Tensor, usize) -> Tensor) {
         let config = self.config;
+        let mut i = 0;
         tch::no_grad(|| {
             for (group, states) in self.groups.iter_mut().zip(&mut self.states) {
                 let group_lr = lr * group.lr_scale;
                 for ((_, param), state) in group.params.iter_mut().zip(states) {
-                    let grad = param.grad();
+                    let grad = grad_of(param, i);
+                    i += 1;
                     if grad.defined() {
                         update(param, &grad, state, group_lr, group.weight_decay, &config);
                     }
@@ -169,17 +183,26 @@ impl AdamW {
         });
     }
 
+    /// The state of every parameter, group by group, mutably (to fill from gathered shards).
+    pub(crate) fn states_mut(&mut self) -> impl Iterator<Item = &mut ParamState> {
+        self.states.iter_mut().flatten()
+    }
+
+    /// Bytes of optimizer state held (both moments of every parameter).
+    pub fn state_bytes(&self) -> u64 {
+        self.states
+            .iter()
+            .flatten()
+            .map(|s| 2 * s.exp_avg.numel() as u64 * s.exp_avg.kind().elt_size_in_bytes() as u64)
+            .sum()
+    }
+
     /// Gives every parameter without a gradient a zero one (as torch's `zero_grad(set_to_none=False)`
     /// state after any backward), so that from then on every parameter is stepped each step —
     /// a parameter that got no signal keeps its value until its moments or weight decay move it.
     pub fn define_grads(&self) {
-        let missing: Vec<&Tensor> = self.params().filter(|p| !p.grad().defined()).collect();
-        if missing.is_empty() {
-            return;
-        }
-        let zero: Tensor =
-            missing.iter().map(|p| p.sum(tch::Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
-        zero.backward();
+        let params: Vec<Tensor> = self.params().map(Tensor::shallow_clone).collect();
+        define_grads(&params);
     }
 
     /// Zeroes every defined gradient in place (torch's `zero_grad(set_to_none=False)`; tch cannot
@@ -205,6 +228,16 @@ impl AdamW {
     pub fn load(&mut self, path: &Path) -> Result<(), OptimError> {
         super::state_file::load(self, path)
     }
+}
+
+/// Gives every tensor of `params` without a gradient a zero one (see [`AdamW::define_grads`]).
+pub(crate) fn define_grads(params: &[Tensor]) {
+    let missing: Vec<&Tensor> = params.iter().filter(|p| !p.grad().defined()).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let zero: Tensor = missing.iter().map(|p| p.sum(tch::Kind::Float) * 0.0).reduce(|a, b| a + b).expect("non-empty");
+    zero.backward();
 }
 
 /// One AdamW update of `param` in place; the operations mirror torch's `_single_tensor_adam`.

@@ -1,6 +1,7 @@
 //! The optimizer and what drives it: [`AdamW`] over named parameter groups with state that is
 //! saved to and restored from one safetensors file (so training resumes bit-identically),
-//! [`clip_grad_norm`] over the global L2 norm, and the learning-rate [`Schedule`].
+//! [`clip_grad_norm`] over the global L2 norm, the learning-rate [`Schedule`], and [`Optimizer`]:
+//! the one step every stage takes, with AdamW replicated on every rank or sharded across them.
 //!
 //! Written here rather than taken from libtorch's optimizers because those cannot export their
 //! state. The update matches `torch.optim.AdamW` (single-tensor path, `amsgrad=False`,
@@ -13,10 +14,11 @@ mod adamw;
 mod clip;
 mod error;
 mod schedule;
+mod sharded;
 mod state_file;
-pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig, ParamGroup, ParamState};
 pub use clip::clip_grad_norm;
 pub use error::OptimError;
 pub use schedule::{lr_at, Schedule};
+pub use sharded::{Applied, Optimizer};

@@ -94,6 +94,30 @@ pub struct Run {
     /// cannot judge, or tasks it cannot read) before the run stops; an eval stops when all are.
     #[serde(default = "half")]
     pub max_verifier_errors: f64,
+    /// In a multi-process run (torchrun, `--nproc`): shard AdamW's state across the ranks
+    /// (ZeRO-2) instead of keeping all of it on every rank.
+    #[serde(default = "yes")]
+    pub shard_optimizer: bool,
+    /// In a multi-process run: seconds a collective may wait for the other ranks before the run
+    /// stops with an error naming the rank that did not answer.
+    #[serde(default = "five_minutes")]
+    pub collective_timeout_s: u64,
+    /// In a multi-process run: MiB of gradients reduced per collective (the flat buckets of the
+    /// all-reduce or, sharded, of the reduce-scatter).
+    #[serde(default = "sixty_four")]
+    pub bucket_mb: f64,
+}
+
+fn sixty_four() -> f64 {
+    64.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five_minutes() -> u64 {
+    300
 }
 
 /// `[model]`: exactly one of `preset` and `path`.

@@ -194,6 +194,17 @@ impl Stage {
         }
     }
 
+    /// Rows per step of a supervised stage (GRPO and eval have prompts instead).
+    pub fn batch_size(&self) -> Option<usize> {
+        match self {
+            Stage::Pretrain(s) => Some(s.batch_size),
+            Stage::Sft(s) => Some(s.batch_size),
+            Stage::IndexerWarmup(s) => Some(s.batch_size),
+            Stage::SparseTrain(s) => Some(s.batch_size),
+            Stage::Grpo(_) | Stage::Eval(_) => None,
+        }
+    }
+
     /// The stage's own `lr`, when it gives one.
     pub fn own_lr(&self) -> Option<f64> {
         match self {

@@ -97,7 +97,10 @@ fn run(recipe: &Recipe) -> Result<(), Problem> {
     let named = !name.trim().is_empty() && !name.contains(['/', '\\']);
     ensure(named, keys(&["run", "name"]), || format!("must be a non-empty name without slashes, got {name:?}"))?;
     let share = recipe.run.max_verifier_errors;
-    real(keys(&["run", "max_verifier_errors"]), share, "in [0, 1]", |s| (0.0..=1.0).contains(&s))
+    real(keys(&["run", "max_verifier_errors"]), share, "in [0, 1]", |s| (0.0..=1.0).contains(&s))?;
+    let timeout = recipe.run.collective_timeout_s;
+    ensure(timeout > 0, keys(&["run", "collective_timeout_s"]), || "must be ≥ 1 second".to_string())?;
+    real(keys(&["run", "bucket_mb"]), recipe.run.bucket_mb, "> 0", |mb| mb > 0.0)
 }
 
 fn model(recipe: &Recipe) -> Result<(), Problem> {

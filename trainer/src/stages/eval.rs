@@ -7,6 +7,7 @@
 
 use super::grpo::{add_parts, part_means};
 use crate::data::Problem;
+use crate::parallel::Dp;
 use crate::policy::Policy;
 use crate::recipe::EvalStage;
 use crate::sampler::{sample_and_judge, Sampler, Settings};
@@ -81,8 +82,10 @@ pub fn evaluate(
     pass_k: &[usize],
     run_seed: u64,
     parallel: usize,
+    dp: &Dp,
 ) -> Result<EvalResult> {
-    let judged = sample_and_judge(policy, sampler, verifier, problems, settings, run_seed ^ EVAL_STREAM, 0, parallel)?;
+    let seed = run_seed ^ EVAL_STREAM;
+    let judged = sample_and_judge(policy, sampler, verifier, problems, settings, seed, 0, parallel, dp)?;
     let verdicts = &judged.verdicts;
     let broken = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Error | Outcome::Malformed)).count();
     if !verdicts.is_empty() && broken == verdicts.len() {
@@ -125,14 +128,23 @@ pub(crate) fn run(session: &mut Session, name: &str, stage: &EvalStage) -> Resul
         sampling_mask: false,
         routing: false,
     };
-    let slots = (problems.len() * stage.samples).min(512);
+    let slots = (session.dp.share(problems.len()).len() * stage.samples).clamp(1, 512);
     let version = session.state.policy_version;
     let mut sampler = Sampler::new(&session.policy, slots, r.sampling.max_tokens, r.attention, version)?;
     let start = std::time::Instant::now();
     let verifier = session.verifier.as_ref();
     let seed = session.state.seeds.run;
-    let result =
-        evaluate(&session.policy, &mut sampler, verifier, problems, &settings, &stage.pass_k(), seed, parallelism())?;
+    let result = evaluate(
+        &session.policy,
+        &mut sampler,
+        verifier,
+        problems,
+        &settings,
+        &stage.pass_k(),
+        seed,
+        parallelism(),
+        &session.dp,
+    )?;
     let metrics = EvalMetrics {
         accuracy: result.accuracy,
         pass_at_k: result.pass_at_k.iter().map(|(k, v)| (format!("pass_at_{k}"), *v)).collect(),

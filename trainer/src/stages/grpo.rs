@@ -10,7 +10,7 @@
 //!    pieces the recipe turns on — unbiased KL to a frozen reference, off-policy sequence masking
 //!    against the engine's own sampling log-probs (π_old), keep routing (the rollout's experts
 //!    replayed in the training forward) and keep sampling mask (π_θ renormalised over the
-//!    rollout's kept sets) — each through [`optim::step::apply`], as every stage;
+//!    rollout's kept sets) — each through [`Optimizer::step`], as every stage;
 //! 4. **sync**: publish the new weights to the engine, whose version is the policy version.
 //!
 //! Left out: asynchronous rollouts (sampling runs between updates, not beside them).
@@ -18,8 +18,10 @@
 use super::grpo_batch::{group_rows, Batch, Row};
 use crate::checkpoint;
 use crate::data::Dataset;
+use crate::grpo::Aggregation;
 use crate::grpo::{self, LossInputs};
-use crate::optim::{self, AdamW};
+use crate::optim::Optimizer;
+use crate::parallel::Dp;
 use crate::policy::Policy;
 use crate::recipe::{Algorithm, Rollout};
 use crate::sampler::{sample_and_judge, Sampler, Settings};
@@ -131,7 +133,7 @@ impl GrpoRunner {
 
     /// One GRPO step at `lr`; its metrics and whether an update was skipped (non-finite loss or
     /// gradient). Advances the problem cursor and the policy version.
-    pub(crate) fn step(&mut self, session: &mut Session, opt: &mut AdamW, lr: f64) -> Result<(GrpoMetrics, bool)> {
+    pub(crate) fn step(&mut self, session: &mut Session, opt: &mut Optimizer, lr: f64) -> Result<(GrpoMetrics, bool)> {
         let started = Instant::now();
         let seed = step_seed(session.state.seeds.run, session.state.global_step);
         let (algorithm, rollout) = (&session.recipe.algorithm, &session.recipe.rollout);
@@ -144,6 +146,7 @@ impl GrpoRunner {
             algorithm,
             &mut cursor,
             seed,
+            &session.dp,
         )?;
         session.state.problem_cursor = cursor;
         collected.check_reward(session.verifier.name(), session.recipe.run.max_verifier_errors)?;
@@ -154,6 +157,7 @@ impl GrpoRunner {
             reference: self.reference.as_ref().map(|(m, _)| m),
             algorithm,
             mode: rollout.attention,
+            dp: &session.dp,
         };
         let (sums, skipped) = update.run(opt, &collected.rows, lr, session.recipe.optimizer.grad_clip)?;
         let train_s = t_train.elapsed().as_secs_f64();
@@ -180,6 +184,7 @@ impl GrpoRunner {
         a: &Algorithm,
         cursor: &mut u64,
         seed: u64,
+        dp: &Dp,
     ) -> Result<Collected> {
         let settings = rollout_settings(policy, r, a);
         let g = r.group_size;
@@ -201,6 +206,7 @@ impl GrpoRunner {
                 seed,
                 first as usize,
                 parallelism(),
+                dp,
             )?;
             c.gen_s += judged.gen_s;
             c.score_s += judged.score_s;
@@ -332,42 +338,60 @@ struct Update<'a> {
     reference: Option<&'a DeepseekV32>,
     algorithm: &'a Algorithm,
     mode: AttentionMode,
+    dp: &'a Dp,
 }
 
 impl Update<'_> {
     /// `epochs × minibatches` optimizer steps over `rows`, each accumulating micro-batches; the
-    /// loss figures and whether any update was skipped.
-    fn run(&self, opt: &mut AdamW, rows: &[Row], lr: f64, grad_clip: f64) -> Result<(LossSums, bool)> {
+    /// loss figures and whether any update was skipped. Each rank trains on its share of every
+    /// minibatch; a part's loss counts by its share of the minibatch's normaliser (its response
+    /// tokens for token aggregation, else its rows), so the gradient summed over parts and ranks
+    /// is that of the whole minibatch.
+    fn run(&self, opt: &mut Optimizer, rows: &[Row], lr: f64, grad_clip: f64) -> Result<(LossSums, bool)> {
         let mut sums = LossSums::default();
         let mut skipped = false;
         if rows.is_empty() {
             return Ok((sums, skipped));
         }
-        let a = self.algorithm;
+        let (a, dp) = (self.algorithm, self.dp);
         let n = rows.len();
         let per_mb = n.div_ceil(a.minibatches.max(1));
+        let tokens = |idx: &[usize]| -> f64 { idx.iter().map(|&i| rows[i].logp_old.len() as f64).sum() };
+        let weight = |idx: &[usize]| -> f64 {
+            match a.loss.aggregation {
+                Aggregation::Token => tokens(idx),
+                Aggregation::Sequence | Aggregation::Constant => idx.len() as f64,
+            }
+        };
         for _ in 0..a.epochs.max(1) {
             for mb in (0..n).step_by(per_mb) {
                 let idx: Vec<usize> = (mb..(mb + per_mb).min(n)).collect();
-                let chunk = if a.micro_batch == 0 { idx.len() } else { a.micro_batch };
+                let whole =
+                    Share { loss: weight(&idx).max(1e-12), tokens: tokens(&idx).max(1.0), rows: idx.len() as f64 };
+                let mine = &idx[dp.share(idx.len())];
+                let chunk = if a.micro_batch == 0 { mine.len().max(1) } else { a.micro_batch };
                 opt.zero_grad();
                 let mut finite = true;
-                for part in idx.chunks(chunk) {
+                for part in mine.chunks(chunk) {
                     let rows: Vec<&Row> = part.iter().map(|&i| &rows[i]).collect();
                     let (loss, stats, entropy) = self.loss(&rows);
-                    let scale = part.len() as f64 / idx.len() as f64;
+                    let share = Share {
+                        loss: weight(part) / whole.loss,
+                        tokens: tokens(part) / whole.tokens,
+                        rows: part.len() as f64 / whole.rows,
+                    };
                     finite &= loss.double_value(&[]).is_finite();
                     if finite {
-                        (&loss * scale).backward();
+                        (&loss * share.loss).backward();
                     }
-                    sums.add(&stats, entropy, scale);
+                    sums.add(&stats, entropy, share);
                 }
-                if !finite {
+                if !dp.all(finite)? {
                     opt.zero_grad();
                     skipped = true;
                     continue;
                 }
-                let applied = optim::step::apply(opt, lr, grad_clip);
+                let applied = opt.step(lr, grad_clip, dp)?;
                 if !applied.stepped {
                     opt.zero_grad();
                     skipped = true;
@@ -377,6 +401,7 @@ impl Update<'_> {
                 sums.updates += 1;
             }
         }
+        sums.sum_over(dp)?;
         Ok((sums.finish(), skipped))
     }
 
@@ -422,6 +447,14 @@ impl Update<'_> {
     }
 }
 
+/// A part's share of its minibatch: of the loss's normaliser, of its response tokens, of its rows.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    loss: f64,
+    tokens: f64,
+    rows: f64,
+}
+
 /// The loss figures of a step: weighted means over its micro-batches, and the updates taken.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LossSums {
@@ -450,15 +483,39 @@ pub struct LossSums {
 }
 
 impl LossSums {
-    fn add(&mut self, s: &grpo::LossStats, entropy: f64, w: f64) {
-        self.weight += w;
-        self.loss += w * s.pg_loss;
-        self.kl += w * s.kl_mean;
-        self.clip_low += w * s.clip_low_frac;
-        self.clip_high += w * s.clip_high_frac;
-        self.masked_seq_frac += w * s.masked_seq_frac;
-        self.ratio_mean += w * s.ratio_mean;
-        self.entropy += w * entropy;
+    /// Adds a part's figures, each weighted by the part's share of what it averages over.
+    fn add(&mut self, s: &grpo::LossStats, entropy: f64, w: Share) {
+        self.weight += w.rows;
+        self.loss += w.loss * s.pg_loss;
+        self.kl += w.loss * s.kl_mean;
+        self.clip_low += w.tokens * s.clip_low_frac;
+        self.clip_high += w.tokens * s.clip_high_frac;
+        self.masked_seq_frac += w.rows * s.masked_seq_frac;
+        self.ratio_mean += w.tokens * s.ratio_mean;
+        self.entropy += w.tokens * entropy;
+    }
+
+    /// The weighted sums of every rank added up (the update counts and norms are global already).
+    fn sum_over(&mut self, dp: &Dp) -> Result<()> {
+        if dp.world() == 1 {
+            return Ok(());
+        }
+        let mut fields = [
+            &mut self.loss,
+            &mut self.kl,
+            &mut self.clip_low,
+            &mut self.clip_high,
+            &mut self.masked_seq_frac,
+            &mut self.ratio_mean,
+            &mut self.entropy,
+            &mut self.weight,
+        ];
+        let mut values: Vec<f64> = fields.iter().map(|f| **f).collect();
+        dp.sum(&mut values)?;
+        for (field, v) in fields.iter_mut().zip(values) {
+            **field = v;
+        }
+        Ok(())
     }
 
     /// The sums turned into means.

@@ -12,7 +12,8 @@
 
 use crate::batch::{masked_mean, pack_stream, pad_rows, span_mask};
 use crate::data::{Dataset, Problem};
-use crate::optim::{self, AdamW};
+use crate::optim::Optimizer;
+use crate::parallel::Dp;
 use crate::policy::Policy;
 use crate::recipe::{IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage};
 use crate::session::Session;
@@ -115,8 +116,44 @@ pub struct LmMetrics {
     pub tok_per_s: f64,
 }
 
-/// The loss of one step on `tokens (B, L)` (`mask (B, L−1)` for SFT) and its figures.
-pub fn loss(policy: &Policy, objective: Objective, tokens: &Tensor, mask: Option<&Tensor>) -> (Tensor, LmMetrics) {
+/// The weights of this rank's share of a batch in the global loss: its part of the global
+/// normaliser of each kind of term (1 and 1 in a single process).
+#[derive(Debug, Clone, Copy)]
+pub struct Weights {
+    /// Of terms averaged over rows (every next-token position of a row counts the same).
+    pub rows: f64,
+    /// Of terms averaged over the masked (response) positions.
+    pub response: f64,
+}
+
+impl Weights {
+    /// The whole batch: nothing to weigh.
+    pub const WHOLE: Weights = Weights { rows: 1.0, response: 1.0 };
+
+    /// The weights of rows `share` of a batch of `rows` rows with response `mask (B, L−1)`.
+    fn of_share(share: &std::ops::Range<usize>, rows: usize, mask: Option<&Tensor>) -> Weights {
+        let rows_w = share.len() as f64 / rows.max(1) as f64;
+        let response = match mask {
+            Some(mask) => {
+                let local = mask.narrow(0, share.start as i64, share.len() as i64).sum(Kind::Double).double_value(&[]);
+                local / mask.sum(Kind::Double).double_value(&[]).max(1.0)
+            }
+            None => rows_w,
+        };
+        Weights { rows: rows_w, response }
+    }
+}
+
+/// The loss of one step on `tokens (B, L)` (`mask (B, L−1)` for SFT), each term weighted by
+/// `w` (this rank's share of the global loss), and its figures (weighted alike, so that summing
+/// them over the ranks gives the global figures).
+pub fn loss(
+    policy: &Policy,
+    objective: Objective,
+    tokens: &Tensor,
+    mask: Option<&Tensor>,
+    w: Weights,
+) -> (Tensor, LmMetrics) {
     let mut m = LmMetrics::default();
     let with_mtp = !policy.model.mtp.is_empty();
     let total = match objective {
@@ -124,12 +161,13 @@ pub fn loss(policy: &Policy, objective: Objective, tokens: &Tensor, mask: Option
             let out = policy.model.run(tokens, ForwardOptions { mtp: with_mtp, ..ForwardOptions::new(mode) });
             let nll = -rlvr_model::model::logprobs_of(&out.logits, tokens); // (B, L−1)
             let lm = match mask {
-                Some(mask) => masked_mean(&nll, mask),
-                None => nll.mean(Kind::Float),
+                Some(mask) => masked_mean(&nll, mask) * w.response,
+                None => nll.mean(Kind::Float) * w.rows,
             };
             m.lm_loss = Some(lm.double_value(&[]));
             match out.mtp_loss(tokens) {
                 Some(mtp) if mtp_weight > 0.0 => {
+                    let mtp = mtp * w.rows;
                     m.mtp_loss = Some(mtp.double_value(&[]));
                     lm + mtp * mtp_weight
                 }
@@ -141,18 +179,20 @@ pub fn loss(policy: &Policy, objective: Objective, tokens: &Tensor, mask: Option
             let opts = ForwardOptions { mtp: with_mtp, ..ForwardOptions::indexer_training(IndexerStage::DenseWarmup) };
             let out = policy.model.run(tokens, opts);
             let losses = out.indexer.expect("the warm-up forward returns indexer losses");
-            let kl = losses.total(None);
+            let kl = losses.total(None) * w.rows;
             m.indexer_kl = Some(kl.double_value(&[]));
             let recall: Vec<f64> = losses.recall(None).iter().flatten().map(|r| r.double_value(&[])).collect();
-            m.recall = Some(mean(&recall));
+            m.recall = Some(mean(&recall) * w.rows);
             kl
         }
         Objective::SparseTrain { indexer_weight, mtp_weight } => {
             let SparseLosses { lm, mtp, indexer } = sparse_losses(policy, tokens);
+            let (lm, indexer) = (lm * w.rows, indexer * w.rows);
             m.lm_loss = Some(lm.double_value(&[]));
             m.indexer_kl = Some(indexer.double_value(&[]));
             let main = match mtp {
                 Some(mtp) => {
+                    let mtp = mtp * w.rows;
                     m.mtp_loss = Some(mtp.double_value(&[]));
                     lm + mtp * mtp_weight
                 }
@@ -163,6 +203,26 @@ pub fn loss(policy: &Policy, objective: Objective, tokens: &Tensor, mask: Option
     };
     m.loss = total.double_value(&[]);
     (total, m)
+}
+
+impl LmMetrics {
+    /// The weighted figures of every rank summed: the global figures.
+    fn sum_over(&mut self, dp: &Dp) -> Result<()> {
+        if dp.world() == 1 {
+            return Ok(());
+        }
+        let fields = [&mut self.lm_loss, &mut self.mtp_loss, &mut self.indexer_kl, &mut self.recall];
+        let mut values: Vec<f64> = fields.iter().map(|f| f.unwrap_or(0.0)).collect();
+        values.push(self.loss);
+        dp.sum(&mut values)?;
+        for (field, v) in fields.into_iter().zip(&values) {
+            if field.is_some() {
+                *field = Some(*v);
+            }
+        }
+        self.loss = values[4];
+        Ok(())
+    }
 }
 
 /// The batch and objective of the next step of supervised `stage`; advances the data cursors.
@@ -194,20 +254,33 @@ fn next_batch(session: &mut Session, stage: &Stage) -> Result<(Tensor, Option<Te
 }
 
 /// One optimizer step of supervised `stage` at `lr`: its figures, and whether it was skipped (a
-/// non-finite loss or gradient norm; no update was applied).
-pub(crate) fn step(session: &mut Session, stage: &Stage, opt: &mut AdamW, lr: f64) -> Result<(LmMetrics, bool)> {
+/// non-finite loss or gradient norm on any rank; no update was applied). Each rank trains on its
+/// share of the global batch.
+pub(crate) fn step(session: &mut Session, stage: &Stage, opt: &mut Optimizer, lr: f64) -> Result<(LmMetrics, bool)> {
     let (tokens, mask, objective) = next_batch(session, stage)?;
+    let dp = &session.dp;
+    let rows = tokens.size()[0] as usize;
+    let share = dp.share(rows);
+    let (w, tokens_here, mask_here) = match dp.world() {
+        1 => (Weights::WHOLE, tokens.shallow_clone(), mask.as_ref().map(Tensor::shallow_clone)),
+        _ => {
+            let (from, len) = (share.start as i64, share.len() as i64);
+            let w = Weights::of_share(&share, rows, mask.as_ref());
+            (w, tokens.narrow(0, from, len), mask.as_ref().map(|m| m.narrow(0, from, len)))
+        }
+    };
     let start = std::time::Instant::now();
     opt.zero_grad();
-    let (loss, mut m) = loss(&session.policy, objective, &tokens, mask.as_ref());
-    let mut skipped = !m.loss.is_finite();
+    let (loss, mut m) = loss(&session.policy, objective, &tokens_here, mask_here.as_ref(), w);
+    let mut skipped = !dp.all(m.loss.is_finite())?;
     if !skipped {
         loss.backward();
-        let applied = optim::step::apply(opt, lr, session.recipe.optimizer.grad_clip);
+        let applied = opt.step(lr, session.recipe.optimizer.grad_clip, dp)?;
         m.grad_norm = Some(applied.grad_norm);
         skipped = !applied.stepped;
     }
     opt.zero_grad();
+    m.sum_over(dp)?;
     let secs = start.elapsed().as_secs_f64();
     m.lr = lr;
     m.train_s = secs;

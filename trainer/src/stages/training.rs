@@ -8,7 +8,7 @@ use super::grpo::GrpoRunner;
 use super::lm;
 use crate::checkpoint;
 use crate::metrics::{self, progress};
-use crate::optim::{self, AdamW, ParamGroup};
+use crate::optim::{self, Optimizer, ParamGroup};
 use crate::recipe::Stage;
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
@@ -46,7 +46,10 @@ pub(crate) fn run(session: &mut Session, stage: &Stage) -> Result<bool> {
     }
     let first_step = session.state.global_step - session.state.stage_step as u64;
     session.logger.begin_stage(stage.name(), first_step, first_step + steps as u64);
-    let bar = progress::bar(steps as u64, stage.name());
+    let bar = match session.dp.is_main() {
+        true => progress::bar(steps as u64, stage.name()),
+        false => indicatif::ProgressBar::hidden(),
+    };
     bar.set_position(session.state.stage_step as u64);
     while session.state.stage_step < steps {
         let lr = learning_rate(session, stage, steps);
@@ -58,26 +61,28 @@ pub(crate) fn run(session: &mut Session, stage: &Stage) -> Result<bool> {
         bar.inc(1);
         let every = session.recipe.checkpoint.every as u64;
         let (global, more) = (session.state.global_step, session.state.stage_step < steps);
-        let stop = (session.max_steps == Some(global) || session.interrupted()) && more;
+        let stop = (session.max_steps == Some(global) || session.interrupted_anywhere()?) && more;
         if ((every > 0 && global % every == 0 && more) || stop) && !skipped {
             session.save(Some(&opt), grpo.as_ref().and_then(GrpoRunner::reference_tensors))?;
         }
+        crate::parallel::injected_fault(&session.dp, global);
         if stop {
             bar.finish_and_clear();
             return Ok(false);
         }
     }
     bar.finish_and_clear();
+    report_memory(session, &opt);
     session.logger.end_stage()?;
     let summary = summary(session, stage, steps, probe.as_ref())?;
     session.state.finish_stage(stage.name(), serde_json::to_value(summary)?);
     session.save(Some(&opt), None)?;
-    Ok(session.max_steps != Some(session.state.global_step) && !session.interrupted())
+    Ok(session.max_steps != Some(session.state.global_step) && !session.interrupted_anywhere()?)
 }
 
 /// AdamW over the stage's trainable parameters (matrices decay, vectors do not), with the saved
 /// state when resuming mid-stage.
-fn optimizer(session: &Session, stage: &Stage, resumed: Option<&Path>) -> Result<AdamW> {
+fn optimizer(session: &Session, stage: &Stage, resumed: Option<&Path>) -> Result<Optimizer> {
     let policy = &session.policy;
     let trainable = policy.set_trainable(policy.stage_trainable(stage, session.recipe.rollout.attention));
     let o = &session.recipe.optimizer;
@@ -86,13 +91,14 @@ fn optimizer(session: &Session, stage: &Stage, resumed: Option<&Path>) -> Result
         ParamGroup { name: "decay".into(), params: matrices, lr_scale: 1.0, weight_decay: o.weight_decay },
         ParamGroup { name: "no_decay".into(), params: vectors, lr_scale: 1.0, weight_decay: 0.0 },
     ];
-    let mut opt = AdamW::new(groups, optim::AdamWConfig { betas: (o.betas[0], o.betas[1]), eps: o.eps });
+    let config = optim::AdamWConfig { betas: (o.betas[0], o.betas[1]), eps: o.eps };
+    let mut opt = Optimizer::new(groups, config, &session.dp)?;
     // Every trainable parameter holds a (zero) gradient from the start, so which ones AdamW steps
     // and what the clipping norm sums never depend on what this process happened to run before:
     // a resumed run steps exactly as an uninterrupted one.
     opt.define_grads();
     if let (Some(dir), true) = (resumed, session.state.stage_step > 0) {
-        opt.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+        opt.load(&dir.join(checkpoint::OPTIMIZER_FILE), &session.dp)?;
     }
     Ok(opt)
 }
@@ -155,4 +161,22 @@ fn summary(session: &Session, stage: &Stage, steps: usize, probe: Option<&Tensor
         None => None,
     };
     Ok(Summary { steps, first: notes.get("first").cloned(), last: notes.get("last").cloned(), dsa })
+}
+
+/// Each rank's memory at the end of a stage of a multi-process run: optimizer state (a shard of
+/// it when sharded), peak resident memory, bytes it put into collectives.
+fn report_memory(session: &Session, opt: &Optimizer) {
+    let dp = &session.dp;
+    if dp.world() == 1 {
+        return;
+    }
+    let how = if matches!(opt, Optimizer::Sharded(_)) { "sharded" } else { "replicated" };
+    eprintln!(
+        "rank {}/{}: optimizer state {:.2} MiB ({how}), peak RSS {:.0} MiB, {:.1} MB through collectives",
+        dp.rank(),
+        dp.world(),
+        opt.state_bytes() as f64 / (1u64 << 20) as f64,
+        crate::parallel::peak_rss_mib(),
+        dp.bytes_moved() as f64 / 1e6
+    );
 }

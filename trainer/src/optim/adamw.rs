@@ -14,9 +14,12 @@
 //! product differently and results may differ from torch's in the last bit.
 //!
 //! Dtypes: f32 and f64 parameters keep their state in their own dtype. bf16 and f16 parameters keep
-//! f32 state; each step computes the new weight in f32 from the stored low-precision weight and
-//! rounds it back once. There is no f32 master copy, so an update smaller than half a bf16 ulp of the
-//! weight is lost (torch, stepping a bf16 parameter, keeps bf16 state and loses more).
+//! f32 state and, with [`AdamW::with_master_weights`] (what training uses), an f32 master copy of
+//! the weight: each step updates the master and rounds it into the parameter, so updates far
+//! smaller than a bf16 ulp accumulate (at lr 1e-6 almost every update is). Without a master, the new
+//! weight is computed in f32 from the stored low-precision weight and rounded back once, and an
+//! update smaller than half a bf16 ulp of the weight is lost (torch, stepping a bf16 parameter,
+//! keeps bf16 state and loses more).
 
 use super::OptimError;
 use serde::{Deserialize, Serialize};
@@ -80,6 +83,8 @@ pub struct ParamState {
     pub exp_avg_sq: Tensor,
     /// Updates applied so far (t); 0 until the parameter first has a gradient at a step.
     pub step: i64,
+    /// The f32 master copy of a low-precision parameter ([`AdamW::with_master_weights`]).
+    pub master: Option<Tensor>,
 }
 
 impl ParamState {
@@ -91,7 +96,7 @@ impl ParamState {
             other => panic!("parameter `{name}` has kind {other:?}: AdamW needs a floating-point parameter"),
         };
         let zeros = || Tensor::zeros(param.size(), (kind, param.device()));
-        ParamState { exp_avg: zeros(), exp_avg_sq: zeros(), step: 0 }
+        ParamState { exp_avg: zeros(), exp_avg_sq: zeros(), step: 0, master: None }
     }
 }
 
@@ -129,6 +134,19 @@ impl AdamW {
             states.push(group_states);
         }
         AdamW { config, groups, states, index }
+    }
+
+    /// Keeps an f32 master copy of every bf16/f16 parameter (its current value), which the steps
+    /// update and round into the parameter, and which [`AdamW::save`] writes as `master.<name>`.
+    pub fn with_master_weights(mut self) -> Self {
+        for (group, states) in self.groups.iter().zip(&mut self.states) {
+            for ((_, param), state) in group.params.iter().zip(states) {
+                if matches!(param.kind(), Kind::BFloat16 | Kind::Half) {
+                    state.master = Some(tch::no_grad(|| param.to_kind(Kind::Float)));
+                }
+            }
+        }
+        self
     }
 
     /// The shared hyperparameters.
@@ -190,11 +208,8 @@ impl AdamW {
 
     /// Bytes of optimizer state held (both moments of every parameter).
     pub fn state_bytes(&self) -> u64 {
-        self.states
-            .iter()
-            .flatten()
-            .map(|s| 2 * s.exp_avg.numel() as u64 * s.exp_avg.kind().elt_size_in_bytes() as u64)
-            .sum()
+        let bytes = |t: &Tensor| t.numel() as u64 * t.kind().elt_size_in_bytes() as u64;
+        self.states.iter().flatten().map(|s| 2 * bytes(&s.exp_avg) + s.master.as_ref().map_or(0, bytes)).sum()
     }
 
     /// Gives every parameter without a gradient a zero one (as torch's `zero_grad(set_to_none=False)`
@@ -253,8 +268,13 @@ fn update(param: &mut Tensor, grad: &Tensor, state: &mut ParamState, lr: f64, we
 
     let kind = state.exp_avg.kind();
     let same_kind = param.kind() == kind;
-    // Low-precision weights are stepped in an f32 copy and rounded back once at the end.
-    let mut p = if same_kind { param.shallow_clone() } else { param.to_kind(kind) };
+    // Low-precision weights are stepped in their f32 master, or else in an f32 copy, and rounded
+    // back once at the end.
+    let mut p = match (&state.master, same_kind) {
+        (Some(master), _) => master.shallow_clone(),
+        (None, true) => param.shallow_clone(),
+        (None, false) => param.to_kind(kind),
+    };
     let g = grad.to_kind(kind);
     if weight_decay != 0.0 {
         p *= 1.0 - lr * weight_decay;

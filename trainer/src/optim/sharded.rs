@@ -95,10 +95,16 @@ impl Layout {
 }
 
 impl Optimizer {
-    /// AdamW over `groups`: sharded when the run has more than one rank and asks for it.
-    pub fn new(groups: Vec<ParamGroup>, config: AdamWConfig, dp: &Dp) -> Result<Self> {
+    /// AdamW over `groups`: sharded when the run has more than one rank and asks for it. With
+    /// `master_weights`, bf16/f16 parameters are stepped in f32 masters (always so when sharded:
+    /// the shard is f32).
+    pub fn new(groups: Vec<ParamGroup>, config: AdamWConfig, master_weights: bool, dp: &Dp) -> Result<Self> {
         if dp.world() == 1 || !dp.shard_optimizer {
-            return Ok(Optimizer::Replicated(AdamW::new(groups, config)));
+            let opt = AdamW::new(groups, config);
+            return Ok(Optimizer::Replicated(if master_weights { opt.with_master_weights() } else { opt }));
+        }
+        if !master_weights {
+            bail!("run.master_weights = false needs a replicated optimizer (run.shard_optimizer = false): a shard keeps f32 masters");
         }
         Sharded::new(groups, config, dp).map(Optimizer::Sharded)
     }
@@ -272,7 +278,7 @@ impl Sharded {
                 ..settings(g)
             })
             .collect();
-        AdamW::new(groups, *self.inner.config())
+        AdamW::new(groups, *self.inner.config()).with_master_weights()
     }
 
     /// This rank's state of each layout's shard.
@@ -342,13 +348,31 @@ impl Sharded {
                     .collect();
                 Tensor::cat(&slices, 0)
             };
-            loaded.push((cut(|s| &s.exp_avg), cut(|s| &s.exp_avg_sq), steps.first().copied().unwrap_or(0)));
+            // The master: a low-precision parameter's saved f32 copy, an f32 parameter itself.
+            let weights: Vec<Tensor> = group
+                .params
+                .iter()
+                .zip(&states)
+                .map(|((_, p), s)| s.master.as_ref().map_or_else(|| p.shallow_clone(), Tensor::shallow_clone))
+                .collect();
+            let master: Vec<Tensor> = l
+                .buckets
+                .iter()
+                .map(|b| {
+                    let parts = weights[b.params.clone()].iter().map(Tensor::shallow_clone);
+                    flatten(parts, self.kind, world * b.shard).narrow(0, rank * b.shard, b.shard)
+                })
+                .collect();
+            let step = steps.first().copied().unwrap_or(0);
+            loaded.push((cut(|s| &s.exp_avg), cut(|s| &s.exp_avg_sq), Tensor::cat(&master, 0), step));
         }
+        let masters: Vec<Tensor> = self.inner.params().map(Tensor::shallow_clone).collect();
         tch::no_grad(|| {
-            for (state, (m, v, step)) in self.inner.states_mut().zip(loaded) {
+            for ((state, (m, v, master, step)), mut current) in self.inner.states_mut().zip(loaded).zip(masters) {
                 state.exp_avg.copy_(&m);
                 state.exp_avg_sq.copy_(&v);
                 state.step = step;
+                current.copy_(&master);
             }
         });
         Ok(())

@@ -1,6 +1,8 @@
 //! The optimizer state file: one safetensors file holding, for every parameter `<name>`,
 //! `exp_avg.<name>` and `exp_avg_sq.<name>` (parameter shape, state dtype F32 or F64) and
-//! `step.<name>` (I64, shape []), with `{"format": "pt"}` metadata so `safetensors.torch` reads it.
+//! `step.<name>` (I64, shape []), and for a low-precision parameter with a master copy
+//! `master.<name>` (F32, parameter shape), with `{"format": "pt"}` metadata so `safetensors.torch`
+//! reads it.
 //!
 //! Saving converts one tensor at a time as the file is written, so memory stays at one tensor.
 //! Loading reads the whole file, checks every tensor against the optimizer, and only then copies,
@@ -85,6 +87,9 @@ pub(super) fn save(opt: &AdamW, path: &Path) -> Result<(), OptimError> {
             entries.push((m, Stored::moment(&state.exp_avg)));
             entries.push((v, Stored::moment(&state.exp_avg_sq)));
             entries.push((step, Stored::Step(state.step.to_le_bytes())));
+            if let Some(master) = &state.master {
+                entries.push((format!("master.{name}"), Stored::moment(master)));
+            }
         }
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -99,6 +104,7 @@ struct Loaded<'data> {
     exp_avg: TensorView<'data>,
     exp_avg_sq: TensorView<'data>,
     step: i64,
+    master: Option<TensorView<'data>>,
 }
 
 pub(super) fn load(opt: &mut AdamW, path: &Path) -> Result<(), OptimError> {
@@ -114,10 +120,23 @@ pub(super) fn load(opt: &mut AdamW, path: &Path) -> Result<(), OptimError> {
             let [m, v, step] = names(name);
             let shape: Vec<usize> = state.exp_avg.size().iter().map(|&d| d as usize).collect();
             let dtype = dtype_of(state.exp_avg.kind());
+            // A master the optimizer keeps must be in the file (its weights are the truth, the
+            // parameter only their rounding); a file's master for a parameter kept without one is
+            // unexpected.
+            let master = match &state.master {
+                Some(_) => {
+                    let name = format!("master.{name}");
+                    let view = checked(&file, path, &name, Dtype::F32, &shape)?;
+                    expected.insert(name);
+                    Some(view)
+                }
+                None => None,
+            };
             group_loaded.push(Loaded {
                 exp_avg: checked(&file, path, &m, dtype, &shape)?,
                 exp_avg_sq: checked(&file, path, &v, dtype, &shape)?,
                 step: step_count(&file, path, &step)?,
+                master,
             });
             expected.extend([m, v, step]);
         }
@@ -134,6 +153,9 @@ pub(super) fn load(opt: &mut AdamW, path: &Path) -> Result<(), OptimError> {
             copy_into(&mut state.exp_avg, &new.exp_avg);
             copy_into(&mut state.exp_avg_sq, &new.exp_avg_sq);
             state.step = new.step;
+            if let (Some(master), Some(view)) = (state.master.as_mut(), &new.master) {
+                copy_into(master, view);
+            }
         }
     }
     Ok(())

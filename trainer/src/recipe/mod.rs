@@ -94,6 +94,12 @@ pub struct Run {
     /// cannot judge, or tasks it cannot read) before the run stops; an eval stops when all are.
     #[serde(default = "half")]
     pub max_verifier_errors: f64,
+    /// With `dtype = "bf16"`: step the weights in f32 master copies kept by the optimizer (and
+    /// saved in its checkpoint file), rounding them into the bf16 parameters after each step.
+    /// `false` steps the bf16 parameters themselves, which loses every update smaller than half a
+    /// bf16 ulp of its weight.
+    #[serde(default = "yes")]
+    pub master_weights: bool,
     /// In a multi-process run (torchrun, `--nproc`): shard AdamW's state across the ranks
     /// (ZeRO-2) instead of keeping all of it on every rank.
     #[serde(default = "yes")]

@@ -92,7 +92,7 @@ fn optimizer(session: &Session, stage: &Stage, resumed: Option<&Path>) -> Result
         ParamGroup { name: "no_decay".into(), params: vectors, lr_scale: 1.0, weight_decay: 0.0 },
     ];
     let config = optim::AdamWConfig { betas: (o.betas[0], o.betas[1]), eps: o.eps };
-    let mut opt = Optimizer::new(groups, config, &session.dp)?;
+    let mut opt = Optimizer::new(groups, config, session.recipe.run.master_weights, &session.dp)?;
     // Every trainable parameter holds a (zero) gradient from the start, so which ones AdamW steps
     // and what the clipping norm sums never depend on what this process happened to run before:
     // a resumed run steps exactly as an uninterrupted one.

@@ -209,3 +209,31 @@ impl Policy {
         Ok(self.tokenizer.decode(ids, true)?)
     }
 }
+
+/// The device a run computes on, checked before any work: `cuda`/`cuda:N` must be a device libtorch
+/// can use (a CUDA build of torch needs a matching NVIDIA driver: PyPI's torch 2.11.0 is built for
+/// CUDA 13, driver ≥ 580), else the error says what was found; `auto` says which it chose. In a
+/// multi-process run on CUDA each rank takes GPU `local_rank`.
+pub fn run_device(spec: rlvr_model::DeviceSpec, local_rank: Option<usize>) -> Result<Device> {
+    let count = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    let index = match (spec, local_rank) {
+        (rlvr_model::DeviceSpec::Cpu, _) => return Ok(Device::Cpu),
+        (rlvr_model::DeviceSpec::Auto, _) if count == 0 => {
+            eprintln!("run.device = \"auto\": no usable CUDA device, running on the CPU");
+            return Ok(Device::Cpu);
+        }
+        (rlvr_model::DeviceSpec::Cuda(n), None) => n,
+        (_, Some(rank)) => rank,
+        (rlvr_model::DeviceSpec::Auto, None) => 0,
+    };
+    if count == 0 {
+        bail!(
+            "run.device = \"{spec}\": libtorch sees no usable CUDA device (no GPU, or an NVIDIA driver too old for this torch build: PyPI's torch 2.11.0 needs CUDA 13, driver ≥ 580 — `nvidia-smi` shows the driver); use \"cpu\""
+        );
+    }
+    if index >= count {
+        bail!("run.device = \"{spec}\": CUDA device {index} asked for, libtorch sees {count} (0..{count})");
+    }
+    Ok(Device::Cuda(index))
+}
+

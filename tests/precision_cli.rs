@@ -81,10 +81,14 @@ fn values(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .into_iter()
         .filter_map(|(name, t)| {
             let v: Vec<f32> = match t.dtype() {
-                safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::BF16 => {
-                    t.data().chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()
+                safetensors::Dtype::F32 => {
+                    t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
                 }
+                safetensors::Dtype::BF16 => t
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                    .collect(),
                 _ => return None,
             };
             Some((name, v))
@@ -139,7 +143,14 @@ fn master_weights_keep_updates_pure_bf16_loses_them() {
     assert!(names.len() > 10, "{names:?}");
     let init_bf16: BTreeMap<String, Vec<f32>> = init
         .iter()
-        .map(|(n, v)| (n.clone(), v.iter().map(|x| f32::from_bits(x.to_bits().wrapping_add(0x7fff + ((x.to_bits() >> 16) & 1)) & 0xffff_0000)).collect()))
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.iter()
+                    .map(|x| f32::from_bits(x.to_bits().wrapping_add(0x7fff + ((x.to_bits() >> 16) & 1)) & 0xffff_0000))
+                    .collect(),
+            )
+        })
         .collect();
 
     // Pure bf16: a weight of magnitude ≥ 2e-3 has half a bf16 ulp ≥ 3.9e-6, more than an AdamW

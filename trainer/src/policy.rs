@@ -236,4 +236,3 @@ pub fn run_device(spec: rlvr_model::DeviceSpec, local_rank: Option<usize>) -> Re
     }
     Ok(Device::Cuda(index))
 }
-

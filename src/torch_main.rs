@@ -20,6 +20,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Random-initialise a model directory in the Hugging Face layout.
     Init(cmd::init::Args),
+    /// Convert a checkpoint: `--add-indexer` turns a deepseek_v3 model into a deepseek_v32 one.
+    Convert(cmd::convert::Args),
     /// Sample completions of prompts (JSON per completion: tokens, log-probs, text, finish reason).
     Generate(cmd::generate::Args),
     /// Teacher-forced log-probabilities of token sequences under a model.
@@ -41,6 +43,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Score(args) => cmd::score::run(args),

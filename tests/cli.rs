@@ -97,7 +97,8 @@ fn verify_scores_every_line_and_isolates_bad_ones() {
     let verdicts: Vec<Value> =
         std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let outcomes: Vec<&str> = verdicts.iter().map(|v| v["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, vec!["Correct", "Correct", "Malformed", "Incorrect", "Malformed"]);
+    // Lines the verifier cannot read (not JSON, no `completion`) are the input's fault: InvalidInput.
+    assert_eq!(outcomes, vec!["Correct", "Correct", "InvalidInput", "Incorrect", "InvalidInput"]);
     let rewards: Vec<f64> = verdicts.iter().map(|v| v["reward"].as_f64().unwrap()).collect();
     assert_eq!(rewards, vec![1.0, 1.0, 0.0, 0.0, 0.0]);
     assert!(verdicts[2]["detail"]["error"].as_str().unwrap().contains("line 3"));

@@ -1,6 +1,6 @@
 //! Generation caches (docs/model.md §2.5.5): per sequence slot and layer, the normed KV latent
 //! (`kv_lora_rank`), the rotated rope key (`qk_rope_head_dim`) and the indexer key
-//! (`index_head_dim`, f32), allocated once for a fixed number of slots and a maximum length; a step
+//! (`index_head_dim`, f32; none for a model without indexers), allocated once for a fixed number of slots and a maximum length; a step
 //! writes its tokens in place and never re-allocates.
 //!
 //! Each slot keeps its own length, so one call can extend slots of different lengths (prefill on
@@ -20,7 +20,7 @@ pub struct LayerCache {
     pub latent: Tensor,
     /// Rotated rope key: (N, S_max, d_rope).
     pub pe: Tensor,
-    /// Indexer keys: (N, S_max, d_I) f32.
+    /// Indexer keys: (N, S_max, d_I) f32; (N, S_max, 0) for a model without indexers.
     pub index: Tensor,
 }
 
@@ -37,11 +37,12 @@ impl KvCache {
     /// Room for `slots` sequences of up to `capacity` tokens, latent and rope key in `kind`.
     pub fn new(cfg: &ModelConfig, slots: usize, capacity: usize, kind: Kind, device: Device) -> Self {
         let (n, s) = (slots as i64, capacity as i64);
+        let index_dim = if cfg.has_indexer() { cfg.index_head_dim as i64 } else { 0 };
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| LayerCache {
                 latent: Tensor::zeros([n, s, cfg.kv_lora_rank as i64], (kind, device)),
                 pe: Tensor::zeros([n, s, cfg.qk_rope_head_dim as i64], (kind, device)),
-                index: Tensor::zeros([n, s, cfg.index_head_dim as i64], (Kind::Float, device)),
+                index: Tensor::zeros([n, s, index_dim], (Kind::Float, device)),
             })
             .collect();
         KvCache { layers, lengths: vec![0; slots], capacity: s }
@@ -103,10 +104,12 @@ impl KvCache {
         let c = &mut self.layers[layer];
         let rows = Self::slot_index(slots, q_pos.device()).unsqueeze(1).expand_as(q_pos); // (B, T)
         let at = [Some(rows), Some(q_pos.shallow_clone())];
-        let index = keys.index.as_ref().expect("cached calls compute the indexer keys");
         let _ = c.latent.index_put_(&at, &keys.latent.to_kind(c.latent.kind()), false);
         let _ = c.pe.index_put_(&at, &keys.pe.to_kind(c.pe.kind()), false);
-        let _ = c.index.index_put_(&at, &index.to_kind(Kind::Float), false);
+        if c.index.size()[2] > 0 {
+            let index = keys.index.as_ref().expect("cached calls compute the indexer keys");
+            let _ = c.index.index_put_(&at, &index.to_kind(Kind::Float), false);
+        }
     }
 
     /// Keys of `slots` at positions `0..S` (S = the longest slot after this call's tokens at
@@ -123,7 +126,8 @@ impl KvCache {
             None => x.narrow(0, slots[0] as i64, slots.len() as i64).narrow(1, 0, s), // (B, S, ·)
             Some(rows) => x.index_select(0, rows).narrow(1, 0, s),                    // (B, S, ·)
         };
-        Keys { latent: take(&c.latent), pe: take(&c.pe), index: Some(take(&c.index)) }
+        let index = (c.index.size()[2] > 0).then(|| take(&c.index));
+        Keys { latent: take(&c.latent), pe: take(&c.pe), index }
     }
 
     /// Records that `slots` grew by `t` tokens.

@@ -7,7 +7,16 @@
 //! - transformers-5 form: one `rope_parameters` object (`"rope_type": "yarn" | "default"`, with
 //!   `rope_theta` inside it).
 //!
-//! [`ModelConfig::rope`] folds either into one [`Rope`]. Keys this crate does not use
+//! [`ModelConfig::rope`] folds either into one [`Rope`].
+//!
+//! Three members of the DeepSeek family share this struct ([`Family`], chosen from `model_type` and
+//! `architectures`): DeepSeek-V3.2 (`deepseek_v32`, with the DSA lightning indexer), DeepSeek-V3 and
+//! the models built on its architecture (`deepseek_v3`: V3, V3.1, R1, Kimi-K2, Moonlight; dense MLA,
+//! no indexer) and DeepSeek-V2 (`deepseek_v2`: softmax router, `greedy` / `group_limited_greedy`
+//! top-k). The indexer fields are read only for V3.2; `q_lora_rank = null` (queries projected
+//! directly) is allowed where there is no indexer to read the query latent.
+//!
+//! Keys this crate does not use
 //! (`architectures`, `transformers_version`, `use_cache`, ...) are kept in [`ModelConfig::extra`]
 //! so `rlvr inspect` can list them and saving can write them back.
 
@@ -98,7 +107,79 @@ pub struct Rope {
     pub yarn: Option<Yarn>,
 }
 
-/// A DeepSeek-V3.2 `config.json`.
+/// Which member of the DeepSeek family a config describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// DeepSeek-V3.2 (`deepseek_v32`, `DeepseekV32ForCausalLM`): V3 plus the DSA lightning indexer.
+    V32,
+    /// DeepSeek-V3 / V3.1 / R1, Kimi-K2, Moonlight (`deepseek_v3`, `DeepseekV3ForCausalLM`): dense
+    /// MLA, sigmoid router with `e_score_correction_bias`.
+    V3,
+    /// DeepSeek-V2 / V2-Lite / V2.5 (`deepseek_v2`, `DeepseekV2ForCausalLM`): dense MLA, softmax
+    /// router, `greedy` or `group_limited_greedy` top-k, no router bias.
+    V2,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::V32, Family::V3, Family::V2];
+
+    /// The `model_type` transformers registers for it.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::V32 => "deepseek_v32",
+            Family::V3 => "deepseek_v3",
+            Family::V2 => "deepseek_v2",
+        }
+    }
+
+    /// The causal-LM class in `architectures`.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Family::V32 => "DeepseekV32ForCausalLM",
+            Family::V3 => "DeepseekV3ForCausalLM",
+            Family::V2 => "DeepseekV2ForCausalLM",
+        }
+    }
+
+    /// Whether its layers carry the DSA lightning indexer (and so support sparse attention).
+    pub fn has_indexer(self) -> bool {
+        self == Family::V32
+    }
+
+    fn from_model_type(name: &str) -> Option<Family> {
+        // Kimi-K2 ships `model_type: kimi_k2` with the DeepSeek-V3 classes.
+        if name == "kimi_k2" {
+            return Some(Family::V3);
+        }
+        Family::ALL.into_iter().find(|f| f.model_type() == name)
+    }
+
+    fn from_architecture(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.architecture() == name)
+    }
+}
+
+/// How the router scores experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoring {
+    /// `sigmoid(x Wᵀ)` (V3, V3.2).
+    Sigmoid,
+    /// `softmax(x Wᵀ)` over all experts (V2).
+    Softmax,
+}
+
+/// How the router picks its top-k experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopkMethod {
+    /// V3's aux-loss-free routing: biased scores, groups ranked by the sum of their top-2.
+    NoauxTc,
+    /// V2: the top-k scores over all experts.
+    Greedy,
+    /// V2: groups ranked by their best score, top-k within the `topk_group` best groups.
+    GroupLimitedGreedy,
+}
+
+/// A DeepSeek-family `config.json` (V3.2, V3 or V2, see [`Family`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// Rows of the embedding and of `lm_head`.
@@ -123,32 +204,45 @@ pub struct ModelConfig {
     #[serde(default)]
     pub n_routed_experts: usize,
     /// Experts each token is routed to (K_r).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub num_experts_per_tok: usize,
-    /// Expert groups for group-limited routing.
-    #[serde(default = "one")]
+    /// Expert groups for group-limited routing (`null`, as transformers writes V2's default, is 1).
+    #[serde(default = "one", deserialize_with = "null_is_one")]
     pub n_group: usize,
-    /// Groups kept per token.
-    #[serde(default = "one")]
+    /// Groups kept per token (`null` is 1).
+    #[serde(default = "one", deserialize_with = "null_is_one")]
     pub topk_group: usize,
     /// Multiplier on the normalised routing weights.
     #[serde(default = "unit")]
     pub routed_scaling_factor: f64,
-    /// Whether the top-k routing weights are renormalised to sum to one.
-    #[serde(default = "yes")]
-    pub norm_topk_prob: bool,
+    /// Whether the top-k routing weights are renormalised to sum to one (absent: true for V3/V3.2,
+    /// false for V2, as transformers defaults); see [`ModelConfig::norm_topk_prob`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_topk_prob: Option<bool>,
     /// Layers `0..first_k_dense_replace` use the dense FFN.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub first_k_dense_replace: usize,
     /// Every `moe_layer_freq`-th layer from `first_k_dense_replace` on is MoE.
     #[serde(default = "one")]
     pub moe_layer_freq: usize,
-    /// Router scoring function (`sigmoid` for V3/V3.2).
-    #[serde(default = "sigmoid")]
-    pub scoring_func: String,
-    /// Routing method (`noaux_tc`: bias-corrected, aux-loss free).
-    #[serde(default = "noaux_tc")]
-    pub topk_method: String,
+    /// Router scoring function as written (`sigmoid` for V3/V3.2, `softmax` for V2; absent: the
+    /// family's); see [`ModelConfig::scoring`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring_func: Option<String>,
+    /// Routing method as written (`noaux_tc` for V3/V3.2; `greedy` or `group_limited_greedy` for V2;
+    /// absent: `noaux_tc` / `greedy`); see [`ModelConfig::topk_method`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topk_method: Option<String>,
+    /// V2's auxiliary balance-loss weight α (parsed and kept; the forward does not use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_loss_alpha: Option<f64>,
+    /// V2: balance loss per sequence (`true`) or per batch (parsed and kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_aux: Option<bool>,
+    /// transformers' DeepSeek-V3 switch for MLA's rope pair layout; only the checkpoints' own
+    /// interleaved layout (`true`, the default) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_interleave: Option<bool>,
     /// KV latent width d_c (cached).
     pub kv_lora_rank: usize,
     /// Query latent width d_c' (`None`: queries projected directly from x).
@@ -160,11 +254,14 @@ pub struct ModelConfig {
     pub qk_rope_head_dim: usize,
     /// Per-head value width.
     pub v_head_dim: usize,
-    /// Lightning indexer heads H^I.
+    /// Lightning indexer heads H^I (V3.2 only; 0 = absent).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub index_n_heads: usize,
-    /// Lightning indexer head width d^I.
+    /// Lightning indexer head width d^I (V3.2 only; 0 = absent).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub index_head_dim: usize,
-    /// Keys each query attends to under DSA.
+    /// Keys each query attends to under DSA (V3.2 only; 0 = absent).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub index_topk: usize,
     /// MTP modules stored after the main layers.
     #[serde(default)]
@@ -231,14 +328,14 @@ fn one() -> usize {
 fn unit() -> f64 {
     1.0
 }
-fn yes() -> bool {
-    true
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
-fn sigmoid() -> String {
-    "sigmoid".into()
+fn null_is_one<'de, D: serde::Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
+    Ok(Option::<usize>::deserialize(de)?.unwrap_or(1))
 }
-fn noaux_tc() -> String {
-    "noaux_tc".into()
+fn null_is_default<'de, D: serde::Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
+    Ok(Option::<usize>::deserialize(de)?.unwrap_or_default())
 }
 fn silu() -> String {
     "silu".into()
@@ -298,6 +395,112 @@ impl ModelConfig {
         Ok(Rope { theta, yarn })
     }
 
+    /// The family this config describes: from `architectures` when it names a known class, else
+    /// from `model_type`; a config with neither is rlvr's own V3.2. [`Self::validate`] rejects
+    /// unknown names and the two fields disagreeing.
+    pub fn family(&self) -> Family {
+        let by_arch = self.architectures().iter().find_map(|a| Family::from_architecture(a));
+        let by_type = self.model_type().and_then(Family::from_model_type);
+        by_arch.or(by_type).unwrap_or(Family::V32)
+    }
+
+    fn model_type(&self) -> Option<&str> {
+        self.extra.get("model_type").and_then(|v| v.as_str())
+    }
+
+    fn architectures(&self) -> Vec<&str> {
+        match self.extra.get("architectures") {
+            Some(serde_json::Value::Array(list)) => list.iter().filter_map(|v| v.as_str()).collect(),
+            Some(serde_json::Value::String(one)) => vec![one.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn check_family(&self) -> Result<(), ModelError> {
+        let by_type = self.model_type().map(|t| (t, Family::from_model_type(t)));
+        let archs = self.architectures();
+        let by_arch = archs.iter().find_map(|a| Family::from_architecture(a));
+        let known = Family::ALL.map(Family::model_type).join(", ");
+        match (by_type, by_arch) {
+            (Some((t, None)), None) => Err(ModelError::field(
+                "model_type",
+                &format!("`{t}` is not a DeepSeek family model rlvr runs ({known}; or `architectures` naming one)"),
+            )),
+            (Some((t, Some(a))), Some(b)) if a != b => Err(ModelError::field(
+                "architectures",
+                &format!(
+                    "{archs:?} is {} but model_type `{t}` is {}; the two must agree",
+                    b.model_type(),
+                    a.model_type()
+                ),
+            )),
+            (None, None) if !archs.is_empty() => Err(ModelError::field(
+                "architectures",
+                &format!(
+                    "{archs:?} names no DeepSeek family class rlvr runs ({})",
+                    Family::ALL.map(Family::architecture).join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the layers carry the DSA lightning indexer (V3.2), so sparse attention is possible.
+    pub fn has_indexer(&self) -> bool {
+        self.family().has_indexer()
+    }
+
+    /// Refuses sparse attention (DSA) on a model without lightning indexers, naming the field that
+    /// decides it. Callers attach the config file ([`ModelError::in_file`]).
+    pub fn check_attention(&self, mode: crate::mla::AttentionMode) -> Result<(), ModelError> {
+        if mode == crate::mla::AttentionMode::Dense || self.has_indexer() {
+            return Ok(());
+        }
+        let family = self.family();
+        Err(ModelError::field(
+            "model_type",
+            &format!(
+                "sparse attention (DSA) needs the lightning indexer, but this is a {} model ({}) without \
+                 one (no `index_n_heads` / `index_topk`); use dense attention, or add indexers with \
+                 `rlvr convert --add-indexer`",
+                family.model_type(),
+                family.architecture()
+            ),
+        ))
+    }
+
+    /// The router's scoring function: `scoring_func`, else the family's.
+    pub fn scoring(&self) -> Scoring {
+        match self.scoring_func.as_deref() {
+            Some("softmax") => Scoring::Softmax,
+            Some(_) => Scoring::Sigmoid,
+            None if self.family() == Family::V2 => Scoring::Softmax,
+            None => Scoring::Sigmoid,
+        }
+    }
+
+    /// The router's top-k method: `topk_method`, else the family's (unknown names are rejected by
+    /// [`Self::validate`]).
+    pub fn topk_method(&self) -> TopkMethod {
+        match self.topk_method.as_deref() {
+            Some("greedy") => TopkMethod::Greedy,
+            Some("group_limited_greedy") => TopkMethod::GroupLimitedGreedy,
+            Some(_) => TopkMethod::NoauxTc,
+            None if self.family() == Family::V2 => TopkMethod::Greedy,
+            None => TopkMethod::NoauxTc,
+        }
+    }
+
+    /// `norm_topk_prob`, else the family's default (true for V3/V3.2, false for V2).
+    pub fn norm_topk_prob(&self) -> bool {
+        self.norm_topk_prob.unwrap_or(self.family() != Family::V2)
+    }
+
+    /// Whether MoE routers hold `e_score_correction_bias` (the aux-loss-free `noaux_tc` routing).
+    pub fn router_has_bias(&self) -> bool {
+        self.topk_method() == TopkMethod::NoauxTc
+    }
+
     /// Full query/key head width (nope + rope).
     pub fn qk_head_dim(&self) -> usize {
         self.qk_nope_head_dim + self.qk_rope_head_dim
@@ -330,6 +533,8 @@ impl ModelConfig {
 
     /// Checks the relations between fields that the model relies on.
     pub fn validate(&self) -> Result<(), ModelError> {
+        self.check_family()?;
+        let family = self.family();
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -339,9 +544,6 @@ impl ModelConfig {
             ("qk_nope_head_dim", self.qk_nope_head_dim),
             ("qk_rope_head_dim", self.qk_rope_head_dim),
             ("v_head_dim", self.v_head_dim),
-            ("index_n_heads", self.index_n_heads),
-            ("index_head_dim", self.index_head_dim),
-            ("index_topk", self.index_topk),
             ("max_position_embeddings", self.max_position_embeddings),
             ("n_group", self.n_group),
             ("topk_group", self.topk_group),
@@ -355,11 +557,12 @@ impl ModelConfig {
         if !self.qk_rope_head_dim.is_multiple_of(2) {
             return Err(ModelError::field("qk_rope_head_dim", &format!("must be even, got {}", self.qk_rope_head_dim)));
         }
-        if self.index_head_dim < self.qk_rope_head_dim {
-            return Err(ModelError::field(
-                "index_head_dim",
-                &format!("{} is smaller than qk_rope_head_dim {}", self.index_head_dim, self.qk_rope_head_dim),
-            ));
+        if family.has_indexer() {
+            self.validate_indexer()?;
+        }
+        if self.rope_interleave == Some(false) {
+            let msg = "is false; only DeepSeek's interleaved rope pairs (the checkpoints' layout) are supported";
+            return Err(ModelError::field("rope_interleave", msg));
         }
         if let Some(kv) = self.num_key_value_heads {
             if kv != self.num_attention_heads {
@@ -372,13 +575,8 @@ impl ModelConfig {
                 ));
             }
         }
-        match self.q_lora_rank {
-            Some(0) => return Err(ModelError::field("q_lora_rank", "must be positive, got 0")),
-            None => {
-                let msg = "is null, but the DSA indexer reads the query latent, so V3.2 needs one";
-                return Err(ModelError::field("q_lora_rank", msg));
-            }
-            Some(_) => {}
+        if self.q_lora_rank == Some(0) {
+            return Err(ModelError::field("q_lora_rank", "must be positive, got 0 (null: no query compression)"));
         }
         for flag in ["attention_bias", "mlp_bias"] {
             let set = match flag {
@@ -386,7 +584,7 @@ impl ModelConfig {
                 _ => self.extra.get(flag).and_then(|v| v.as_bool()).unwrap_or(false),
             };
             if set {
-                return Err(ModelError::field(flag, "is true; DeepSeek-V3.2 projections have no biases"));
+                return Err(ModelError::field(flag, "is true; DeepSeek projections have no biases"));
             }
         }
         if let Some(types) = self.mlp_layer_types() {
@@ -394,21 +592,78 @@ impl ModelConfig {
                 return Err(ModelError::field("mlp_layer_types", &format!("unknown entry `{bad}` (dense, sparse)")));
             }
         }
+        self.validate_router(family)?;
         self.validate_moe()?;
-        if self.scoring_func != "sigmoid" {
-            return Err(ModelError::field(
-                "scoring_func",
-                &format!("`{}` is not supported (sigmoid)", self.scoring_func),
-            ));
-        }
         if self.hidden_act != "silu" {
             return Err(ModelError::field("hidden_act", &format!("`{}` is not supported (silu)", self.hidden_act)));
         }
         self.rope().map(|_| ())
     }
 
+    /// V3.2's indexer fields: present, consistent, and a query latent for the indexer to read.
+    fn validate_indexer(&self) -> Result<(), ModelError> {
+        for (name, value) in [
+            ("index_n_heads", self.index_n_heads),
+            ("index_head_dim", self.index_head_dim),
+            ("index_topk", self.index_topk),
+        ] {
+            if value == 0 {
+                return Err(ModelError::field(
+                    name,
+                    "missing or 0, but a deepseek_v32 model needs the DSA indexer fields (a model without \
+                     indexers is `model_type: deepseek_v3`)",
+                ));
+            }
+        }
+        if self.index_head_dim < self.qk_rope_head_dim {
+            return Err(ModelError::field(
+                "index_head_dim",
+                &format!("{} is smaller than qk_rope_head_dim {}", self.index_head_dim, self.qk_rope_head_dim),
+            ));
+        }
+        if self.q_lora_rank.is_none() {
+            let msg = "is null, but the DSA indexer reads the query latent, so V3.2 needs one";
+            return Err(ModelError::field("q_lora_rank", msg));
+        }
+        Ok(())
+    }
+
+    /// The router's scoring function and top-k method must be the family's.
+    fn validate_router(&self, family: Family) -> Result<(), ModelError> {
+        let (scoring, methods): (&str, &[&str]) = match family {
+            Family::V2 => ("softmax", &["greedy", "group_limited_greedy"]),
+            Family::V3 | Family::V32 => ("sigmoid", &["noaux_tc"]),
+        };
+        if let Some(f) = self.scoring_func.as_deref().filter(|f| *f != scoring) {
+            return Err(ModelError::field(
+                "scoring_func",
+                &format!("`{f}` is not supported for {} (the family scores with {scoring})", family.model_type()),
+            ));
+        }
+        if let Some(m) = self.topk_method.as_deref().filter(|m| !methods.contains(m)) {
+            return Err(ModelError::field(
+                "topk_method",
+                &format!("`{m}` is not a {} top-k method ({})", family.model_type(), methods.join(", ")),
+            ));
+        }
+        if let Some(alpha) = self.aux_loss_alpha.filter(|a| !a.is_finite() || *a < 0.0) {
+            return Err(ModelError::field("aux_loss_alpha", &format!("must be finite and ≥ 0, got {alpha}")));
+        }
+        Ok(())
+    }
+
     fn validate_moe(&self) -> Result<(), ModelError> {
         if self.n_routed_experts == 0 {
+            return Ok(());
+        }
+        if self.topk_method() == TopkMethod::Greedy {
+            // Plain top-k over all experts: the group fields play no part.
+            if self.num_experts_per_tok == 0 || self.num_experts_per_tok > self.n_routed_experts {
+                return Err(ModelError::field(
+                    "num_experts_per_tok",
+                    &format!("{} must be in 1..={}", self.num_experts_per_tok, self.n_routed_experts),
+                ));
+            }
             return Ok(());
         }
         if !self.n_routed_experts.is_multiple_of(self.n_group) {

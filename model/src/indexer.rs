@@ -2,8 +2,8 @@
 //! `I[t,s] = Σ_j w[t,j] · ReLU(q[t,j]·k[s] · d_I^-0.5)` with `w = weights_proj(x) · H_I^-0.5`,
 //! `q = wq_b(q_latent)`, `k = LayerNorm(wk(x))`, half-split RoPE on the first `qk_rope_head_dim`
 //! dims of both (rope part first), all in f32. The causal mask goes into `I` before
-//! `topk(min(index_topk, S))`, and the selection is masked causally again, so a query with at most
-//! `index_topk` predecessors attends to all of them.
+//! `topk(min(index_topk, S))` (ties to the lower position), and the selection is masked causally
+//! again, so a query with at most `index_topk` predecessors attends to all of them.
 //!
 //! Left out: the Hadamard rotation and FP8 emulation (exact to skip in full precision, §2.6.2) and
 //! the indexer's training losses (the trainer builds them on [`Indexer::scores`]).
@@ -110,10 +110,16 @@ impl Indexer {
         scores.masked_fill(&future, f64::NEG_INFINITY)
     }
 
-    /// The top-`min(index_topk, S)` keys of each row of causal `scores (B, T, S)`.
+    /// The top-`min(index_topk, S)` keys of each row of causal `scores (B, T, S)`, in descending
+    /// score order. Equal scores (most often exact zeros, where every head's ReLU is 0) are ranked
+    /// by position, the lower first, through a stable sort: `topk`'s own tie order depends on the
+    /// row length and the kernel, so the same query could select other keys alone, in a padded
+    /// batch, in prefill or in cached decode (docs/model.md §9, item 9). Where no tie sits at the
+    /// boundary the set is `topk`'s.
     pub fn select(&self, scores: &Tensor, q_pos: &Tensor) -> Selection {
         let s = scores.size()[2];
-        let indices = scores.topk(self.topk.min(s), -1, true, true).1; // (B, T, k)
+        let order = scores.argsort_stable(true, -1, true); // (B, T, S)
+        let indices = order.narrow(-1, 0, self.topk.min(s)); // (B, T, k)
         let valid = indices.le_tensor(&q_pos.unsqueeze(-1));
         Selection { indices, valid }
     }

@@ -94,11 +94,13 @@ impl IndexerLosses {
 }
 
 /// The indexer's trainable tensors of every layer (incl. the MTP layers when `with_mtp`), by
-/// checkpoint name: what the dense warm-up trains while everything else is frozen.
+/// checkpoint name: what the dense warm-up trains while everything else is frozen. Empty for a
+/// model without indexers.
 pub fn indexer_parameter_names(cfg: &ModelConfig, with_mtp: bool) -> Vec<String> {
     const LEAVES: [&str; 5] = ["wq_b.weight", "wk.weight", "k_norm.weight", "k_norm.bias", "weights_proj.weight"];
     let mtp = if with_mtp { cfg.num_nextn_predict_layers } else { 0 };
-    (0..cfg.num_hidden_layers + mtp)
+    let layers = if cfg.has_indexer() { cfg.num_hidden_layers + mtp } else { 0 };
+    (0..layers)
         .flat_map(|l| LEAVES.iter().map(move |leaf| format!("model.layers.{l}.self_attn.indexer.{leaf}")))
         .collect()
 }

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod device;
 pub mod error;
 pub mod forward;

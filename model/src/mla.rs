@@ -1,11 +1,13 @@
 //! Multi-head Latent Attention with DSA (docs/model.md §2.5, §2.7; fixtures README "MLA").
 //!
-//! `q = q_b(RMSNorm(q_a(x)))` split `[nope | rope]` per head; `kv_a(x)` split `[latent | k_pe]`,
+//! `q = q_b(RMSNorm(q_a(x)))` (or `q_proj(x)` when `q_lora_rank` is null, V2-Lite / Moonlight)
+//! split `[nope | rope]` per head; `kv_a(x)` split `[latent | k_pe]`,
 //! the latent RMS-normed (ε fixed at 1e-6), `k_pe` shared by all heads; interleaved RoPE on both
 //! rope parts; `kv_b(latent)` split `[k_nope | v]` per head. Softmax scale
 //! `qk_head_dim^-0.5 · mscale(factor, mscale_all_dim)²`.
 //!
-//! [`AttentionMode::Dense`] attends to every causal key and never runs the indexer.
+//! [`AttentionMode::Dense`] attends to every causal key and never runs the indexer; it is the only
+//! mode of the families without one (V3, V2: no `indexer` here).
 //! [`AttentionMode::Sparse`] is the architecture's own DSA: when there are more keys than
 //! `index_topk`, the indexer picks each query's keys and attention gathers just those; otherwise
 //! DSA selects every causal key, so the dense path is exact.
@@ -75,15 +77,30 @@ impl Positions {
     }
 }
 
+/// How queries are projected from the normed tokens.
+#[derive(Debug)]
+pub enum QueryProj {
+    /// Through a normed latent (`q_lora_rank` set): `q_b(RMSNorm(q_a(x)))`.
+    Lora {
+        /// `q_a_proj.weight`: (q_lora_rank, d).
+        q_a_proj: Tensor,
+        /// `q_a_layernorm` (ε = 1e-6).
+        q_a_layernorm: RmsNorm,
+        /// `q_b_proj.weight`: (H·(d_nope+d_rope), q_lora_rank).
+        q_b_proj: Tensor,
+    },
+    /// Directly (`q_lora_rank: null`, V2-Lite, Moonlight): `q_proj(x)`.
+    Direct {
+        /// `q_proj.weight`: (H·(d_nope+d_rope), d).
+        q_proj: Tensor,
+    },
+}
+
 /// `model.layers.{i}.self_attn`.
 #[derive(Debug)]
 pub struct Mla {
-    /// `q_a_proj.weight`: (q_lora_rank, d).
-    pub q_a_proj: Tensor,
-    /// `q_a_layernorm` (ε = 1e-6).
-    pub q_a_layernorm: RmsNorm,
-    /// `q_b_proj.weight`: (H·(d_nope+d_rope), q_lora_rank).
-    pub q_b_proj: Tensor,
+    /// The query projection (with or without the q latent).
+    pub q: QueryProj,
     /// `kv_a_proj_with_mqa.weight`: (C + d_rope, d).
     pub kv_a_proj_with_mqa: Tensor,
     /// `kv_a_layernorm` (ε = 1e-6).
@@ -92,8 +109,8 @@ pub struct Mla {
     pub kv_b_proj: Tensor,
     /// `o_proj.weight`: (d, H·d_v).
     pub o_proj: Tensor,
-    /// The DSA lightning indexer.
-    pub indexer: Indexer,
+    /// The DSA lightning indexer (V3.2 only).
+    pub indexer: Option<Indexer>,
     heads: i64,
     nope: i64,
     rope: i64,
@@ -106,19 +123,27 @@ impl Mla {
     /// The attention block under `path` (= `model.layers.{i}.self_attn`).
     pub fn new(path: &nn::Path, cfg: &ModelConfig, rope: &RopeTables) -> Self {
         let d = cfg.hidden_size as i64;
-        let q_rank = cfg.q_lora_rank.expect("validated config has q_lora_rank") as i64;
         let (h, nope, r, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
         let (h, nope, r, v) = (h as i64, nope as i64, r as i64, v as i64);
         let rank = cfg.kv_lora_rank as i64;
+        let q = match cfg.q_lora_rank {
+            Some(q_rank) => {
+                let q_rank = q_rank as i64;
+                QueryProj::Lora {
+                    q_a_proj: linear_weight(&(path / "q_a_proj"), d, q_rank),
+                    q_a_layernorm: RmsNorm::new(&(path / "q_a_layernorm"), q_rank, 1e-6),
+                    q_b_proj: linear_weight(&(path / "q_b_proj"), q_rank, h * (nope + r)),
+                }
+            }
+            None => QueryProj::Direct { q_proj: linear_weight(&(path / "q_proj"), d, h * (nope + r)) },
+        };
         Mla {
-            q_a_proj: linear_weight(&(path / "q_a_proj"), d, q_rank),
-            q_a_layernorm: RmsNorm::new(&(path / "q_a_layernorm"), q_rank, 1e-6),
-            q_b_proj: linear_weight(&(path / "q_b_proj"), q_rank, h * (nope + r)),
+            q,
             kv_a_proj_with_mqa: linear_weight(&(path / "kv_a_proj_with_mqa"), d, rank + r),
             kv_a_layernorm: RmsNorm::new(&(path / "kv_a_layernorm"), rank, 1e-6),
             kv_b_proj: linear_weight(&(path / "kv_b_proj"), rank, h * (nope + v)),
             o_proj: linear_weight(&(path / "o_proj"), h * v, d),
-            indexer: Indexer::new(&(path / "indexer"), cfg),
+            indexer: cfg.has_indexer().then(|| Indexer::new(&(path / "indexer"), cfg)),
             heads: h,
             nope,
             rope: r,
@@ -131,8 +156,16 @@ impl Mla {
     /// Queries of normed tokens `x (B, T, d)`.
     pub fn queries(&self, x: &Tensor, pos: &Positions) -> Queries {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let latent = self.q_a_layernorm.forward(&linear(x, &self.q_a_proj)); // (B, T, q_rank)
-        let q = linear(&latent, &self.q_b_proj).view([b, t, self.heads, self.nope + self.rope]); // (B, T, H, d_nope+d_rope)
+        let (latent, q) = match &self.q {
+            QueryProj::Lora { q_a_proj, q_a_layernorm, q_b_proj } => {
+                let latent = q_a_layernorm.forward(&linear(x, q_a_proj)); // (B, T, q_rank)
+                let q = linear(&latent, q_b_proj);
+                (latent, q)
+            }
+            // No latent: an empty one keeps `Queries` uniform (only the indexer reads it).
+            QueryProj::Direct { q_proj } => (x.narrow(-1, 0, 0), linear(x, q_proj)),
+        };
+        let q = q.view([b, t, self.heads, self.nope + self.rope]); // (B, T, H, d_nope+d_rope)
         let pe = rotate_interleaved(&q.narrow(-1, self.nope, self.rope), &pos.cos.unsqueeze(2), &pos.sin.unsqueeze(2));
         Queries { nope: q.narrow(-1, 0, self.nope), pe, latent }
     }
@@ -142,13 +175,23 @@ impl Mla {
         let kv = linear(x, &self.kv_a_proj_with_mqa); // (B, T, C + d_rope)
         let latent = self.kv_a_layernorm.forward(&kv.narrow(-1, 0, self.rank)); // (B, T, C)
         let pe = rotate_interleaved(&kv.narrow(-1, self.rank, self.rope), &pos.cos, &pos.sin); // (B, T, d_rope)
-        let index = with_index.then(|| self.indexer.keys(x, &pos.cos, &pos.sin));
+        let index = self.indexer.as_ref().filter(|_| with_index).map(|idx| idx.keys(x, &pos.cos, &pos.sin));
         Keys { latent, pe, index }
     }
 
-    /// Whether `mode` needs the indexer over `s` keys.
+    /// Whether `mode` needs the indexer over `s` keys. Sparse mode on a layer without an indexer
+    /// is a caller's error ([`ModelConfig::check_attention`] refuses it up front).
     pub fn uses_indexer(&self, mode: AttentionMode, s: i64) -> bool {
-        mode == AttentionMode::Sparse && s > self.indexer.topk
+        mode == AttentionMode::Sparse && s > self.indexer().topk
+    }
+
+    /// The layer's indexer; panics on a model without one (sparse attention there is refused
+    /// before any forward by [`ModelConfig::check_attention`]).
+    pub fn indexer(&self) -> &Indexer {
+        self.indexer.as_ref().expect(
+            "sparse attention (DSA) asked of a model without lightning indexers (deepseek_v3 / deepseek_v2); \
+             use dense attention or convert with `rlvr convert --add-indexer`",
+        )
     }
 
     /// `kv_b_proj` viewed per head for the absorbed path.
@@ -161,11 +204,12 @@ impl Mla {
     /// Outside autograd: top-k passes no gradient (docs/model.md §2.7).
     pub fn select(&self, x: &Tensor, q: &Queries, keys: &Keys, pos: &Positions) -> Selection {
         let index_keys = keys.index.as_ref().expect("sparse attention needs the indexer keys");
+        let idx = self.indexer();
         tch::no_grad(|| {
-            let iq = self.indexer.queries(&q.latent, &pos.cos, &pos.sin);
-            let w = self.indexer.head_weights(x);
-            let scores = self.indexer.scores(&iq, &w, index_keys, &pos.q_pos);
-            self.indexer.select(&scores, &pos.q_pos)
+            let iq = idx.queries(&q.latent, &pos.cos, &pos.sin);
+            let w = idx.head_weights(x);
+            let scores = idx.scores(&iq, &w, index_keys, &pos.q_pos);
+            idx.select(&scores, &pos.q_pos)
         })
     }
 
@@ -201,7 +245,7 @@ impl Mla {
     ) -> (Tensor, Option<Selection>, LayerIndexerLoss) {
         let (t, s) = (x.size()[1], keys.latent.size()[1]);
         assert_eq!(t, s, "indexer losses need the call's own keys (no cache)");
-        let idx = &self.indexer;
+        let idx = self.indexer();
         let (xd, qd) = (x.detach(), q.latent.detach());
         let iq = idx.queries(&qd, &pos.cos, &pos.sin); // (B, T, H_I, d_I)
         let ik = idx.keys(&xd, &pos.cos, &pos.sin); // (B, S, d_I)

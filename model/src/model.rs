@@ -157,7 +157,7 @@ impl DeepseekV32 {
         let size = tokens.size();
         assert_eq!(size.len(), 2, "tokens must be (B, T), got {size:?}");
         let (b, t) = (size[0], size[1]);
-        check_options(&opts, !self.mtp.is_empty());
+        check_options(&opts, !self.mtp.is_empty(), &self.config);
         let mut cache = opts.cache.take();
         let q_pos = match &cache {
             None => Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true), // (B, T)
@@ -230,7 +230,10 @@ impl DeepseekV32 {
 }
 
 /// Refuses option combinations the forward does not support.
-fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool) {
+fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool, cfg: &ModelConfig) {
+    if let Err(e) = cfg.check_attention(opts.mode) {
+        panic!("{e}");
+    }
     if let Some(stage) = opts.indexer_loss {
         assert_eq!(stage.mode(), opts.mode, "indexer loss {stage:?} needs attention mode {:?}", stage.mode());
         assert!(opts.cache.is_none(), "indexer losses are computed without a cache");

@@ -3,6 +3,10 @@
 //! top-2 biased scores), gate weights from the unbiased scores, normalised with `+1e-20` and scaled
 //! by `routed_scaling_factor`; routed experts plus the always-on shared experts.
 //!
+//! DeepSeek-V2's router (`scoring_func: softmax`) differs: softmax scores, no bias, `greedy` top-k
+//! over all experts or `group_limited_greedy` (groups ranked by their best score), and weights
+//! normalised *or* scaled (see `Moe::gate_weights`).
+//!
 //! The router runs in f32 whatever the weights' dtype. A [`Routing`] can be returned (rollout
 //! "keep routing", docs/model.md §3.3.6) and its expert ids replayed with [`Moe::forward_replayed`]:
 //! the ids are forced, the gate weights recomputed from the current router at those ids (the
@@ -17,7 +21,7 @@
 //! Left out: the aux-loss-free bias update and the sequence-wise balance loss (trainer's job),
 //! expert parallelism, and a grouped path that trains (the stacked weights carry no gradient).
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Scoring, TopkMethod};
 use crate::mlp::Mlp;
 use crate::moe_packed::PackedExperts;
 use tch::{nn, Device, Kind, Tensor};
@@ -36,8 +40,9 @@ pub struct Routing {
 pub struct Moe {
     /// `gate.weight`: (E, d), the router.
     pub gate: Tensor,
-    /// `gate.e_score_correction_bias`: (E) f32, a non-trainable buffer used for selection only.
-    pub e_score_correction_bias: Tensor,
+    /// `gate.e_score_correction_bias`: (E) f32, a non-trainable buffer used for selection only
+    /// (`noaux_tc` routing; V2's routers have none).
+    pub e_score_correction_bias: Option<Tensor>,
     /// `experts.{e}`.
     pub experts: Vec<Mlp>,
     /// `shared_experts` (width `moe_intermediate_size · n_shared_experts`), when there are any.
@@ -47,6 +52,8 @@ pub struct Moe {
     top_k: i64,
     norm_topk_prob: bool,
     routed_scaling_factor: f64,
+    scoring: Scoring,
+    method: TopkMethod,
     packed: Option<PackedExperts>,
 }
 
@@ -57,7 +64,8 @@ impl Moe {
         let inter = cfg.moe_intermediate_size as i64;
         let gate_path = path / "gate";
         let gate = gate_path.var("weight", &[e, d], nn::init::DEFAULT_KAIMING_UNIFORM);
-        let e_score_correction_bias = gate_path.zeros_no_train("e_score_correction_bias", &[e]);
+        let e_score_correction_bias =
+            cfg.router_has_bias().then(|| gate_path.zeros_no_train("e_score_correction_bias", &[e]));
         let experts = (0..e).map(|j| Mlp::new(&(path / "experts" / j), d, inter)).collect();
         let shared_experts = (cfg.n_shared_experts > 0)
             .then(|| Mlp::new(&(path / "shared_experts"), d, inter * cfg.n_shared_experts as i64));
@@ -69,8 +77,10 @@ impl Moe {
             n_group: cfg.n_group as i64,
             topk_group: cfg.topk_group as i64,
             top_k: cfg.num_experts_per_tok as i64,
-            norm_topk_prob: cfg.norm_topk_prob,
+            norm_topk_prob: cfg.norm_topk_prob(),
             routed_scaling_factor: cfg.routed_scaling_factor,
+            scoring: cfg.scoring(),
+            method: cfg.topk_method(),
             packed: None,
         }
     }
@@ -91,7 +101,7 @@ impl Moe {
 
     /// Replays expert ids `experts (N, K)` on tokens `x (N, d)` ("keep routing", reference
     /// §3.3.6): the given experts are used, their gate weights come from the current router's
-    /// sigmoid scores at those ids (normalised and scaled as in [`Self::route`]), so the router
+    /// scores at those ids (normalised and scaled as in [`Self::route`]), so the router
     /// still receives gradient.
     pub fn route_replayed(&self, x: &Tensor, experts: &Tensor) -> Routing {
         let n = x.size()[0];
@@ -103,32 +113,64 @@ impl Moe {
         self.gate_weights(&self.scores(x), experts)
     }
 
-    /// Router affinities `sigmoid(x W_gateᵀ)` of tokens `x (N, d)`: (N, E) f32.
+    /// Router affinities of tokens `x (N, d)`: `sigmoid(x W_gateᵀ)` (V3, V3.2) or its softmax over
+    /// the experts (V2): (N, E) f32.
     fn scores(&self, x: &Tensor) -> Tensor {
-        x.to_kind(Kind::Float).linear::<&Tensor>(&self.gate.to_kind(Kind::Float), None).sigmoid()
+        let logits = x.to_kind(Kind::Float).linear::<&Tensor>(&self.gate.to_kind(Kind::Float), None);
+        match self.scoring {
+            Scoring::Sigmoid => logits.sigmoid(),
+            Scoring::Softmax => logits.softmax(-1, Kind::Float),
+        }
     }
 
-    /// Group-limited top-k on the biased scores `scores (N, E)` (no gradient): (N, K) ids.
+    /// The top-k expert ids of `scores (N, E)` under the config's method (no gradient): (N, K).
     fn select(&self, scores: &Tensor) -> Tensor {
+        match self.method {
+            TopkMethod::NoauxTc => {
+                let biased = match &self.e_score_correction_bias {
+                    Some(bias) => scores + bias.to_kind(Kind::Float),
+                    None => scores.shallow_clone(),
+                };
+                // Group score: the sum of each group's two best biased scores.
+                let per_group = scores.size()[1] / self.n_group;
+                let group_score =
+                    |g: &Tensor| g.topk(per_group.min(2), -1, true, true).0.sum_dim_intlist(-1, false, Kind::Float);
+                self.grouped_topk(&biased, group_score, f64::NEG_INFINITY)
+            }
+            TopkMethod::Greedy => scores.topk(self.top_k, -1, true, true).1, // (N, K)
+            // V2: a group scores its best expert; experts of dropped groups get 0, as in DeepSeek's
+            // code (below every softmax score, so the same as −∞ for K ≤ the kept experts).
+            TopkMethod::GroupLimitedGreedy => self.grouped_topk(scores, |g: &Tensor| g.amax(-1, false), 0.0),
+        }
+    }
+
+    /// Top-k of `scores (N, E)` within the `topk_group` groups with the best `group_score` of the
+    /// grouped `(N, G, E/G)` view; experts of the other groups are set to `dropped` first.
+    fn grouped_topk(&self, scores: &Tensor, group_score: impl Fn(&Tensor) -> Tensor, dropped: f64) -> Tensor {
         let (n, e) = (scores.size()[0], scores.size()[1]);
-        let biased = scores + self.e_score_correction_bias.to_kind(Kind::Float);
         let per_group = e / self.n_group;
-        let grouped = biased.view([n, self.n_group, per_group]); // (N, G, E/G)
-        let group_score = grouped.topk(per_group.min(2), -1, true, true).0.sum_dim_intlist(-1, false, Kind::Float); // (N, G)
+        let group_score = group_score(&scores.view([n, self.n_group, per_group])); // (N, G)
         let keep_idx = group_score.topk(self.topk_group, -1, true, true).1; // (N, topk_group)
         let keep = Tensor::zeros([n, self.n_group], (Kind::Bool, scores.device())).scatter_value(1, &keep_idx, 1);
         let keep = keep.unsqueeze(-1).expand([n, self.n_group, per_group], false).reshape([n, e]); // (N, E)
-        let masked = biased.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
+        let masked = scores.masked_fill(&keep.logical_not(), dropped);
         masked.topk(self.top_k, -1, true, true).1 // (N, K)
     }
 
-    /// Gate weights of `experts (N, K)` from the unbiased `scores (N, E)`.
+    /// Gate weights of `experts (N, K)` from the unbiased `scores (N, E)`. V3/V3.2: normalised
+    /// (`norm_topk_prob`, `+1e-20`) and then always scaled by `routed_scaling_factor`. V2 (DeepSeek's
+    /// own `MoEGate`): normalised when `norm_topk_prob` and K > 1, otherwise scaled — transformers
+    /// 5.23's port always scales and never normalises, which agrees whenever `norm_topk_prob` is
+    /// false, as in every published V2 config.
     fn gate_weights(&self, scores: &Tensor, experts: Tensor) -> Routing {
-        let mut weights = scores.gather(1, &experts, false); // (N, K)
-        if self.norm_topk_prob {
-            weights = &weights / (weights.sum_dim_intlist(-1, true, Kind::Float) + 1e-20);
-        }
-        Routing { experts, weights: weights * self.routed_scaling_factor }
+        let weights = scores.gather(1, &experts, false); // (N, K)
+        let normalised = || &weights / (weights.sum_dim_intlist(-1, true, Kind::Float) + 1e-20);
+        let weights = match self.scoring {
+            Scoring::Sigmoid if self.norm_topk_prob => normalised() * self.routed_scaling_factor,
+            Scoring::Softmax if self.norm_topk_prob && self.top_k > 1 => normalised(),
+            _ => &weights * self.routed_scaling_factor,
+        };
+        Routing { experts, weights }
     }
 
     /// `x (B, T, d) → (B, T, d)`, with the routing it chose (rows in `B·T` order).

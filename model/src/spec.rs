@@ -1,5 +1,7 @@
-//! Every tensor a DeepSeek-V3.2 checkpoint holds, by Hugging Face name and shape, derived from
-//! the config alone (docs/model.md §5.1). The loader checks files against this list, `rlvr init`
+//! Every tensor a DeepSeek-family checkpoint holds (V3.2, V3, V2: [`crate::config::Family`]), by
+//! Hugging Face name and shape, derived from the config alone (docs/model.md §5.1): the indexer only
+//! in V3.2, `e_score_correction_bias` only with `noaux_tc` routing, `q_proj` instead of the
+//! `q_a`/`q_b` pair when `q_lora_rank` is null. The loader checks files against this list, `rlvr init`
 //! creates it, and parameter counts are sums over it.
 //!
 //! FP8 `weight_scale_inv` partners are not listed: they are storage, not parameters.
@@ -89,6 +91,9 @@ impl Specs<'_> {
         let kv_b = h * (c.qk_nope_head_dim + c.v_head_dim);
         self.push(format!("{p}.self_attn.kv_b_proj.weight"), &[kv_b, c.kv_lora_rank], a, l);
         self.push(format!("{p}.self_attn.o_proj.weight"), &[d, h * c.v_head_dim], a, l);
+        if !c.has_indexer() {
+            return;
+        }
         // The indexer's query reads the MLA query latent (docs/model.md §2.6.2).
         let q_in = c.q_lora_rank.unwrap_or(d);
         let (hi, di) = (c.index_n_heads, c.index_head_dim);
@@ -108,7 +113,9 @@ impl Specs<'_> {
         }
         let (d, e) = (c.hidden_size, c.n_routed_experts);
         self.push(format!("{p}.mlp.gate.weight"), &[e, d], Part::Router, Some(i));
-        self.push(format!("{p}.mlp.gate.e_score_correction_bias"), &[e], Part::Router, Some(i));
+        if c.router_has_bias() {
+            self.push(format!("{p}.mlp.gate.e_score_correction_bias"), &[e], Part::Router, Some(i));
+        }
         for j in 0..e {
             self.mlp(&format!("{p}.mlp.experts.{j}"), c.moe_intermediate_size, Part::RoutedExpert, i);
         }

@@ -75,3 +75,88 @@ fn dense_model_has_active_equal_to_total() {
     assert_eq!(counts.total, counts.active);
     assert_eq!(counts.mtp, 0);
 }
+
+/// The published configs of other DeepSeek-family models (tests/fixtures/published-configs, the
+/// fields of each hub `config.json` that shape the network).
+fn published(name: &str) -> (serde_json::Value, ModelConfig) {
+    let path = common::fixture("published-configs").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    (serde_json::from_str(&text).unwrap(), ModelConfig::from_path(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Total and activated parameters multiplied out from the JSON fields by hand (MLA with or
+/// without the q latent, dense FFN before `first_k_dense_replace`, routed + shared experts after,
+/// a router bias only with `noaux_tc`), without the crate's tensor listing.
+fn closed_form(v: &serde_json::Value) -> (u64, u64) {
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}"));
+    let (d, vocab, layers, dense) =
+        (n("hidden_size"), n("vocab_size"), n("num_hidden_layers"), n("first_k_dense_replace"));
+    let (h, nope, rope, vd, kv) =
+        (n("num_attention_heads"), n("qk_nope_head_dim"), n("qk_rope_head_dim"), n("v_head_dim"), n("kv_lora_rank"));
+    let q = match v["q_lora_rank"].as_u64() {
+        Some(r) => d * r + r + r * h * (nope + rope),
+        None => d * h * (nope + rope),
+    };
+    let attention = q + d * (kv + rope) + kv + kv * h * (nope + vd) + h * vd * d;
+    let expert = 3 * d * n("moe_intermediate_size");
+    let e = n("n_routed_experts");
+    let bias = if v["topk_method"] == "noaux_tc" { e } else { 0 };
+    let router = e * d + bias;
+    let shared = n("n_shared_experts") * expert;
+    let per_layer = attention + 2 * d;
+    let common = 2 * vocab * d + d + layers * per_layer + dense * 3 * d * n("intermediate_size");
+    let moe_layers = layers - dense;
+    let total = common + moe_layers * (router + e * expert + shared);
+    let active = common + moe_layers * (router + n("num_experts_per_tok") * expert + shared);
+    (total, active)
+}
+
+#[test]
+fn family_counts_match_the_closed_form_exactly() {
+    for name in ["deepseek-v3", "deepseek-v2-lite", "moonlight-16b-a3b", "kimi-k2"] {
+        let (json, cfg) = published(name);
+        let counts = ParamCounts::of(&cfg);
+        assert_eq!((counts.total, counts.active), closed_form(&json), "{name}");
+        assert_eq!(counts.by_part.get("Indexer"), None, "{name} has no indexer");
+        assert_eq!(counts.by_part.values().sum::<u64>(), counts.total, "{name}");
+    }
+}
+
+/// Published figures, to the precision they were published with: DeepSeek-V3 671B + 14B MTP =
+/// 685B in the HF repo, 37B activated (V3 report); DeepSeek-V2-Lite 15.7B, 2.4B activated (V2
+/// report, activated without the 0.21B embedding); Moonlight-16B-A3B "16B / 3B" (model card);
+/// Kimi-K2 1.04T total (K2 report; its config gives 1.026T) and 32B activated.
+#[test]
+fn family_counts_match_the_published_figures() {
+    let (_, v3) = published("deepseek-v3");
+    let c = ParamCounts::of(&v3);
+    eprintln!("deepseek-v3: total {} active {} mtp+copies {}", c.total, c.active, c.mtp_with_shared_copies);
+    assert!(within(c.total, 671e9, 0.005), "V3 total {}", c.total);
+    assert!(
+        within(c.total + c.mtp_with_shared_copies, 685e9, 0.005),
+        "V3 + MTP {}",
+        c.total + c.mtp_with_shared_copies
+    );
+    assert!(within(c.active, 37e9, 0.02), "V3 active {}", c.active);
+    // V3 is V3.2 without its indexers: the same count less 61 × 13.96M.
+    let v32 = ParamCounts::of(&ModelConfig::from_path(&preset("deepseek-v3.2")).unwrap());
+    assert_eq!(v32.total - c.total, v32.by_part["Indexer"]);
+
+    let (_, lite) = published("deepseek-v2-lite");
+    let c = ParamCounts::of(&lite);
+    eprintln!("deepseek-v2-lite: total {} active {}", c.total, c.active);
+    assert!(within(c.total, 15.7e9, 0.005), "V2-Lite total {}", c.total);
+    assert!(within(c.active - c.by_part["Embedding"], 2.4e9, 0.03), "V2-Lite active {}", c.active);
+
+    let (_, moon) = published("moonlight-16b-a3b");
+    let c = ParamCounts::of(&moon);
+    eprintln!("moonlight-16b-a3b: total {} active {}", c.total, c.active);
+    assert!(within(c.total, 16e9, 0.03), "Moonlight total {}", c.total);
+    assert!(within(c.active, 3e9, 0.05), "Moonlight active {}", c.active);
+
+    let (_, kimi) = published("kimi-k2");
+    let c = ParamCounts::of(&kimi);
+    eprintln!("kimi-k2: total {} active {}", c.total, c.active);
+    assert!(within(c.total, 1.04e12, 0.015), "Kimi-K2 total {}", c.total);
+    assert!(within(c.active, 32e9, 0.03), "Kimi-K2 active {}", c.active);
+}

@@ -285,9 +285,10 @@ fn record(prompt_index: usize, sample: &Sample, tok: Option<&Tokenizer>) -> Resu
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     device(args.compute.device)?;
     let cfg = ModelConfig::from_path(&args.model)?;
+    args.compute.mode = args.compute.mode_for(&args.model)?;
     check_sampling(&args)?;
     let tok = load_tokenizer(&args.model)?;
     let prompts = tokenize(read_prompts(&args)?, tok.as_ref(), &cfg, &args)?;

@@ -33,7 +33,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let path = super::inspect::resolve_model(&args.config)?;
+    let path = rlvr_trainer::recipe::resolve_model_arg(&args.config).map_err(anyhow::Error::msg)?;
     let cfg = ModelConfig::from_path(&path)?;
     let occupied = std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(args.out.exists());
     if occupied && !args.overwrite {

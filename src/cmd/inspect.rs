@@ -17,24 +17,9 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Where presets live: `presets/` beside the binary's source tree, or `$RLVR_PRESETS`.
-pub fn preset_dir() -> PathBuf {
-    std::env::var_os("RLVR_PRESETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("presets"))
-}
-
-/// Resolves a model argument: an existing path, else a preset name.
+/// Resolves a model argument: an existing path, else a preset name (the recipes' lookup).
 pub fn resolve_model(arg: &str) -> Result<PathBuf> {
-    let path = PathBuf::from(arg);
-    if path.exists() {
-        return Ok(path);
-    }
-    let preset = preset_dir().join(arg);
-    if preset.join("config.json").exists() {
-        return Ok(preset);
-    }
-    anyhow::bail!("`{arg}` is neither a path nor a preset in {}", preset_dir().display())
+    rlvr_trainer::recipe::resolve_model_arg(arg).map_err(anyhow::Error::msg)
 }
 
 /// Runs the command.
@@ -76,13 +61,15 @@ fn report_json(
     Ok(json!({
         "architecture": cfg.extra.get("architectures").cloned().unwrap_or(json!(null)),
         "model_type": cfg.extra.get("model_type").cloned().unwrap_or(json!(null)),
+        "family": cfg.family().model_type(),
+        "q_lora_rank": cfg.q_lora_rank,
         "num_hidden_layers": cfg.num_hidden_layers,
         "hidden_size": cfg.hidden_size,
         "vocab_size": cfg.vocab_size,
         "moe_layers": (0..cfg.num_hidden_layers).filter(|&i| cfg.is_moe_layer(i)).count(),
         "n_routed_experts": cfg.n_routed_experts,
         "num_experts_per_tok": cfg.num_experts_per_tok,
-        "index_topk": cfg.index_topk,
+        "index_topk": cfg.has_indexer().then_some(cfg.index_topk),
         "rope_theta": rope.theta,
         "yarn_factor": rope.yarn.map(|y| y.factor),
         "params_total": counts.total,
@@ -135,15 +122,22 @@ fn print_table(
         cfg.qk_rope_head_dim,
         cfg.v_head_dim
     );
-    println!("DSA indexer  {} heads × {}, top-k {}", cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk);
+    println!("family       {} ({})", cfg.family().model_type(), cfg.family().architecture());
+    if cfg.has_indexer() {
+        println!("DSA indexer  {} heads × {}, top-k {}", cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk);
+    } else {
+        println!("DSA indexer  none (dense attention only)");
+    }
     println!(
-        "MoE          {} routed (top {} of {} groups → {}), {} shared, scale {}",
+        "MoE          {} routed (top {} of {} groups → {}), {} shared, scale {}, {:?} scores, {:?}",
         cfg.n_routed_experts,
         cfg.num_experts_per_tok,
         cfg.n_group,
         cfg.topk_group,
         cfg.n_shared_experts,
-        cfg.routed_scaling_factor
+        cfg.routed_scaling_factor,
+        cfg.scoring(),
+        cfg.topk_method()
     );
     match rope.yarn {
         Some(y) => {

@@ -26,7 +26,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 /// How a command runs the model: `--mode`, `--device`, `--dtype` (shared by score, generate, serve).
 #[derive(Clone, Copy, Debug, clap::Args)]
 pub struct Compute {
-    /// Attention mode: `dense` or `sparse`.
+    /// Attention mode: `dense` or `sparse` (default: sparse with V3.2 indexers, else dense).
     #[arg(long, default_value = "sparse")]
     pub mode: AttentionMode,
     /// Compute device: `cpu`, `cuda`, `cuda:N` or `auto`.
@@ -35,6 +35,27 @@ pub struct Compute {
     /// Compute dtype: `f32`, or `bf16` (router bias, indexer `weights_proj` and `k_norm` stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: Dtype,
+}
+
+impl Compute {
+    /// The attention mode for the model in `dir`: `--mode` as given; without the flag, the
+    /// architecture's own (sparse with the V3.2 lightning indexers, dense for deepseek_v3 /
+    /// deepseek_v2 models, which have none). `--mode sparse` on a model without indexers is an
+    /// error naming its config.json and the field.
+    pub fn mode_for(&self, dir: &Path) -> Result<AttentionMode> {
+        let file = dir.join("config.json");
+        let cfg = ModelConfig::from_path(dir)?;
+        if self.mode == AttentionMode::Sparse && !cfg.has_indexer() && !mode_flag_given() {
+            return Ok(AttentionMode::Dense);
+        }
+        cfg.check_attention(self.mode).map_err(|e| e.in_file(&file))?;
+        Ok(self.mode)
+    }
+}
+
+/// Whether the command line names `--mode` (clap's default is `sparse` otherwise).
+fn mode_flag_given() -> bool {
+    std::env::args_os().any(|a| a.to_str().is_some_and(|a| a == "--mode" || a.starts_with("--mode=")))
 }
 
 /// Arguments of `rlvr score`.
@@ -159,8 +180,9 @@ pub fn score_all(
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     let device = device(args.compute.device)?;
+    args.compute.mode = args.compute.mode_for(&args.model)?;
     let (model, _vs) = load_model(&args.model, device, args.compute.dtype)?;
     let seqs: Vec<Vec<i64>> = read_input(&args.input, model.config.vocab_size)?.into_iter().map(|(_, t)| t).collect();
     let tokens: usize = seqs.iter().map(Vec::len).sum();

@@ -63,9 +63,10 @@ pub struct Args {
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     let device = device(args.compute.device)?;
     let cfg = ModelConfig::from_path(&args.model)?;
+    args.compute.mode = args.compute.mode_for(&args.model)?;
     if args.slots == 0 {
         bail!("--slots must be ≥ 1");
     }
@@ -102,9 +103,23 @@ pub fn run(args: Args) -> Result<()> {
         admin_key: args.admin_key.clone().filter(|k| !k.is_empty()),
         weights_dir: args.weights_dir.clone(),
         max_body_bytes: args.max_body_mb.max(1) << 20,
+        chat_template: chat_template(&args.model)?,
         ..ServiceConfig::new(name)
     };
     let service = Service::new(model, &vs, engine, tokenizer, config);
     run_blocking(service, &format!("{}:{}", args.host, args.port)).context("rlvr serve")?;
     Ok(())
+}
+
+/// The model's chat template for `/v1/chat/completions`: DeepSeek-V3.2 uses its own encoding;
+/// a model of the families before it uses the Jinja `chat_template` of its tokenizer config (an
+/// error naming the file when it does not compile).
+fn chat_template(dir: &std::path::Path) -> Result<Option<std::sync::Arc<rlvr_rollout::template::ChatTemplate>>> {
+    let config = rlvr_model::ModelConfig::from_path(dir)?;
+    if config.has_indexer() {
+        return Ok(None);
+    }
+    let template = rlvr_rollout::template::ChatTemplate::from_model_dir(dir)
+        .with_context(|| format!("the chat template of {}", dir.display()))?;
+    Ok(template.map(std::sync::Arc::new))
 }

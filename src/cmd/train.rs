@@ -103,15 +103,17 @@ fn launch(n: usize, max_restarts: u32) -> Result<()> {
     }
 }
 
-/// torchrun: `$RLVR_TORCHRUN`, else the project's `.venv/bin/torchrun` above this executable, else
-/// `torchrun` on the PATH.
+/// torchrun: `$RLVR_TORCHRUN`, else the project's `.venv/bin/torchrun` above this executable or in
+/// the repository it was built from, else `torchrun` on the PATH.
 fn torchrun() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("RLVR_TORCHRUN") {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().context("locating this executable")?;
     let beside = exe.ancestors().skip(1).map(|dir| dir.join(".venv/bin/torchrun")).find(|p| p.is_file());
-    if let Some(path) = beside {
+    // The repository this binary was built from (a build directory outside it has no .venv above).
+    let built_from = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/torchrun")).filter(|p| p.is_file());
+    if let Some(path) = beside.or(built_from) {
         return Ok(path);
     }
     let on_path = std::env::var_os("PATH")

@@ -116,10 +116,9 @@ pub fn run(args: Args) -> Result<()> {
     out.flush()?;
     stats.seconds = started.elapsed().as_secs_f64();
     eprintln!("{}", stats.summary(verifier.name()));
-    let broken = ["Error", "Malformed"].iter().map(|k| stats.outcomes.get(*k).copied().unwrap_or(0)).sum::<usize>();
-    if stats.n > 0 && broken == stats.n {
+    if stats.n > 0 && stats.unjudged == stats.n {
         anyhow::bail!(
-            "every line's verdict is Error or Malformed: verifier `{}` could not judge any of {} ({}); see the verdicts' `detail`",
+            "every line's verdict is Error or InvalidInput: verifier `{}` could not judge any of {} ({}); see the verdicts' `detail`",
             verifier.name(),
             stats.n,
             args.input.display()
@@ -130,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn parse_line(line: &str, number: usize) -> Result<(Task, String), Verdict> {
     let malformed =
-        |msg: String| Verdict::zero(Outcome::Malformed, json!({ "error": format!("line {number}: {msg}") }));
+        |msg: String| Verdict::zero(Outcome::InvalidInput, json!({ "error": format!("line {number}: {msg}") }));
     if line.trim().is_empty() {
         return Err(malformed("empty line".into()));
     }
@@ -143,6 +142,8 @@ fn parse_line(line: &str, number: usize) -> Result<(Task, String), Verdict> {
 #[derive(Default)]
 struct Stats {
     n: usize,
+    /// Verdicts that judged nothing (`Error`, `InvalidInput`).
+    unjudged: usize,
     reward: f64,
     seconds: f64,
     outcomes: BTreeMap<String, usize>,
@@ -153,6 +154,7 @@ struct Stats {
 impl Stats {
     fn add(&mut self, v: &Verdict) {
         self.n += 1;
+        self.unjudged += usize::from(v.outcome.is_unjudged());
         self.reward += v.reward as f64;
         *self.outcomes.entry(format!("{:?}", v.outcome)).or_default() += 1;
         for (name, reward) in Weighted::part_rewards(v) {

@@ -15,6 +15,58 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+/// MTP tensors of `config` the checkpoint in `dir` lacks, which an `mtp = true` run would otherwise
+/// train from whatever the store held: initialised as a fresh model's (seed 0), with a warning.
+fn fresh_mtp(dir: &Path, config: &ModelConfig, vs: &VarStore) -> Result<()> {
+    let stored = rlvr_model::header::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let missing: Vec<_> =
+        rlvr_model::spec::mtp_tensors(config).into_iter().filter(|t| !stored.tensors.contains_key(&t.name)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "warning: model.mtp = true, but {} holds no weights for {} of the MTP module's tensors (e.g. `{}`): they start from a fresh random initialisation",
+        dir.display(),
+        missing.len(),
+        missing[0].name
+    );
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for spec in &missing {
+            if let Some(var) = vars.get(&spec.name) {
+                var.shallow_clone().copy_(&init::init_tensor(spec, config, 0, Kind::Float)?);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The MTP tensors of a run that does not train them: a random initialisation's from its seed, or
+/// those stored in the model directory (none when it has not all of them).
+fn carried_mtp(source: &Source, config: &ModelConfig) -> Result<Vec<(String, Tensor)>> {
+    let specs = rlvr_model::spec::mtp_tensors(config);
+    match source {
+        Source::Init { config, seed } => Ok(specs
+            .iter()
+            .map(|t| Ok((t.name.clone(), init::init_tensor(t, config, *seed, Kind::Float)?)))
+            .collect::<Result<_>>()?),
+        Source::Dir(dir) | Source::Checkpoint(dir) => {
+            let stored = rlvr_model::header::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+            if !specs.iter().all(|t| stored.tensors.contains_key(&t.name)) {
+                return Ok(Vec::new());
+            }
+            let shape = |t: &rlvr_model::spec::TensorSpec| t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>();
+            let vars: std::collections::HashMap<String, Tensor> =
+                specs.iter().map(|t| (t.name.clone(), Tensor::zeros(shape(t), (Kind::Float, Device::Cpu)))).collect();
+            rlvr_model::checkpoint::load(dir, config, &vars, false)
+                .with_context(|| format!("loading the MTP module of {}", dir.display()))?;
+            let mut out: Vec<(String, Tensor)> = vars.into_iter().collect();
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
+        }
+    }
+}
+
 /// Where the weights come from (one value per run: the config's size does not matter).
 #[allow(clippy::large_enum_variant)]
 pub enum Source {
@@ -43,6 +95,10 @@ pub struct Policy {
     pub tokenizer: Tokenizer,
     /// The tokenizer files, copied into every checkpoint.
     pub tokenizer_files: Vec<PathBuf>,
+    /// The MTP module's tensors when the config has one and the run does not train it
+    /// (`model.mtp = false`): kept as loaded (or initialised) so that checkpoints hold them and
+    /// stay true to their `config.json`; empty when the source had none.
+    pub carried: Vec<(String, Tensor)>,
 }
 
 impl Policy {
@@ -72,17 +128,37 @@ impl Policy {
             Source::Dir(dir) | Source::Checkpoint(dir) => {
                 load_varstore(dir, &config, &vs, !with_mtp && config.num_nextn_predict_layers == 0)
                     .with_context(|| format!("loading {}", dir.display()))?;
+                if with_mtp {
+                    fresh_mtp(dir, &config, &vs)?;
+                }
             }
         }
+        let carried =
+            if with_mtp || config.num_nextn_predict_layers == 0 { Vec::new() } else { carried_mtp(source, &config)? };
         dtype.cast(&vs);
         let tokenizer = Tokenizer::from_dir(tokenizer_dir)
             .with_context(|| format!("loading the tokenizer of {}", tokenizer_dir.display()))?;
+        // More tokens than rows: ids past vocab_size would index outside the embedding. Fewer:
+        // the extra rows are never seen as input, and generation can still pick them (their
+        // logits train only downwards), which is common (vocabularies padded to a multiple of 64)
+        // and so a warning, not an error.
         if tokenizer.vocab_size() > config.vocab_size {
             bail!(
-                "the tokenizer in {} has {} tokens but the model's vocab_size is {}",
+                "the tokenizer in {} has {} tokens but the model's vocab_size is {}: ids past {} would fall outside the embedding",
                 tokenizer_dir.display(),
                 tokenizer.vocab_size(),
-                config.vocab_size
+                config.vocab_size,
+                config.vocab_size - 1
+            );
+        }
+        if tokenizer.vocab_size() < config.vocab_size {
+            eprintln!(
+                "warning: the tokenizer in {} has {} tokens, the model's vocab_size is {}: {} embedding rows no text reaches (set vocab_size to {} for a model made for this tokenizer)",
+                tokenizer_dir.display(),
+                tokenizer.vocab_size(),
+                config.vocab_size,
+                config.vocab_size - tokenizer.vocab_size(),
+                tokenizer.vocab_size()
             );
         }
         let tokenizer_files = ["tokenizer.json", "tokenizer_config.json"]
@@ -90,7 +166,25 @@ impl Policy {
             .map(|f| tokenizer_dir.join(f))
             .filter(|p| p.is_file())
             .collect();
-        Ok(Policy { vs, model, config, tokenizer, tokenizer_files })
+        Ok(Policy { vs, model, config, tokenizer, tokenizer_files, carried })
+    }
+
+    /// What a checkpoint of this policy holds: the model's tensors and the carried MTP ones.
+    pub fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.named();
+        tensors.extend(self.carried.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        tensors
+    }
+
+    /// The config a checkpoint of this policy is saved with: the model's, with
+    /// `num_nextn_predict_layers = 0` when its MTP module is neither trained nor carried (the
+    /// source had no MTP weights), so that the checkpoint's config says what it holds.
+    pub fn checkpoint_config(&self) -> ModelConfig {
+        let mut config = self.config.clone();
+        if self.model.mtp.is_empty() && self.carried.is_empty() {
+            config.num_nextn_predict_layers = 0;
+        }
+        config
     }
 
     /// The named variables, sorted by name (shallow: they share storage with the model).

@@ -1,7 +1,7 @@
 //! What `--resume` continues: the run that was started. The recipe saved with the newest
 //! checkpoint is the truth; the recipe and `--set`s given now may differ from it only in keys that
 //! do not change what is computed (`checkpoint.keep_last`, `logging.*`, `run.threads`,
-//! `run.collective_timeout_s`), and any
+//! `run.collective_timeout_s`, `run.out`), and any
 //! other difference is an error that shows it. A finished run (its `report.json` written) is
 //! reported, not run again.
 
@@ -13,10 +13,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Keys a resumed run may change (prefixes of flattened key paths).
-const MAY_CHANGE: [&str; 4] = ["checkpoint.keep_last", "logging", "run.threads", "run.collective_timeout_s"];
+/// `run.out` is where the run is now (a run directory may be moved), not what it computes.
+const MAY_CHANGE: [&str; 5] = ["checkpoint.keep_last", "logging", "run.threads", "run.collective_timeout_s", "run.out"];
 
 /// The recipe a resume from `checkpoint` runs: the saved one, with the changeable keys taken from
-/// `given`; an error listing every other key where `given` differs.
+/// `given`; an error listing every other key where `given` differs. Both hold absolute paths (the
+/// given recipe's resolved against its folder, the saved one as it was saved), so a resume from
+/// another directory compares the files themselves.
 pub fn continued_recipe(given: Recipe, checkpoint: &Path) -> Result<Recipe> {
     let path = checkpoint.join(RECIPE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -41,6 +44,7 @@ pub fn continued_recipe(given: Recipe, checkpoint: &Path) -> Result<Recipe> {
     saved.logging = given.logging;
     saved.run.threads = given.run.threads;
     saved.run.collective_timeout_s = given.run.collective_timeout_s;
+    saved.run.out = given.run.out;
     Ok(saved)
 }
 

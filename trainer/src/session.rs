@@ -19,6 +19,7 @@ use crate::stages::{eval, training};
 use crate::state::{Seeds, TrainState};
 use crate::{report, resume};
 use anyhow::{bail, Context, Result};
+use rlvr_rollout::template::{ChatRenderer, ChatTemplate};
 use rlvr_verifiers::Verifier;
 use serde::Serialize;
 use serde_json::Value;
@@ -143,9 +144,12 @@ impl Session {
         }
         let timeout = std::time::Duration::from_secs(recipe.run.collective_timeout_s);
         let r = &recipe.run;
-        let dp = Dp::from_env(r.device.device(), timeout, r.shard_optimizer, r.bucket_mb)?;
+        let wanted = crate::policy::run_device(r.device, None)?;
+        let dp = Dp::from_env(wanted, timeout, r.shard_optimizer, r.bucket_mb)?;
         let checkpoints = Checkpoints::new(&run_dir, recipe.checkpoint.keep_last);
-        let data = Dataset::load(&recipe.data, recipe.run.seed).context("loading the recipe's data")?;
+        let chat = chat_renderer(&recipe)?;
+        let data =
+            Dataset::load_with(&recipe.data, recipe.run.seed, chat.as_ref()).context("loading the recipe's data")?;
         check_stage_data(&recipe, &data, dp.world())?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -159,11 +163,14 @@ impl Session {
         };
         let tokenizer_dir = tokenizer_dir(&recipe, &run_dir, &dp)?;
         let (source, state, resumed_from) = start_point(&recipe, found, resume, &run_dir)?;
-        let device = match (recipe.run.device.device(), dp.world()) {
-            (tch::Device::Cuda(_), world) if world > 1 => tch::Device::Cuda(dp.group().local_rank()),
+        let device = match (wanted, dp.world()) {
+            (tch::Device::Cuda(_), world) if world > 1 => {
+                crate::policy::run_device(recipe.run.device, Some(dp.group().local_rank()))?
+            }
             (device, _) => device,
         };
         let policy = Policy::build(&source, &tokenizer_dir, recipe.model.mtp, device, recipe.run.dtype)?;
+        check_attention(&recipe, &policy.config)?;
         let mut session = Session {
             recipe,
             recipe_toml,
@@ -223,7 +230,7 @@ impl Session {
     /// GRPO stage). Weights that are no longer finite are never checkpointed. Every rank takes
     /// part (a sharded optimizer's state is gathered); rank 0 writes.
     pub fn save(&mut self, opt: Option<&Optimizer>, reference: Option<&[(String, Tensor)]>) -> Result<()> {
-        let tensors = self.policy.named();
+        let tensors = self.policy.checkpoint_tensors();
         let bad: Vec<&str> = tch::no_grad(|| {
             tensors
                 .iter()
@@ -251,9 +258,10 @@ impl Session {
             (Some(Optimizer::Replicated(opt)), None) => Some(opt),
             _ => None,
         };
+        let config = self.policy.checkpoint_config();
         let contents = Contents {
             tensors: &tensors,
-            config: &self.policy.config,
+            config: &config,
             extra_files: &self.policy.tokenizer_files,
             optimizer,
             reference,
@@ -311,6 +319,24 @@ fn check_stage_data(recipe: &Recipe, data: &Dataset, world: usize) -> Result<()>
     Ok(())
 }
 
+/// Refuses, before any work, what needs the DSA lightning indexer (a stage's or `[rollout]`'s
+/// `attention = "sparse"`, the two DSA stages) on a model that has none (deepseek_v3 / deepseek_v2).
+fn check_attention(recipe: &Recipe, cfg: &rlvr_model::ModelConfig) -> Result<()> {
+    use rlvr_model::AttentionMode::Sparse;
+    let Err(why) = cfg.check_attention(Sparse) else { return Ok(()) };
+    for stage in &recipe.stages {
+        let what = match stage {
+            Stage::Pretrain(s) if s.attention == Sparse => "attention = \"sparse\"",
+            Stage::Sft(s) if s.attention == Sparse => "attention = \"sparse\"",
+            Stage::Grpo(_) | Stage::Eval(_) if recipe.rollout.attention == Sparse => "[rollout] attention = \"sparse\"",
+            Stage::IndexerWarmup(_) | Stage::SparseTrain(_) => "a DSA stage trains the lightning indexer",
+            _ => continue,
+        };
+        bail!("recipe stage `{}` ({}): {what}, but the model's config.json: {why}", stage.name(), stage.kind());
+    }
+    Ok(())
+}
+
 /// Where the run starts: the newest checkpoint when there is one (`--resume` was checked), else
 /// the recipe's model dir or a random init of its config.
 fn start_point(
@@ -351,24 +377,41 @@ pub(crate) fn parallelism() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
-/// Where the tokenizer comes from: the built-in one of the arithmetic task (written into the run
-/// dir), or the model directory's.
+/// Where the tokenizer comes from: the built-in one of the arithmetic task, or for file data on a
+/// preset the built-in printable-ASCII one (either written into the run dir), or the model
+/// directory's.
 fn tokenizer_dir(recipe: &Recipe, run_dir: &Path, dp: &Dp) -> Result<PathBuf> {
-    match (&recipe.data, &recipe.model.path) {
-        (DataSpec::Arithmetic(_), _) => {
-            let dir = run_dir.join("tokenizer");
-            if dp.is_main() {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                crate::data::write_arithmetic_tokenizer(&dir)?;
-            }
-            dp.group().barrier()?; // the other ranks read what rank 0 wrote
-            Ok(dir)
-        }
-        (_, Some(path)) => Ok(path.clone()),
-        (_, None) => bail!(
-            "model.preset with file data needs a tokenizer: use model.path (a model dir with tokenizer.json) or data.source = \"arithmetic\""
-        ),
+    let write: fn(&Path) -> std::result::Result<(), crate::data::DataError> = match (&recipe.data, &recipe.model.path) {
+        (DataSpec::Arithmetic(_), _) => crate::data::write_arithmetic_tokenizer,
+        (_, Some(path)) => return Ok(path.clone()),
+        (_, None) => crate::data::write_text_tokenizer,
+    };
+    let dir = run_dir.join("tokenizer");
+    if dp.is_main() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write(&dir)?;
     }
+    dp.group().barrier()?; // the other ranks read what rank 0 wrote
+    Ok(dir)
+}
+
+/// How the data's chat-message prompts are rendered: the model directory's chat template (else
+/// DeepSeek-V3.2's encoding), the built-in template of the printable-ASCII tokenizer for file data
+/// on a preset, none for the arithmetic task.
+pub fn chat_renderer(recipe: &Recipe) -> Result<Option<ChatRenderer>> {
+    Ok(match (&recipe.data, &recipe.model.path) {
+        (DataSpec::Arithmetic(_), _) => None,
+        (_, Some(path)) => Some(
+            ChatRenderer::for_model_dir(path).with_context(|| format!("the chat template of {}", path.display()))?,
+        ),
+        (_, None) => {
+            let specials = [("bos_token", crate::data::BOS), ("eos_token", crate::data::EOS)]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into_iter()
+                .collect();
+            Some(ChatRenderer::Template(Box::new(ChatTemplate::new(crate::data::text_chat_template(), specials)?)))
+        }
+    })
 }
 
 /// The metrics side of the recipe: console cadence, plots, W&B (checked before any work).

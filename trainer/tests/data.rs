@@ -506,3 +506,65 @@ fn parquet_converts_ints_doubles_lists_and_structs() -> Result<()> {
     );
     Ok(())
 }
+
+/// verl rows (chat-message prompts, `reward_model.ground_truth`, `data_source`, `extra_info`) map
+/// with the layout given or detected; prompts are rendered by the chat template without the bos
+/// text; `chat = "always"` wraps text prompts, `"never"` refuses messages.
+#[test]
+fn verl_rows_render_chat_prompts() -> Result<()> {
+    use rlvr_rollout::template::{ChatRenderer, ChatTemplate};
+    use rlvr_trainer::data::ChatMode;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("verl.jsonl");
+    let row = serde_json::json!({
+        "data_source": "openai/gsm8k",
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}],
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": "5"},
+        "extra_info": {"split": "train", "index": 0},
+    });
+    std::fs::write(&path, format!("{row}\n"))?;
+    let template = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
+    let specials = [("bos_token".to_string(), "<s>".to_string())].into_iter().collect();
+    let chat = ChatRenderer::Template(Box::new(ChatTemplate::new(template, specials)?));
+    for format in [FileFormat::Verl, FileFormat::Auto] {
+        let spec = FileSpec { format: Some(format), prompt_template: "Q: {prompt}".into(), ..FileSpec::new(&path) };
+        let data = Dataset::load_with(&DataSpec::Jsonl(spec), 0, Some(&chat))?;
+        let p = data.train(0);
+        assert_eq!(p.prompt, "<system>Be brief.<user>Q: What is 2+3?<assistant>");
+        assert_eq!(p.task.answer.as_deref(), Some("5"));
+        assert_eq!(p.task.prompt.as_deref(), Some("Q: What is 2+3?"), "the task's prompt is the question");
+        assert_eq!(p.task.extra["data_source"], "openai/gsm8k");
+        assert_eq!(p.task.extra["extra_info"]["split"], "train");
+        assert_eq!(p.reference, None);
+    }
+    // Without the model's chat encoding, chat messages are an error naming the row and field.
+    let spec = FileSpec { format: Some(FileFormat::Verl), ..FileSpec::new(&path) };
+    let err = Dataset::load(&DataSpec::Jsonl(spec.clone()), 0).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("`prompt`") && err.contains("chat template"), "{err}");
+    let never = FileSpec { chat: ChatMode::Never, ..spec };
+    let err = Dataset::load_with(&DataSpec::Jsonl(never), 0, Some(&chat)).unwrap_err().to_string();
+    assert!(err.contains("never"), "{err}");
+    // GSM8K text prompts through the template with chat = "always"; the layout detected.
+    let always = FileSpec { format: Some(FileFormat::Auto), chat: ChatMode::Always, ..jsonl("gsm8k.jsonl", None) };
+    let data = Dataset::load_with(&DataSpec::Jsonl(always), 0, Some(&chat))?;
+    let plain = load(jsonl("gsm8k.jsonl", Some(FileFormat::Gsm8k)))?;
+    let (a, b) = (rows(&data), rows(&plain));
+    assert_eq!(a[0].prompt, format!("<user>{}<assistant>", b[0].prompt));
+    assert_eq!((a[0].task.answer.clone(), a[0].reference.clone()), (b[0].task.answer.clone(), b[0].reference.clone()));
+    Ok(())
+}
+
+/// The layout a row's fields show.
+#[test]
+fn formats_are_detected_from_fields() {
+    let detect = |v: serde_json::Value| FileFormat::detect(v.as_object().unwrap());
+    use serde_json::json;
+    assert_eq!(detect(json!({"question": "q", "answer": "a #### 1"})), Some(FileFormat::Gsm8k));
+    assert_eq!(detect(json!({"problem": "p", "solution": "\\boxed{1}"})), Some(FileFormat::Math));
+    assert_eq!(detect(json!({"problem": "p", "answer": "1", "solution": "s"})), Some(FileFormat::Deepscaler));
+    assert_eq!(detect(json!({"prompt": "def f", "test": "t", "entry_point": "f"})), Some(FileFormat::Humaneval));
+    assert_eq!(detect(json!({"question": "q", "input_output": "{}"})), Some(FileFormat::Apps));
+    assert_eq!(detect(json!({"prompt": [], "reward_model": {}})), Some(FileFormat::Verl));
+    assert_eq!(detect(json!({"prompt": "p", "answer": "1"})), None);
+}

@@ -192,14 +192,45 @@ fn plots_are_pngs_with_a_line_per_stage() {
     }
     logger.finish().unwrap();
 
+    // The supervised loss and GRPO's (orders of magnitude smaller) never share an axis.
     let loss = decode_png(&plots.join("loss.png"));
-    assert!(count_color(&loss, BLUE) > 100, "the sft line (first stage colour)");
-    assert!(count_color(&loss, ORANGE) > 100, "the grpo line (second stage colour)");
-    for name in ["reward.png", "accuracy.png"] {
+    assert!(count_color(&loss, BLUE) > 100, "the sft line");
+    assert_eq!(count_color(&loss, ORANGE), 0, "no grpo line in the supervised loss plot");
+    for name in ["reward.png", "accuracy.png", "grpo_loss.png"] {
         let pixels = decode_png(&plots.join(name));
         assert!(count_color(&pixels, BLUE) > 100, "{name}: grpo is its only stage");
         assert_eq!(count_color(&pixels, ORANGE), 0, "{name}: one stage, one colour");
     }
+}
+
+/// A GRPO loss of ~1e-8 next to an SFT loss of ~2 would read as 0: each plot holds one kind.
+#[test]
+fn grpo_loss_gets_its_own_plot() {
+    let mut history: Vec<StepRecord> = (1..=3).map(|s| record("sft", s, &[("loss", 2.0 / s as f64)])).collect();
+    history.extend((4..=6).map(|s| record("grpo", s, &[("reward", 0.5), ("loss", 1e-8 * s as f64)])));
+    history.push(record("eval", 6, &[("accuracy", 0.4)]));
+    let plots = plot::plot_series(&history);
+    let stages = |stem: &str| -> Vec<String> {
+        plots
+            .iter()
+            .find(|(s, _)| *s == stem)
+            .map(|(_, series)| series.iter().map(|(st, _)| st.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(stages("loss"), ["sft"]);
+    assert_eq!(stages("grpo_loss"), ["grpo"]);
+    assert_eq!(stages("reward"), ["grpo"]);
+    assert_eq!(stages("accuracy"), ["eval"]);
+}
+
+/// Tick labels keep the digits their axis needs: a GRPO loss axis of a few 1e-8 does not read `-0.0`.
+#[test]
+fn tick_labels_fit_the_axis() {
+    assert_eq!(plot::tick_label(-3.5e-8, 6e-8), "-3.50e-8");
+    assert_eq!(plot::tick_label(0.25, 1.0), "0.25");
+    assert_eq!(plot::tick_label(1.5, 300.0), "2");
+    assert_eq!(plot::tick_label(0.0123, 0.01), "0.0123");
+    assert_ne!(plot::tick_label(-2e-8, 1e-8), plot::tick_label(-3e-8, 1e-8));
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn example_recipes_load() {
     let kinds: Vec<&str> = smoke.stages.iter().map(Stage::kind).collect();
     assert_eq!(kinds, ["pretrain", "indexer_warmup", "sparse_train", "sft", "eval", "grpo", "eval"]);
     assert_eq!(smoke.model.model_config().unwrap().num_hidden_layers, 2, "[model.config] merges over the preset");
-    assert_eq!(smoke.run_dir(None), Path::new("runs/smoke"));
+    assert_eq!(smoke.run_dir(None), cwd().join("runs/smoke"), "the default run dir is under the working directory");
 
     let arith = Recipe::load(&repo().join("recipes/arith-grpo.toml"), &[]).unwrap();
     assert_eq!(arith.optimizer.schedule, Schedule::Constant);
@@ -130,6 +130,58 @@ fn example_recipes_load() {
     assert!(rewards.reward().unwrap().build().is_ok());
 }
 
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap()
+}
+
+/// Relative paths written in a recipe are relative to its folder, those of `--set` to the working
+/// directory; the resolved recipe holds them absolute and loads back to itself.
+#[test]
+fn relative_paths_resolve_against_the_recipe_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("project");
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    std::fs::create_dir_all(folder.join("model")).unwrap();
+    std::fs::copy(repo().join("presets/tiny/config.json"), folder.join("model/config.json")).unwrap();
+    std::fs::write(folder.join("data/train.jsonl"), "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n").unwrap();
+    std::fs::write(folder.join("reward.py"), "").unwrap();
+    let text = r#"
+[run]
+name = "paths"
+out = "../runs/paths"
+[model]
+path = "model"
+[data]
+source = "jsonl"
+train = "./data/train.jsonl"
+[[stages]]
+kind = "grpo"
+steps = 1
+[[verifier]]
+kind = "external"
+command = "python3 reward.py --strict"
+[[verifier]]
+kind = "math"
+"#;
+    let file = folder.join("recipe.toml");
+    std::fs::write(&file, text).unwrap();
+    let r = Recipe::load(&file, &[]).unwrap();
+    let DataSpec::Jsonl(files) = &r.data else { panic!("jsonl") };
+    assert_eq!(files.train, folder.join("data/train.jsonl"));
+    assert_eq!(r.model.path.as_deref(), Some(folder.join("model").as_path()));
+    assert_eq!(r.run.out, Some(dir.path().join("runs/paths")));
+    let Verifiers::Weighted(list) = &r.verifier else { panic!("a list") };
+    let command = format!("python3 {} --strict", folder.join("reward.py").display());
+    assert_eq!(list[0]["command"].as_str(), Some(command.as_str()));
+    // Saved and read back from anywhere: the same recipe.
+    let saved = Recipe::parse(&r.to_toml(), Path::new("/elsewhere/recipe.toml"), &[]).unwrap();
+    assert_eq!(saved.to_toml(), r.to_toml());
+    // A --set path is the working directory's; a missing file's error shows the resolved path and it.
+    let err = Recipe::load(&file, &["data.test=\"no/test.jsonl\"".into()]).unwrap_err().to_string();
+    assert!(err.contains(&cwd().join("no/test.jsonl").display().to_string()), "{err}");
+    assert!(err.contains(&format!("working directory, {}", cwd().display())), "{err}");
+}
+
 #[test]
 fn defaults_are_filled_in() {
     let r = ok(BASE, &[]);
@@ -137,7 +189,8 @@ fn defaults_are_filled_in() {
         (r.run.seed, r.run.device.to_string().as_str(), r.run.dtype, r.run.threads, r.run.max_bad_steps),
         (0, "cpu", Dtype::F32, 0, 3)
     );
-    assert_eq!(r.run.out.as_deref(), Some(Path::new("runs/t")));
+    assert_eq!(r.run.out, Some(cwd().join("runs/t")));
+    assert_eq!(r.checkpoint.every, rlvr_trainer::recipe::CHECKPOINT_EVERY);
     assert_eq!((r.model.init_seed, r.model.mtp, r.model.mtp_weight), (Some(0), false, 0.3));
     let Some(DataSpec::Arithmetic(a)) = Some(&r.data) else { panic!("arithmetic data") };
     assert_eq!((a.min_digits, a.max_digits, a.operands, a.held_out), (1, 2, 2, 200));
@@ -163,7 +216,7 @@ fn defaults_are_filled_in() {
     let op = &r.optimizer;
     assert_eq!((op.lr, op.betas, op.eps, op.weight_decay), (1e-3, [0.9, 0.999], 1e-8, 0.0));
     assert_eq!((op.schedule, op.warmup_steps, op.min_lr_ratio, op.grad_clip), (Schedule::Constant, 0, 0.1, 1.0));
-    assert_eq!((r.checkpoint.every, r.checkpoint.keep_last), (0, 3));
+    assert_eq!((r.checkpoint.every, r.checkpoint.keep_last), (100, 3), "checkpoint.every defaults to 100");
     let lg = &r.logging;
     assert_eq!((lg.console_every, lg.plots, lg.wandb.enabled, lg.wandb.mode), (1, true, false, WandbMode::Offline));
     assert_eq!((lg.wandb.project.as_str(), &lg.wandb.entity, &lg.wandb.python), ("rlvr", &None, &None));
@@ -202,7 +255,7 @@ fn other_stage_defaults_and_lr() {
 #[test]
 fn run_dir_prefers_the_override() {
     let r = ok(BASE, &["run.out=elsewhere"]);
-    assert_eq!(r.run_dir(None), Path::new("elsewhere"));
+    assert_eq!(r.run_dir(None), cwd().join("elsewhere"), "a --set path is relative to the working directory");
     assert_eq!(r.run_dir(Some(Path::new("/tmp/x"))), Path::new("/tmp/x"));
 }
 
@@ -511,7 +564,7 @@ fn set_numbers_bools_strings_and_arrays() {
     let r = ok(BASE, &["run.name=other", "run.device=cuda:1", "logging.wandb.entity=\"team\"", "run.dtype=bf16"]);
     assert_eq!((r.run.name.as_str(), r.run.device.to_string().as_str(), r.run.dtype), ("other", "cuda:1", Dtype::Bf16));
     assert_eq!(r.logging.wandb.entity.as_deref(), Some("team"));
-    assert_eq!(r.run_dir(None), Path::new("runs/other"));
+    assert_eq!(r.run_dir(None), cwd().join("runs/other"));
 
     let r = ok(BASE, &["optimizer.betas=[0.8, 0.95]", "stages.eval.pass_k=[1,2,4]"]);
     assert_eq!(r.optimizer.betas, [0.8, 0.95]);
@@ -619,7 +672,7 @@ fn assert_round_trip(r: &Recipe) {
 
 #[test]
 fn resolved_recipe_round_trips() {
-    for name in ["smoke.toml", "arith-grpo.toml", "quickstart.toml"] {
+    for name in ["smoke.toml", "arith-grpo.toml", "quickstart.toml", "v32-rewards.toml", "word-problems.toml"] {
         assert_round_trip(&Recipe::load(&repo().join("recipes").join(name), &[]).unwrap());
     }
     assert_round_trip(&ok(BASE, &[]));

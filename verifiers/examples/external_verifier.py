@@ -12,7 +12,7 @@ import sys
 def judge(request):
     answer = (request.get("task") or {}).get("answer")
     if answer is None:
-        return {"reward": 0.0, "outcome": "Malformed", "detail": {"error": "task has no answer"}}
+        return {"reward": 0.0, "outcome": "InvalidInput", "detail": {"error": "task has no answer"}}
     lines = [l.strip() for l in request["completion"].splitlines() if l.strip()]
     if not lines:
         return {"reward": 0.0, "outcome": "NoAnswer", "detail": {}}

@@ -203,6 +203,8 @@ fn parse_verdict(value: &Value) -> Result<Verdict, VerifyError> {
             "malformed" => Outcome::Malformed,
             "timeout" => Outcome::Timeout,
             "error" => Outcome::Error,
+            "invalidinput" => Outcome::InvalidInput,
+            "crashed" => Outcome::Crashed,
             _ => return Err(bad("unknown `outcome`")),
         },
     };

@@ -40,12 +40,28 @@ pub enum Outcome {
     Incorrect,
     /// No answer could be extracted from the completion.
     NoAnswer,
-    /// The completion (or the task) is not in a form the verifier can read.
+    /// The model's completion is not in the required form (the format verifier's verdict): the
+    /// model's fault.
     Malformed,
     /// Checking ran out of time.
     Timeout,
-    /// The verifier failed (crashed, or the check itself errored).
+    /// The verifier itself failed (a process that died, an endpoint that errored): the reward's
+    /// fault, not the model's.
     Error,
+    /// The task or input line cannot be read (a missing field — `code` on math data —, an
+    /// invalid task, a line of `rlvr verify` input that is not JSON): the data's fault.
+    InvalidInput,
+    /// The model's program crashed, had a syntax error or flooded its output (the code verifier):
+    /// the model's fault.
+    Crashed,
+}
+
+impl Outcome {
+    /// Whether the verdict is no judgement of the model at all — the verifier failed (`Error`) or
+    /// could not read the task (`InvalidInput`) — so its reward 0 must not train the policy.
+    pub fn is_unjudged(self) -> bool {
+        matches!(self, Outcome::Error | Outcome::InvalidInput)
+    }
 }
 
 /// A verifier's judgement of one completion.
@@ -65,11 +81,12 @@ impl Verdict {
         Verdict { reward: 0.0, outcome, detail }
     }
 
-    /// The verdict for a verifier that failed: reward 0, outcome `Error`, the message in `detail.error`.
+    /// The verdict for a verifier that failed: reward 0, outcome `Error` (`InvalidInput` when the task
+    /// lacks a field or is invalid, `Timeout` on a timeout), the message in `detail.error`.
     pub fn from_error(err: &VerifyError) -> Self {
         let outcome = match err {
             VerifyError::Timeout(_) => Outcome::Timeout,
-            VerifyError::MissingField(_) | VerifyError::InvalidTask(_) => Outcome::Malformed,
+            VerifyError::MissingField(_) | VerifyError::InvalidTask(_) => Outcome::InvalidInput,
             _ => Outcome::Error,
         };
         Verdict::zero(outcome, serde_json::json!({ "error": err.to_string() }))

@@ -75,18 +75,20 @@ fn humaneval_style_entry_point() {
     // The program defines another name: check(sort_list) raises NameError, a crash.
     let wrong_name = "def sorted_list(xs):\n    return sorted(xs)\n";
     let v = verifier(RewardMode::AllPass).verify(&task, wrong_name).unwrap();
-    assert_eq!((v.reward, v.outcome), (0.0, Outcome::Error), "{}", v.detail);
+    assert_eq!((v.reward, v.outcome), (0.0, Outcome::Crashed), "{}", v.detail);
     assert!(v.detail["cases"][0]["stderr_tail"].as_str().unwrap().contains("NameError"));
 }
 
 #[test]
-fn syntax_error_and_exception_are_errors() {
+fn syntax_error_and_exception_are_the_models_crashes() {
+    // The model's program failing is `Crashed`, never `Error` (kept for a verifier that is broken).
     let task = stdio_task(&[("1", "2")]);
     let v = verifier(RewardMode::AllPass).verify(&task, "def f(:\n    pass\n").unwrap();
-    assert_eq!((v.reward, v.outcome), (0.0, Outcome::Error));
+    assert_eq!((v.reward, v.outcome), (0.0, Outcome::Crashed));
+    assert!(!v.outcome.is_unjudged());
     assert_eq!(status(&v, 0), "syntax_error");
     let v = verifier(RewardMode::AllPass).verify(&task, "print(1 // 0)").unwrap();
-    assert_eq!((v.reward, v.outcome), (0.0, Outcome::Error));
+    assert_eq!((v.reward, v.outcome), (0.0, Outcome::Crashed));
     assert_eq!(status(&v, 0), "crashed");
     assert!(v.detail["cases"][0]["stderr_tail"].as_str().unwrap().contains("ZeroDivisionError"));
 }

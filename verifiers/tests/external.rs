@@ -26,7 +26,7 @@ fn example_verifier_scores_a_batch() {
     let got: Vec<_> = verdicts.iter().map(|v| (v.reward, v.outcome)).collect();
     assert_eq!(
         got,
-        [(1.0, Outcome::Correct), (0.0, Outcome::Incorrect), (0.0, Outcome::NoAnswer), (0.0, Outcome::Malformed)]
+        [(1.0, Outcome::Correct), (0.0, Outcome::Incorrect), (0.0, Outcome::NoAnswer), (0.0, Outcome::InvalidInput)]
     );
     assert_eq!(verdicts[1].detail["got"], "41");
     assert_eq!(v.restarts(), 0);

@@ -75,8 +75,11 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
     if top > 0 && !req.logprobs {
         return Err(ApiError::invalid("top_logprobs", "field `top_logprobs`: needs `logprobs: true`"));
     }
-    let text = chat::encode_chat(&messages, &tools, &ChatOptions { thinking, ..ChatOptions::default() })?;
-    // The rendered text starts with BOS already.
+    let text = match &state.config.chat_template {
+        Some(template) => with_template(template, &req.messages, &req.tools, thinking)?,
+        None => chat::encode_chat(&messages, &tools, &ChatOptions { thinking, ..ChatOptions::default() })?,
+    };
+    // The rendered text starts with BOS already (a template writes its `bos_token`).
     let prompt = tok.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let (fresh_seed, id) = state.fresh();
     let request = s.request(prompt.clone(), 0, s.seed.unwrap_or(fresh_seed), top, &state.limits)?;
@@ -124,6 +127,26 @@ fn with_given_text(mut tools: Vec<Tool>, body: &[u8]) -> Vec<Tool> {
         }
     }
     tools
+}
+
+/// The prompt of `messages` (and `tools`) rendered with the model's chat template, ending where
+/// the assistant's reply starts; `thinking` is passed as `enable_thinking` and `thinking`.
+fn with_template(
+    template: &crate::template::ChatTemplate,
+    messages: &Value,
+    tools: &Option<Value>,
+    thinking: bool,
+) -> Result<String, ApiError> {
+    let list = messages.as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut extra = Map::new();
+    extra.insert("enable_thinking".into(), Value::Bool(thinking));
+    extra.insert("thinking".into(), Value::Bool(thinking));
+    if let Some(tools) = tools.as_ref().filter(|t| !t.is_null()) {
+        extra.insert("tools".into(), tools.clone());
+    }
+    template.render(list, true, &extra).map_err(|e| {
+        ApiError::invalid("messages", format!("the model's chat template cannot render these messages: {e}"))
+    })
 }
 
 /// The reply `text` as a message, and the finish reason (`tool_calls` when it called tools;

@@ -76,6 +76,10 @@ pub struct ServiceConfig {
     pub weights_dir: Option<std::path::PathBuf>,
     /// Largest generation request body in bytes; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// The model's Hugging Face chat template (DeepSeek-V3 / R1 / V2 and models built on them):
+    /// `/v1/chat/completions` renders prompts with it; without one, with DeepSeek-V3.2's own
+    /// encoding.
+    pub chat_template: Option<Arc<crate::template::ChatTemplate>>,
 }
 
 impl ServiceConfig {
@@ -91,6 +95,7 @@ impl ServiceConfig {
             admin_key: None,
             weights_dir: None,
             max_body_bytes: 16 << 20,
+            chat_template: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The character-level tokenizer of the arithmetic task, built with the `tokenizers` crate so the
-//! same `tokenizer.json` serves training, `rlvr generate` and rollout's loader.
+//! The character-level tokenizers — the arithmetic task's, and a printable-ASCII one for file data
+//! on a preset model — built with the `tokenizers` crate so the same `tokenizer.json` serves
+//! training, `rlvr generate` and rollout's loader.
 //!
 //! Ids: 0 `<bos>`, 1 `<eos>`, 2 `<pad>` (special), then one id per character of
 //! [`ARITHMETIC_CHARS`] in order, then `<unk>` (special) for any other character. The pipeline is a
@@ -39,18 +40,45 @@ pub const UNK_ID: u32 = 3 + ARITHMETIC_CHARS.len() as u32;
 /// Vocabulary size: the three sequence tokens, the characters, and `<unk>`.
 pub const ARITHMETIC_VOCAB: usize = UNK_ID as usize + 1;
 
-/// The character-level tokenizer (see the module docs for ids and pipeline).
+/// The characters of the printable-ASCII tokenizer, in id order from 3: newline, tab, then space
+/// to `~`.
+pub const TEXT_CHARS: &str =
+    "\n\t !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+/// Vocabulary size of the printable-ASCII tokenizer (its `<unk>` is id `TEXT_VOCAB - 1`).
+pub const TEXT_VOCAB: usize = TEXT_CHARS.len() + 4;
+
+/// The chat template of the printable-ASCII tokenizer: `System: …`, `User: …`, `Assistant: …`
+/// lines, the prompt ending with `Assistant: `.
+pub fn text_chat_template() -> &'static str {
+    "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}Assistant: {% endif %}"
+}
+
+/// The character-level tokenizer of the arithmetic task (see the module docs for ids and pipeline).
 pub fn arithmetic_tokenizer() -> Tokenizer {
-    let mut vocab: AHashMap<String, u32> = [(BOS, BOS_ID), (EOS, EOS_ID), (PAD, PAD_ID), (UNK, UNK_ID)]
+    char_tokenizer(ARITHMETIC_CHARS)
+}
+
+/// A character-level tokenizer of printable ASCII (and newline, tab), for file data on a preset
+/// model: ids as the arithmetic one's, over [`TEXT_CHARS`].
+pub fn text_tokenizer() -> Tokenizer {
+    char_tokenizer(TEXT_CHARS)
+}
+
+/// A character-level tokenizer: `<bos>`, `<eos>`, `<pad>`, one id per character of `chars`, `<unk>`.
+fn char_tokenizer(chars: &str) -> Tokenizer {
+    let unk_id = 3 + chars.chars().count() as u32;
+    let mut vocab: AHashMap<String, u32> = [(BOS, BOS_ID), (EOS, EOS_ID), (PAD, PAD_ID), (UNK, unk_id)]
         .into_iter()
         .map(|(token, id)| (token.to_string(), id))
         .collect();
-    for (id, c) in (3..).zip(ARITHMETIC_CHARS.chars()) {
+    for (id, c) in (3..).zip(chars.chars()) {
         vocab.insert(c.to_string(), id);
     }
     let model = WordLevel::builder().vocab(vocab).unk_token(UNK.to_string()).build().expect("a valid vocabulary");
-    // `(?s).` matches every character, newline included; `Isolated` makes each match its own piece.
-    let split = Split::new(SplitPattern::Regex("(?s).".to_string()), SplitDelimiterBehavior::Isolated, false)
+    // `[\s\S]` matches every character, newline included, in Rust's regex engine and in the
+    // Oniguruma of Python's `tokenizers` alike (which rejects `(?s)`); `Isolated` makes each match
+    // its own piece.
+    let split = Split::new(SplitPattern::Regex(r"[\s\S]".to_string()), SplitDelimiterBehavior::Isolated, false)
         .expect("a valid pattern");
     let bos_first = TemplateProcessing::builder()
         .try_single(format!("{BOS} $A"))
@@ -69,8 +97,18 @@ pub fn arithmetic_tokenizer() -> Tokenizer {
 /// Writes `tokenizer.json` and a `tokenizer_config.json` naming bos/eos (with `add_bos_token:
 /// true`, matching the post-processor) into the model directory `dir`, which must exist.
 pub fn write_arithmetic_tokenizer(dir: &Path) -> Result<(), DataError> {
-    let json = arithmetic_tokenizer().to_string(true).map_err(|e| DataError::Tokenizer(e.to_string()))?;
-    let config = serde_json::json!({
+    write_char_tokenizer(dir, &arithmetic_tokenizer(), None)
+}
+
+/// Writes the printable-ASCII tokenizer ([`text_tokenizer`]) into the model directory `dir`, its
+/// `tokenizer_config.json` with [`text_chat_template`] as `chat_template`.
+pub fn write_text_tokenizer(dir: &Path) -> Result<(), DataError> {
+    write_char_tokenizer(dir, &text_tokenizer(), Some(text_chat_template()))
+}
+
+fn write_char_tokenizer(dir: &Path, tokenizer: &Tokenizer, chat_template: Option<&str>) -> Result<(), DataError> {
+    let json = tokenizer.to_string(true).map_err(|e| DataError::Tokenizer(e.to_string()))?;
+    let mut config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS,
         "eos_token": EOS,
@@ -79,6 +117,9 @@ pub fn write_arithmetic_tokenizer(dir: &Path) -> Result<(), DataError> {
         "add_bos_token": true,
         "add_eos_token": false,
     });
+    if let Some(template) = chat_template {
+        config["chat_template"] = serde_json::Value::String(template.to_string());
+    }
     let config = serde_json::to_string_pretty(&config).expect("JSON of strings and booleans");
     for (name, text) in [("tokenizer.json", json), ("tokenizer_config.json", config)] {
         let path = dir.join(name);

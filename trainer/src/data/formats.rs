@@ -8,7 +8,15 @@
 //! | `deepscaler` | `problem` | `answer` as is | `solution` when present |
 //! | `humaneval` | `prompt` | `test` as assert code, `entry_point` | ```` ```python ```` prompt + `canonical_solution` when present |
 //! | `apps` | `question` | `input_output` JSON `{"inputs", "outputs"}` → stdio cases | none |
+//! | `verl` | `prompt` (chat messages or text) | `reward_model.ground_truth` | none |
 //! | none | `prompt` | `answer`, or `tests_field` (+ `entry_point_field`) | none |
+//!
+//! `auto` picks the layout from the first row's fields ([`FileFormat::detect`]). Field names may be
+//! dotted paths into nested objects. A prompt field holding a list of `{role, content}` messages is
+//! rendered with the model's chat template (`prompt_template` wraps the last user message's
+//! content, which is also the task's `prompt`); `chat = "always"` renders text prompts as one user
+//! message. `reference_field` names a reference response for any layout. verl rows pass
+//! `data_source`, `ability` and `extra_info` to the verifier in `Task::extra`.
 //!
 //! Tests given as a string are assert code; as an array of strings (MBPP's `test_list`), assert
 //! lines; as an object, a `CodeTests` (`stdio`, `assert`, `entry_point`). APPS rows that cannot be
@@ -17,23 +25,30 @@
 
 use std::path::Path;
 
+use rlvr_rollout::template::ChatRenderer;
 use rlvr_verifiers::{CodeTests, StdioCase, Task};
 use serde_json::{Map, Value};
 
 use super::files::{json_kind, read_rows, Kind};
-use super::{file_stem, DataError, FileFormat, FileSpec, Problem, RowRef};
+use super::{file_stem, ChatMode, DataError, FileFormat, FileSpec, Problem, RowRef};
 
 /// The mapped rows of `path` (each with its `text_field` document) and the number skipped.
 pub(crate) type Loaded = (Vec<(Problem, Option<String>)>, usize);
 
-/// Reads and maps every row of `path`.
-pub(crate) fn load(path: &Path, kind: Kind, spec: &FileSpec) -> Result<Loaded, DataError> {
+/// Reads and maps every row of `path`; chat-message prompts are rendered with `chat`.
+pub(crate) fn load(path: &Path, kind: Kind, spec: &FileSpec, chat: Option<&ChatRenderer>) -> Result<Loaded, DataError> {
     let stem = file_stem(path);
     let mut problems = Vec::new();
     let mut skipped = 0;
-    for (at, row) in read_rows(path, kind)? {
+    let rows = read_rows(path, kind)?;
+    let mut spec = spec.clone();
+    if spec.format == Some(FileFormat::Auto) {
+        spec.format = rows.first().and_then(|(_, row)| FileFormat::detect(row));
+    }
+    let spec = &spec;
+    for (at, row) in rows {
         let fields = Fields { row: &row, path, at };
-        let Some(problem) = map_row(&fields, spec, format!("{stem}:{}", at.number()))? else {
+        let Some(problem) = map_row(&fields, spec, format!("{stem}:{}", at.number()), chat)? else {
             skipped += 1;
             continue;
         };
@@ -54,14 +69,18 @@ struct Check {
 }
 
 /// One row as a problem; `None` for a row that cannot be checked (see the module docs).
-fn map_row(f: &Fields, spec: &FileSpec, id: String) -> Result<Option<Problem>, DataError> {
+fn map_row(f: &Fields, spec: &FileSpec, id: String, chat: Option<&ChatRenderer>) -> Result<Option<Problem>, DataError> {
     let name = |explicit: &Option<String>, default: &'static str| explicit.clone().unwrap_or(default.to_string());
     let default_prompt = match spec.format {
         Some(FileFormat::Gsm8k | FileFormat::Apps) => "question",
         Some(FileFormat::Math | FileFormat::Deepscaler) => "problem",
-        Some(FileFormat::Humaneval) | None => "prompt",
+        Some(FileFormat::Humaneval | FileFormat::Verl | FileFormat::Auto) | None => "prompt",
     };
-    let question = f.text(&name(&spec.prompt_field, default_prompt))?;
+    let prompt_field = name(&spec.prompt_field, default_prompt);
+    let (question, messages) = match f.value(&prompt_field)? {
+        Value::Array(messages) => (last_user_content(f, &prompt_field, messages)?, Some(messages.clone())),
+        _ => (f.text(&prompt_field)?, None),
+    };
     let check = match spec.format {
         Some(FileFormat::Gsm8k) => gsm8k(f, &name(&spec.answer_field, "answer"))?,
         Some(FileFormat::Math) => math(f, &name(&spec.answer_field, "solution"))?,
@@ -82,11 +101,81 @@ fn map_row(f: &Fields, spec: &FileSpec, id: String) -> Result<Option<Problem>, D
             }
             None => return Ok(None),
         },
-        None => generic(f, spec)?,
+        Some(FileFormat::Verl) => Check {
+            answer: Some(f.text(&name(&spec.answer_field, "reward_model.ground_truth"))?),
+            tests: None,
+            reference: None,
+        },
+        Some(FileFormat::Auto) | None => generic(f, spec)?,
     };
-    let prompt = spec.prompt_template.replace("{prompt}", &question);
-    let task = Task { prompt: Some(prompt.clone()), answer: check.answer, tests: check.tests, ..Task::default() };
-    Ok(Some(Problem { id, prompt, task, reference: check.reference }))
+    let question = spec.prompt_template.replace("{prompt}", &question);
+    let prompt = match (messages, spec.chat) {
+        (Some(_), ChatMode::Never) => {
+            return Err(f.bad(&prompt_field, "holds chat messages, and data.chat = \"never\"".to_string()))
+        }
+        (Some(mut messages), _) => {
+            // The template goes around the last user message's content, as around a text prompt.
+            if let Some(last) =
+                messages.iter_mut().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            {
+                last["content"] = Value::String(question.clone());
+            }
+            render(f, &prompt_field, chat, &messages, spec.thinking)?
+        }
+        (None, ChatMode::Always) => {
+            let messages = [serde_json::json!({"role": "user", "content": question})];
+            render(f, &prompt_field, chat, &messages, spec.thinking)?
+        }
+        (None, _) => question.clone(),
+    };
+    let mut extra = Map::new();
+    if spec.format == Some(FileFormat::Verl) {
+        for key in ["data_source", "ability", "extra_info"] {
+            if let Some(value) = f.row.get(key).filter(|v| !v.is_null()) {
+                extra.insert(key.to_string(), value.clone());
+            }
+        }
+    }
+    let reference = match &spec.reference_field {
+        Some(field) => Some(f.text(field)?),
+        None => check.reference,
+    };
+    let task = Task { prompt: Some(question), answer: check.answer, tests: check.tests, extra };
+    Ok(Some(Problem { id, prompt, task, reference }))
+}
+
+/// The content of the last user message of a chat-message prompt (what `prompt_template` wraps
+/// and the task's `prompt`).
+fn last_user_content(f: &Fields, field: &str, messages: &[Value]) -> Result<String, DataError> {
+    for (i, message) in messages.iter().enumerate() {
+        let ok =
+            message.get("role").is_some_and(Value::is_string) && message.get("content").is_some_and(Value::is_string);
+        if !ok {
+            return Err(
+                f.bad(field, format!("message {i} is not a {{\"role\": …, \"content\": \"…\"}} object: {message}"))
+            );
+        }
+    }
+    let last = messages.iter().rev().find(|m| m["role"] == "user");
+    match last {
+        Some(m) => Ok(m["content"].as_str().unwrap_or_default().to_string()),
+        None => Err(f.bad(field, "has no user message".to_string())),
+    }
+}
+
+/// A chat prompt rendered with the model's chat encoding, without its leading bos text.
+fn render(
+    f: &Fields,
+    field: &str,
+    chat: Option<&ChatRenderer>,
+    messages: &[Value],
+    thinking: bool,
+) -> Result<String, DataError> {
+    let Some(chat) = chat else {
+        let message = "holds chat messages, which need the model's chat template: give model.path (its tokenizer_config.json's chat_template, else DeepSeek-V3.2's encoding)";
+        return Err(f.bad(field, message.to_string()));
+    };
+    chat.render_without_bos(messages, thinking).map_err(|e| f.bad(field, e.to_string()))
 }
 
 /// GSM8K: the answer follows the last `####`; the reference drops `<<48/2=24>>` calculator notes.
@@ -200,9 +289,22 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    /// A field by name, or by a dotted path into nested objects (`reward_model.ground_truth`).
+    fn get(&self, name: &str) -> Option<&Value> {
+        if let Some(value) = self.row.get(name) {
+            return Some(value);
+        }
+        let mut parts = name.split('.');
+        let mut value = self.row.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_object()?.get(part)?;
+        }
+        Some(value)
+    }
+
     /// A present, non-null field.
     fn value(&self, name: &str) -> Result<&Value, DataError> {
-        match self.row.get(name) {
+        match self.get(name) {
             None | Some(Value::Null) => {
                 Err(DataError::MissingField { path: self.path.to_path_buf(), at: self.at, field: name.to_string() })
             }
@@ -221,7 +323,7 @@ impl Fields<'_> {
 
     /// Like [`Fields::text`], `None` when absent, null or empty.
     fn opt_text(&self, name: &str) -> Result<Option<String>, DataError> {
-        match self.row.get(name) {
+        match self.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(_) => Ok(Some(self.text(name)?).filter(|t| !t.is_empty())),
         }

@@ -4,14 +4,17 @@
 //!
 //! Sources: a seeded synthetic arithmetic stream (`arithmetic`), and JSONL / Parquet files read into
 //! rows (`files`) whose fields are mapped by a known layout (`formats`: GSM8K, MATH, DeepScaleR,
-//! HumanEval, APPS) or by explicit field names. `charset` holds the character-level tokenizer of
-//! the arithmetic task.
+//! HumanEval, APPS, verl; or detected from the first row) or by explicit field names. Prompts given
+//! as chat messages are rendered with the model's chat template (`rlvr_rollout::template`).
+//! `charset` holds the character-level tokenizers: the arithmetic task's, and a printable-ASCII one
+//! (with a plain chat template) for file data on a preset model.
 //!
 //! Everything is a pure function of (spec, seed, index): `train(index)` walks the rows in a fresh
 //! seeded order each epoch, so the data cursor of a checkpoint is one `u64`.
 //!
 //! Left out: streaming files larger than memory (rows are read whole at load), row fields not named
-//! by the mapping (they are not carried into `Task::extra`), compressed JSONL, Parquet codecs other
+//! by the mapping (they are not carried into `Task::extra`, except verl's `data_source`, `ability`
+//! and `extra_info`), compressed JSONL, Parquet codecs other
 //! than snappy and uncompressed.
 
 mod arithmetic;
@@ -23,13 +26,14 @@ mod rng;
 
 use std::path::{Path, PathBuf};
 
+use rlvr_rollout::template::ChatRenderer;
 use rlvr_verifiers::Task;
 use serde::{Deserialize, Serialize};
 
 use arithmetic::Arithmetic;
 pub use charset::{
-    arithmetic_tokenizer, write_arithmetic_tokenizer, ARITHMETIC_CHARS, ARITHMETIC_VOCAB, BOS, BOS_ID, EOS, EOS_ID,
-    PAD, PAD_ID, UNK, UNK_ID,
+    arithmetic_tokenizer, text_chat_template, text_tokenizer, write_arithmetic_tokenizer, write_text_tokenizer,
+    ARITHMETIC_CHARS, ARITHMETIC_VOCAB, BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, TEXT_CHARS, TEXT_VOCAB, UNK, UNK_ID,
 };
 pub use error::{DataError, RowRef};
 use rng::Rng;
@@ -125,9 +129,34 @@ pub struct FileSpec {
     /// With `test`: how many of its rows to use (0 = all). Without: rows split off `train`.
     #[serde(default)]
     pub held_out: usize,
-    /// The model's prompt; `{prompt}` is replaced by the question.
+    /// Field holding a correct response for SFT (overrides the format's; dotted for nested fields).
+    #[serde(default)]
+    pub reference_field: Option<String>,
+    /// The model's prompt; `{prompt}` is replaced by the question (for chat messages: the last
+    /// user message's content).
     #[serde(default = "default_prompt_template")]
     pub prompt_template: String,
+    /// When prompts are rendered with the model's chat template: `auto` for prompts given as chat
+    /// messages (a list of `{role, content}`), `always` also wraps text prompts as one user
+    /// message, `never` uses text as is and refuses chat messages.
+    #[serde(default)]
+    pub chat: ChatMode,
+    /// Chat prompts in thinking mode (V3.2's `<think>`; a template's `enable_thinking`).
+    #[serde(default)]
+    pub thinking: bool,
+}
+
+/// When prompts go through the model's chat template (`[data] chat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatMode {
+    /// Chat-message prompts are rendered, text prompts used as they are.
+    #[default]
+    Auto,
+    /// Text prompts become one user message; everything is rendered.
+    Always,
+    /// No rendering: text prompts only.
+    Never,
 }
 
 fn default_prompt_template() -> String {
@@ -147,7 +176,10 @@ impl FileSpec {
             entry_point_field: None,
             text_field: None,
             held_out: 0,
+            reference_field: None,
             prompt_template: default_prompt_template(),
+            chat: ChatMode::Auto,
+            thinking: false,
         }
     }
 }
@@ -166,6 +198,36 @@ pub enum FileFormat {
     Humaneval,
     /// `question`, `input_output` = JSON `{"inputs": [...], "outputs": [...]}` of stdio cases.
     Apps,
+    /// verl's RL layout: `prompt` (chat messages, or text), `reward_model.ground_truth`;
+    /// `data_source`, `ability` and `extra_info` are passed to the verifier in the task.
+    Verl,
+    /// Decided by the first row's fields (see [`FileFormat::detect`]).
+    Auto,
+}
+
+impl FileFormat {
+    /// The layout a row's fields show: `reward_model` or a list `prompt` → verl; `question` +
+    /// `input_output` → apps; `prompt` + `test` + `entry_point` → humaneval; `question` + `answer` →
+    /// gsm8k; `problem` + `answer` → deepscaler; `problem` + `solution` → math; else `None` (the
+    /// generic `prompt` / `answer` mapping).
+    pub fn detect(row: &serde_json::Map<String, serde_json::Value>) -> Option<FileFormat> {
+        let has = |k: &str| row.get(k).is_some_and(|v| !v.is_null());
+        if has("reward_model") || row.get("prompt").is_some_and(serde_json::Value::is_array) {
+            Some(FileFormat::Verl)
+        } else if has("question") && has("input_output") {
+            Some(FileFormat::Apps)
+        } else if has("prompt") && has("test") && has("entry_point") {
+            Some(FileFormat::Humaneval)
+        } else if has("question") && has("answer") {
+            Some(FileFormat::Gsm8k)
+        } else if has("problem") && has("answer") {
+            Some(FileFormat::Deepscaler)
+        } else if has("problem") && has("solution") {
+            Some(FileFormat::Math)
+        } else {
+            None
+        }
+    }
 }
 
 /// One problem: what the model sees, what the verifier checks, and a correct response if known.
@@ -204,27 +266,39 @@ const HELD_OUT_SPLIT: u64 = 0x6865_6c64_5f6f_7574;
 
 impl Dataset {
     /// Builds the dataset of `spec`; every problem is a pure function of (`spec`, `seed`, index).
+    /// Prompts given as chat messages need [`Dataset::load_with`] and the model's chat encoding.
     pub fn load(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
+        Self::load_with(spec, seed, None)
+    }
+
+    /// Like [`Dataset::load`], rendering chat-message prompts with `chat` (the model's template,
+    /// or V3.2's encoding), without the leading bos text: every sequence starts with the bos id.
+    pub fn load_with(spec: &DataSpec, seed: u64, chat: Option<&ChatRenderer>) -> Result<Dataset, DataError> {
         match spec {
             DataSpec::Arithmetic(a) => {
                 let (stream, held_out) = Arithmetic::new(a, seed)?;
                 Ok(Dataset { seed, train: Train::Stream(stream), held_out, skipped: 0 })
             }
-            DataSpec::Jsonl(f) => Self::from_files(f, files::Kind::Jsonl, seed),
-            DataSpec::Parquet(f) => Self::from_files(f, files::Kind::Parquet, seed),
+            DataSpec::Jsonl(f) => Self::from_files(f, files::Kind::Jsonl, seed, chat),
+            DataSpec::Parquet(f) => Self::from_files(f, files::Kind::Parquet, seed, chat),
         }
     }
 
     /// Reads train (and test) rows, maps them, and splits off the held-out set.
-    fn from_files(spec: &FileSpec, kind: files::Kind, seed: u64) -> Result<Dataset, DataError> {
+    fn from_files(
+        spec: &FileSpec,
+        kind: files::Kind,
+        seed: u64,
+        chat: Option<&ChatRenderer>,
+    ) -> Result<Dataset, DataError> {
         if !spec.prompt_template.contains("{prompt}") {
             let message = format!("{:?} has no {{prompt}} placeholder", spec.prompt_template);
             return Err(DataError::Spec { field: "prompt_template", message });
         }
-        let (mut rows, mut skipped) = formats::load(&spec.train, kind, spec)?;
+        let (mut rows, mut skipped) = formats::load(&spec.train, kind, spec, chat)?;
         let held_out = match &spec.test {
             Some(test) => {
-                let (mut rows, test_skipped) = formats::load(test, kind, spec)?;
+                let (mut rows, test_skipped) = formats::load(test, kind, spec, chat)?;
                 skipped += test_skipped;
                 if spec.held_out > 0 {
                     rows.truncate(spec.held_out);

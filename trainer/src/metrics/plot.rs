@@ -1,5 +1,6 @@
-//! PNG plots of a run's history: `plots/reward.png`, `plots/accuracy.png`, `plots/loss.png`, one
-//! line per stage that logged the metric, x = global step.
+//! PNG plots of a run's history: `plots/reward.png`, `plots/accuracy.png`, `plots/loss.png` (the
+//! supervised stages) and `plots/grpo_loss.png` (the RL stages, whose loss is orders of magnitude
+//! smaller), one line per stage that logged the metric, x = global step.
 //!
 //! Drawing is plotters' bitmap backend into a buffer, encoded by the `png` crate. Text goes
 //! through plotters' `ab_glyph` feature, which needs the bytes of a TrueType font and looks up no
@@ -21,13 +22,46 @@ pub use plotters::chart::SeriesLabelPosition;
 /// Plot size in pixels.
 pub const SIZE: (u32, u32) = (900, 540);
 
-/// The plots: file stem and title, metric key, y-axis label, and where the legend goes (the corner
-/// a rising or a falling curve usually leaves free).
-const PLOTS: [(&str, &str, &str, SeriesLabelPosition); 3] = [
-    ("reward", "reward", "mean reward", SeriesLabelPosition::LowerRight),
-    ("accuracy", "accuracy", "accuracy", SeriesLabelPosition::LowerRight),
-    ("loss", "loss", "loss", SeriesLabelPosition::UpperRight),
+/// Which records a plot takes: all, or only the RL stages' (records with a `reward`), or only the
+/// others. The GRPO surrogate loss (~1e-8 with mean-only advantages) and a supervised loss (~1)
+/// on one axis would show the former as a flat 0, so each gets its own plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Records {
+    All,
+    Rl,
+    NotRl,
+}
+
+/// The plots: file stem and title, metric key, y-axis label, where the legend goes (the corner a
+/// rising or a falling curve usually leaves free), and which records.
+const PLOTS: [(&str, &str, &str, SeriesLabelPosition, Records); 4] = [
+    ("reward", "reward", "mean reward", SeriesLabelPosition::LowerRight, Records::All),
+    ("accuracy", "accuracy", "accuracy", SeriesLabelPosition::LowerRight, Records::All),
+    ("loss", "loss", "loss", SeriesLabelPosition::UpperRight, Records::NotRl),
+    ("grpo_loss", "loss", "GRPO loss", SeriesLabelPosition::UpperRight, Records::Rl),
 ];
+
+/// Each plot's file stem and its series, as [`write_plots`] draws them (plots without points left
+/// out): `loss` holds the supervised stages, `grpo_loss` the RL ones.
+pub fn plot_series(history: &[StepRecord]) -> Vec<(&'static str, Vec<Series>)> {
+    PLOTS
+        .iter()
+        .map(|&(stem, key, _, _, records)| {
+            let is_rl = |r: &StepRecord| r.get("reward").is_some();
+            let kept: Vec<StepRecord> = history
+                .iter()
+                .filter(|r| match records {
+                    Records::All => true,
+                    Records::Rl => is_rl(r),
+                    Records::NotRl => !is_rl(r),
+                })
+                .cloned()
+                .collect();
+            (stem, series(&kept, key))
+        })
+        .filter(|(_, series)| !series.is_empty())
+        .collect()
+}
 
 /// Line colours, one per stage in order of first appearance.
 const COLORS: [RGBColor; 6] = [
@@ -42,17 +76,15 @@ const COLORS: [RGBColor; 6] = [
 /// The points of one stage: its name and (step, value) in step order.
 pub type Series = (String, Vec<(u64, f64)>);
 
-/// Writes `run_dir/plots/{reward,accuracy,loss}.png` from `history`; a metric that no record has
-/// gets no file. Returns the files written.
+/// Writes `run_dir/plots/{reward,accuracy,loss,grpo_loss}.png` from `history`; a plot without
+/// points gets no file. Returns the files written.
 pub fn write_plots(run_dir: &Path, history: &[StepRecord]) -> Result<Vec<PathBuf>, MetricsError> {
     let dir = run_dir.join("plots");
     std::fs::create_dir_all(&dir).map_err(|e| MetricsError::io(&dir, e))?;
     let mut written = Vec::new();
-    for (stem, key, y_label, legend) in PLOTS {
-        let series = series(history, key);
-        if series.is_empty() {
-            continue;
-        }
+    for (stem, series) in plot_series(history) {
+        let plot = PLOTS.iter().find(|p| p.0 == stem).expect("a plot of PLOTS");
+        let (y_label, legend) = (plot.2, plot.3.clone());
         let path = dir.join(format!("{stem}.png"));
         let png = render_png(stem, y_label, &series, legend, font_available())
             .map_err(|message| MetricsError::Plot { path: path.clone(), message })?;
@@ -115,6 +147,7 @@ fn draw(
     let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let (x_range, y_range) = ranges(series);
+    let span = y_range.end - y_range.start;
     let mut builder = ChartBuilder::on(&root);
     builder.margin(20);
     if text {
@@ -132,6 +165,7 @@ fn draw(
             .label_style(("sans-serif", 15))
             .x_labels(8)
             .y_labels(8)
+            .y_label_formatter(&|v: &f64| tick_label(*v, span))
             .draw()?;
     }
     for (i, (stage, points)) in series.iter().enumerate() {
@@ -153,6 +187,19 @@ fn draw(
     }
     root.present()?;
     Ok(())
+}
+
+/// A y tick's text with as many digits as an axis of height `span` needs: fixed decimals down to
+/// spans of 1e-3, scientific below (a GRPO loss of ~1e-8 would otherwise read `-0.0`).
+pub fn tick_label(v: f64, span: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if span > 0.0 && span < 1e-3 {
+        return format!("{v:.2e}");
+    }
+    let decimals = if span > 0.0 { (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize } else { 2 };
+    format!("{v:.decimals$}")
 }
 
 /// Axis ranges covering every point, padded so that a flat or single-point series is visible.

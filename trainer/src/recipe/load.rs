@@ -10,7 +10,7 @@
 use super::error::{At, RecipeError};
 use super::keys::{from_serde_path, is_written, keys, line_column, show, span_of, stage_labels, KeyPath, Problem, Seg};
 use super::stage::{EvalStage, GrpoStage, IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, STAGE_KINDS};
-use super::{overrides, validate, Recipe, Stage};
+use super::{overrides, paths, validate, Recipe, Stage};
 use crate::data::{ArithmeticSpec, FileSpec};
 use crate::grpo::LossConfig;
 use rlvr_rollout::engine::SamplingParams;
@@ -40,12 +40,13 @@ impl Recipe {
         toml::to_string(self).expect("a recipe is representable as TOML")
     }
 
-    /// The run directory: `out_override` (`--out`), else `run.out`, else `runs/<name>`.
+    /// The run directory, absolute: `out_override` (`--out`, relative to the working directory),
+    /// else `run.out`, else `runs/<name>` under the working directory.
     pub fn run_dir(&self, out_override: Option<&Path>) -> PathBuf {
-        match (out_override, &self.run.out) {
-            (Some(dir), _) => dir.to_path_buf(),
-            (None, Some(dir)) => dir.clone(),
-            (None, None) => Path::new("runs").join(&self.run.name),
+        let cwd = paths::working_dir();
+        match (out_override, self.run.out.as_deref()) {
+            (Some(dir), _) | (None, Some(dir)) => paths::absolute_in(&cwd, dir),
+            (None, None) => cwd.join("runs").join(&self.run.name),
         }
     }
 
@@ -94,7 +95,11 @@ pub(crate) fn parse(text: &str, file: &Path, sets: &[String]) -> Result<Recipe, 
     }
     let placer = Placer { file, text, doc: &doc, sets: &written, labels: stage_labels(&root) };
     let mut recipe = deserialize(&root).map_err(|p| placer.error(p))?;
+    let set_keys: Vec<KeyPath> = written.iter().map(|(_, key)| key.clone()).collect();
+    let bases = paths::Bases::new(file, &set_keys);
+    paths::resolve(&mut recipe, &bases);
     recipe.resolve();
+    paths::default_out(&mut recipe, &bases.cwd);
     validate::validate(&recipe).map_err(|p| placer.error(p))?;
     Ok(recipe)
 }

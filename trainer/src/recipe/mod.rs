@@ -6,19 +6,22 @@
 //! starts; every error names the file, the key, and the line or the `--set` at fault.
 //! [`Recipe::to_toml`] writes the resolved recipe that the run directory keeps.
 //!
-//! Relative paths in a recipe (data files, `model.path`, `run.out`) are relative to the directory
-//! `rlvr train` runs in.
+//! Relative paths in a recipe (data files, `model.path`, `run.out`, verifier scripts) are relative
+//! to the recipe file's folder (those given by `--set` to the working directory) and are saved
+//! absolute (`paths`).
 
 mod error;
 mod keys;
 mod load;
 mod overrides;
+mod paths;
 mod preset;
 mod stage;
 mod validate;
 
 pub use error::{At, RecipeError};
-pub use preset::{find_preset, preset_dirs};
+pub use paths::{absolute_in, resolve_command};
+pub use preset::{find_preset, preset_dirs, resolve_model_arg};
 pub use stage::{
     EvalStage, GrpoStage, IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage, INDEXER_WARMUP_LR,
     STAGE_KINDS,
@@ -291,7 +294,9 @@ impl Default for Optimizer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Checkpoint {
-    /// Optimizer steps between checkpoints (0: only at the end of each training stage).
+    /// Optimizer steps between checkpoints (0: only at the end of each training stage). Default
+    /// [`CHECKPOINT_EVERY`]: a stage interrupted any way but a signal (which checkpoints itself)
+    /// loses at most that many steps.
     pub every: usize,
     /// Checkpoints kept; older ones are deleted.
     pub keep_last: usize,
@@ -299,9 +304,15 @@ pub struct Checkpoint {
 
 impl Default for Checkpoint {
     fn default() -> Self {
-        Checkpoint { every: 0, keep_last: 3 }
+        Checkpoint { every: CHECKPOINT_EVERY, keep_last: 3 }
     }
 }
+
+/// Default of `checkpoint.every`: frequent enough that a crash loses little (at most 100 steps, a
+/// few minutes of a small model's GRPO), rare enough that saving (weights and twice their size in
+/// AdamW state) stays a small share of a large model's run. The end of every training stage is
+/// checkpointed too, whatever `every` says.
+pub const CHECKPOINT_EVERY: usize = 100;
 
 /// `[logging]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

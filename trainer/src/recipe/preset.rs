@@ -6,24 +6,47 @@ use super::{ModelSection, RecipeError};
 use rlvr_model::ModelConfig;
 use std::path::{Path, PathBuf};
 
-/// Directories searched for presets, in order: `$RLVR_PRESETS`, `presets/` in the current
-/// directory, then `presets/` in the executable's directory and up to three levels above it
-/// (`target/release/rlvr` and `target/release/deps/*` both reach the repository's).
+/// Directories searched for presets, in order: `$RLVR_PRESETS`, then `presets/` in the executable's
+/// directory and up to three levels above it (an installed `bin/rlvr` beside `presets/`, or
+/// `target/release/rlvr` in the repository), then the repository's `presets/` this binary was built
+/// from. The working directory plays no part: a preset name means the same wherever `rlvr` runs.
+/// This is the one lookup of preset names: recipes (`model.preset`), `rlvr init --config NAME` and
+/// `rlvr inspect NAME` all use it.
 pub fn preset_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("RLVR_PRESETS").map(PathBuf::from).into_iter().collect();
-    dirs.push(PathBuf::from("presets"));
     if let Some(exe_dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
         dirs.extend(exe_dir.ancestors().take(4).map(|dir| dir.join("presets")));
     }
+    // This crate lives in `<repository>/trainer`.
+    if let Some(repo) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        dirs.push(repo.join("presets"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
     dirs
 }
 
 /// The directory of preset `name` (the first of [`preset_dirs`] holding `name/config.json`).
 pub fn find_preset(name: &str) -> Option<PathBuf> {
-    if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
+    if name.is_empty() || name.contains(['/', '\\']) || name == ".." || name == "." {
         return None;
     }
     preset_dirs().into_iter().map(|dir| dir.join(name)).find(|dir| dir.join("config.json").is_file())
+}
+
+/// A model argument of the CLI (`rlvr init --config`, `rlvr inspect`): an existing path (a
+/// `config.json` or a model directory), else a preset name looked up by [`find_preset`]; the error
+/// names the working directory and every folder searched.
+pub fn resolve_model_arg(arg: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(arg);
+    if path.exists() {
+        return Ok(path);
+    }
+    find_preset(arg).ok_or_else(|| {
+        let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
+        let searched: Vec<String> = preset_dirs().iter().map(|d| d.display().to_string()).collect();
+        format!("`{arg}` is neither a path (working directory {cwd}) nor a preset in {}", searched.join(", "))
+    })
 }
 
 impl ModelSection {
@@ -62,7 +85,8 @@ pub(crate) fn source_dir(model: &ModelSection) -> Result<PathBuf, Problem> {
         }),
         (None, Some(dir)) if dir.join("config.json").is_file() => Ok(dir.clone()),
         (None, Some(dir)) => {
-            Err(Problem::new(keys(&["model", "path"]), format!("{} holds no config.json", dir.display())))
+            let message = format!("{} holds no config.json{}", dir.display(), super::validate::where_from());
+            Err(Problem::new(keys(&["model", "path"]), message))
         }
     }
 }

@@ -121,10 +121,20 @@ fn data(spec: &DataSpec) -> Result<(), Problem> {
     let listed = [("train", Some(&files.train)), ("test", files.test.as_ref())];
     for (key, path) in listed {
         if let Some(path) = path {
-            ensure(path.is_file(), keys(&["data", key]), || format!("no such file: {}", path.display()))?;
+            ensure(path.is_file(), keys(&["data", key]), || {
+                format!("no such file: {}{}", path.display(), where_from())
+            })?;
         }
     }
     Ok(())
+}
+
+/// How relative paths were read, for messages about files that are not there.
+pub(crate) fn where_from() -> String {
+    format!(
+        " (relative paths in a recipe are relative to its folder, those of --set to the working directory, {})",
+        super::paths::working_dir().display()
+    )
 }
 
 fn rollout(rollout: &Rollout, has_grpo: bool) -> Result<(), Problem> {

@@ -71,6 +71,41 @@ impl EvalResult {
     }
 }
 
+/// One judged sample of an eval, for per-sample output.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSample {
+    /// The problem's id.
+    pub id: String,
+    /// Which of the problem's samples.
+    pub sample: usize,
+    /// The prompt text as given to the model (after bos).
+    pub prompt: String,
+    /// The completion text.
+    pub completion: String,
+    /// Its reward.
+    pub reward: f32,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// The whole verdict (`reward`, `outcome`, `detail`).
+    pub verdict: rlvr_verifiers::Verdict,
+}
+
+/// How an `eval` stage samples: `samples` per problem with the run's rollout settings at the
+/// stage's temperature (shared by the stage and `rlvr eval --recipe`, which must agree exactly).
+pub fn stage_settings(rollout: &SamplingParams, stage: &EvalStage) -> Settings {
+    Settings {
+        n: stage.samples,
+        sampling: SamplingParams { temperature: stage.temperature.unwrap_or(rollout.temperature), ..*rollout },
+        sampling_mask: false,
+        routing: false,
+    }
+}
+
+/// Engine slots of an eval over `problems` problems on one rank.
+pub fn eval_slots(problems: usize, samples: usize) -> usize {
+    (problems * samples).clamp(1, 512)
+}
+
 /// Samples and judges `settings.n` completions of each problem.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
@@ -84,16 +119,44 @@ pub fn evaluate(
     parallel: usize,
     dp: &Dp,
 ) -> Result<EvalResult> {
+    let args = (policy, sampler, verifier, problems, settings, pass_k, run_seed, parallel, dp);
+    evaluate_samples(args, false).map(|(result, _)| result)
+}
+
+/// [`evaluate`]'s arguments, in its order.
+pub type EvalArgs<'a> =
+    (&'a Policy, &'a mut Sampler, &'a dyn Verifier, &'a [Problem], &'a Settings, &'a [usize], u64, usize, &'a Dp);
+
+/// Like [`evaluate`], also returning every sample with its verdict when `keep` (else none).
+pub fn evaluate_samples(args: EvalArgs<'_>, keep: bool) -> Result<(EvalResult, Vec<EvalSample>)> {
+    let (policy, sampler, verifier, problems, settings, pass_k, run_seed, parallel, dp) = args;
     let seed = run_seed ^ EVAL_STREAM;
     let judged = sample_and_judge(policy, sampler, verifier, problems, settings, seed, 0, parallel, dp)?;
     let verdicts = &judged.verdicts;
-    let broken = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Error | Outcome::Malformed)).count();
+    let broken = verdicts.iter().filter(|v| v.outcome.is_unjudged()).count();
     if !verdicts.is_empty() && broken == verdicts.len() {
         let example = &verdicts[0].detail;
         bail!(
-            "verifier `{}` could not judge any of the {broken} completions (every verdict Error or Malformed); e.g. {example}",
+            "verifier `{}` could not judge any of the {broken} completions (every verdict Error or InvalidInput); e.g. {example}",
             verifier.name()
         );
+    }
+    let mut samples = Vec::new();
+    if keep {
+        for (i, (problem, out)) in problems.iter().zip(&judged.outputs).enumerate() {
+            for (j, sample) in out.samples.iter().enumerate() {
+                let verdict = verdicts[i * settings.n + j].clone();
+                samples.push(EvalSample {
+                    id: problem.id.clone(),
+                    sample: j,
+                    prompt: problem.prompt.clone(),
+                    completion: policy.decode(&sample.ids())?,
+                    reward: verdict.reward,
+                    outcome: verdict.outcome,
+                    verdict,
+                });
+            }
+        }
     }
     let mut parts = BTreeMap::new();
     add_parts(&mut parts, verdicts);
@@ -102,7 +165,7 @@ pub fn evaluate(
     let correct: Vec<usize> =
         verdicts.chunks(n).map(|g| g.iter().filter(|v| v.outcome == Outcome::Correct).count()).collect();
     let mean = |k: usize| correct.iter().map(|&c| pass_at_k(n, c, k)).sum::<f64>() / correct.len().max(1) as f64;
-    Ok(EvalResult {
+    let result = EvalResult {
         accuracy: mean(1),
         pass_at_k: pass_k.iter().map(|&k| (k, mean(k))).collect(),
         n: problems.len(),
@@ -110,7 +173,8 @@ pub fn evaluate(
         response_len: lens as f64 / verdicts.len().max(1) as f64,
         verifier_errors: verdicts.iter().filter(|v| v.outcome == Outcome::Error).count(),
         reward_parts: part_means(&parts),
-    })
+    };
+    Ok((result, samples))
 }
 
 /// An `eval` stage of a run: samples the held-out problems with the run's rollout settings (the
@@ -122,13 +186,8 @@ pub(crate) fn run(session: &mut Session, name: &str, stage: &EvalStage) -> Resul
     if problems.is_empty() {
         bail!("stage {name}: there are no held-out problems to evaluate (data.held_out / data.test)");
     }
-    let settings = Settings {
-        n: stage.samples,
-        sampling: SamplingParams { temperature: stage.temperature.unwrap_or(r.sampling.temperature), ..r.sampling },
-        sampling_mask: false,
-        routing: false,
-    };
-    let slots = (session.dp.share(problems.len()).len() * stage.samples).clamp(1, 512);
+    let settings = stage_settings(&r.sampling, stage);
+    let slots = eval_slots(session.dp.share(problems.len()).len(), stage.samples);
     let version = session.state.policy_version;
     let mut sampler = Sampler::new(&session.policy, slots, r.sampling.max_tokens, r.attention, version)?;
     let start = std::time::Instant::now();

@@ -228,7 +228,7 @@ impl GrpoRunner {
 impl Collected {
     /// Counts verifier failures and unreadable tasks, warning at the first.
     fn note_errors(&mut self, verdicts: &[Verdict]) {
-        for v in verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Error | Outcome::Malformed)) {
+        for v in verdicts.iter().filter(|v| v.outcome.is_unjudged()) {
             match v.outcome {
                 Outcome::Error => self.errors += 1,
                 _ => self.malformed += 1,

@@ -9,7 +9,8 @@
 //!
 //! Outcomes: every case passed → `Correct`; otherwise the first case that did not pass decides:
 //! wrong output or a failed assertion → `Incorrect`; wall-clock or CPU limit → `Timeout`; a crash,
-//! a syntax error or output past the cap → `Error`. An empty program is `NoAnswer`. Reward is 1/0
+//! a syntax error or output past the cap → `Crashed` (the model's fault; `Error` is kept for a
+//! verifier that cannot run). An empty program is `NoAnswer`. Reward is 1/0
 //! (`all_pass`, which stops at the first failing case) or the passed fraction (`fraction`).
 //!
 //! Isolation (see [`SandboxReport`]): every run gets a fresh temp dir as cwd, a cleared
@@ -56,7 +57,7 @@ pub struct CodeConfig {
     pub timeout_s: f64,
     /// Address-space limit per run, MiB.
     pub memory_mb: u64,
-    /// Cap on each of stdout and stderr; a run writing more is killed (`Error`).
+    /// Cap on each of stdout and stderr; a run writing more is killed (`Crashed`).
     pub max_output_bytes: usize,
     /// How many programs may run at once across all threads.
     pub max_parallel: usize,
@@ -107,7 +108,7 @@ impl CaseStatus {
             CaseStatus::Passed => Outcome::Correct,
             CaseStatus::Failed => Outcome::Incorrect,
             CaseStatus::Timeout => Outcome::Timeout,
-            CaseStatus::Crashed | CaseStatus::SyntaxError | CaseStatus::OutputLimit => Outcome::Error,
+            CaseStatus::Crashed | CaseStatus::SyntaxError | CaseStatus::OutputLimit => Outcome::Crashed,
         }
     }
 }

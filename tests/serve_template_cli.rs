@@ -1,0 +1,124 @@
+//! `rlvr serve` on a model of the families before V3.2 (a `deepseek_v3` checkpoint) renders chat
+//! prompts with the Jinja `chat_template` of its tokenizer config, as transformers'
+//! `apply_chat_template` does (tests/fixtures/render_chat.py), and a template that cannot render
+//! the messages is a 400 naming `messages`.
+
+mod common;
+
+use common::{fixture, root};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A DeepSeek-V3-like template: a system prompt gathered with `namespace`, `loop.last`, string
+/// methods, `raise_exception` on a bad role, the generation prompt.
+const TEMPLATE: &str = "{% set ns = namespace(system='') %}{% for m in messages %}{% if m['role'] == 'system' %}{% set ns.system = m['content'] %}{% endif %}{% endfor %}{{ bos_token }}{{ ns.system }}{% for m in messages %}{% if m['role'] == 'user' %}<U>{{ m['content'] | trim }}{% elif m['role'] == 'assistant' %}<A>{{ m['content'].strip() }}{% if not loop.last %}{{ eos_token }}{% endif %}{% elif m['role'] != 'system' %}{{ raise_exception('unknown role ' + m['role']) }}{% endif %}{% endfor %}{% if add_generation_prompt %}<A>{% endif %}";
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(port: u16, body: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())).is_err() {
+        return (0, String::new());
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+fn health(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn chat_prompts_follow_the_models_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("v3");
+    std::fs::create_dir(&model).unwrap();
+    for file in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-v3").join(file), model.join(file)).unwrap();
+    }
+    rlvr_trainer::data::write_arithmetic_tokenizer(&model).unwrap();
+    let config_path = model.join("tokenizer_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["chat_template"] = json!(TEMPLATE);
+    config["bos_token"] = json!("<bos>");
+    config["eos_token"] = json!("<eos>");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+        .args(["serve", "--model", model.to_str().unwrap(), "--port", &port.to_string(), "--slots", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child, port };
+    let started = Instant::now();
+    while !health(server.port) {
+        assert!(server.child.try_wait().unwrap().is_none(), "rlvr serve exited");
+        assert!(started.elapsed() < Duration::from_secs(60), "rlvr serve did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let conversations = json!([
+        [{"role": "user", "content": "  1+2=  "}],
+        [{"role": "system", "content": "Add."}, {"role": "user", "content": "3+4="}, {"role": "assistant", "content": " 7 "}, {"role": "user", "content": "5+6="}],
+    ]);
+    let mut ours = Vec::new();
+    for messages in conversations.as_array().unwrap() {
+        let body = json!({"messages": messages, "max_tokens": 2, "temperature": 0, "return_prompt": true});
+        let (status, answer) = request(server.port, &body.to_string());
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        ours.push(answer["prompt"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ours[1], "<bos>Add.<U>3+4=<A>7<eos><U>5+6=<A>", "the template as written");
+
+    // transformers renders the same template the same way.
+    let python = root().join(".venv/bin/python");
+    let mut py = Command::new(&python)
+        .arg(root().join("tests/fixtures/render_chat.py"))
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(conversations.to_string().as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    if out.status.success() {
+        let theirs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours, theirs, "rlvr serve vs transformers' apply_chat_template");
+    } else if std::env::var_os("RLVR_REQUIRE_TRANSFORMERS").is_some() {
+        panic!("transformers could not render: {}", String::from_utf8_lossy(&out.stderr));
+    } else {
+        eprintln!("skipped the transformers comparison: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // A role the template refuses: a 400 naming `messages`, with the template's own message.
+    let body = json!({"messages": [{"role": "tool", "content": "x"}], "max_tokens": 1});
+    let (status, answer) = request(server.port, &body.to_string());
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("messages") && answer.contains("unknown role tool"), "{answer}");
+}

@@ -6,22 +6,9 @@
 
 mod common;
 
-use common::{root, TINY_ARITHMETIC};
+use common::{python_with_transformers, root, TINY_ARITHMETIC};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn python_with_transformers() -> Result<PathBuf, String> {
-    let python = root().join(".venv/bin/python");
-    let out = Command::new(&python)
-        .args(["-c", "import transformers"])
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    match out.status.success() {
-        true => Ok(python),
-        false => Err(format!("{} cannot import transformers", python.display())),
-    }
-}
 
 #[test]
 fn a_run_checkpoint_loads_in_transformers_with_the_same_token_ids() {

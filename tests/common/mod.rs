@@ -38,3 +38,36 @@ min_digits = 1
 max_digits = 1
 held_out = 8
 "#;
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (JSON body, optional bearer `key`); (status, body).
+/// Status 0 when nothing answered.
+pub fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())).is_err() {
+        return (0, String::new());
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// The project's `.venv` python when it imports transformers; else why not.
+pub fn python_with_transformers() -> Result<PathBuf, String> {
+    let python = root().join(".venv/bin/python");
+    match Command::new(&python).args(["-c", "import transformers"]).output() {
+        Ok(out) if out.status.success() => Ok(python),
+        Ok(out) => Err(format!(
+            "{} cannot import transformers: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("{}: {e}", python.display())),
+    }
+}

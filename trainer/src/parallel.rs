@@ -115,27 +115,29 @@ impl Dp {
     /// Every rank's `local`, in rank order (binary encoding: floats exactly, but no
     /// self-describing values such as `serde_json::Value`; see [`Dp::gather_json`]).
     pub fn gather<T: Serialize + DeserializeOwned>(&self, local: T) -> Result<Vec<T>> {
-        if self.world() == 1 {
-            return Ok(vec![local]);
-        }
-        let bytes = postcard::to_allocvec(&local).context("encoding for the other ranks")?;
-        let all = self.group.all_gather_bytes(&bytes)?;
-        all.iter()
-            .enumerate()
-            .map(|(rank, b)| postcard::from_bytes(b).with_context(|| format!("decoding what rank {rank} sent")))
-            .collect()
+        self.gather_as(local, |v| Ok(postcard::to_allocvec(v)?), |b| Ok(postcard::from_bytes(b)?))
     }
 
     /// Every rank's `local`, in rank order, as JSON (for values holding `serde_json::Value`).
     pub fn gather_json<T: Serialize + DeserializeOwned>(&self, local: T) -> Result<Vec<T>> {
+        self.gather_as(local, |v| Ok(serde_json::to_vec(v)?), |b| Ok(serde_json::from_slice(b)?))
+    }
+
+    /// Every rank's `local`, in rank order, through `encode` and `decode`.
+    fn gather_as<T>(
+        &self,
+        local: T,
+        encode: impl Fn(&T) -> Result<Vec<u8>>,
+        decode: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<Vec<T>> {
         if self.world() == 1 {
             return Ok(vec![local]);
         }
-        let bytes = serde_json::to_vec(&local).context("encoding for the other ranks")?;
+        let bytes = encode(&local).context("encoding for the other ranks")?;
         let all = self.group.all_gather_bytes(&bytes)?;
         all.iter()
             .enumerate()
-            .map(|(rank, b)| serde_json::from_slice(b).with_context(|| format!("decoding what rank {rank} sent")))
+            .map(|(rank, b)| decode(b).with_context(|| format!("decoding what rank {rank} sent")))
             .collect()
     }
 

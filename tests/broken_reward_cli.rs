@@ -1,7 +1,7 @@
 //! A reward that cannot be computed stops the work instead of training or reporting on zeros: a
-//! GRPO run whose verifier fails (an `external` command that does not exist) or cannot read its
-//! tasks (`code` on arithmetic problems) stops at its first step with an error naming the
-//! verifier; an eval where every verdict failed is an error; `rlvr verify` exits non-zero when no
+//! GRPO run whose verifier fails (an `external` command that does not exist) stops at its first
+//! step with an error naming the verifier; one whose tasks lack what the verifier needs (`code` on
+//! arithmetic problems) fails before any work; an eval where every verdict failed is an error; `rlvr verify` exits non-zero when no
 //! line could be judged.
 
 mod common;
@@ -36,10 +36,11 @@ fn a_missing_external_verifier_stops_the_run_at_its_first_step() {
 }
 
 #[test]
-fn code_on_math_data_stops_the_run_at_its_first_step() {
+fn code_on_math_data_fails_before_any_work() {
     let (ok, err, logged) = train("kind = \"code\"");
     assert!(!ok, "the run must fail:\n{err}");
-    assert!(err.contains("could not judge") && err.contains("malformed"), "{err}");
+    assert!(err.contains("verifier `code` needs the task field `tests`"), "{err}");
+    assert!(!err.contains("== stage"), "no stage started:\n{err}");
     assert_eq!(logged, 0);
 }
 
@@ -48,7 +49,8 @@ fn a_tolerated_share_of_errors_is_a_setting() {
     // max_verifier_errors = 1 keeps the old behaviour on purpose: the run trains (on zeros).
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("broken.toml");
-    fs::write(&recipe, recipe_text().replace("VERIFIER", "kind = \"code\"")).unwrap();
+    let verifier = "kind = \"external\"\ncommand = \"/nonexistent/grader --serve\"";
+    fs::write(&recipe, recipe_text().replace("VERIFIER", verifier)).unwrap();
     let run = dir.path().join("run");
     let args = ["--set", "run.threads=1", "--set", "run.max_verifier_errors=1.0"];
     let mut all = vec!["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()];

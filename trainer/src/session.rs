@@ -152,6 +152,7 @@ impl Session {
             Dataset::load_with(&recipe.data, recipe.run.seed, chat.as_ref()).context("loading the recipe's data")?;
         check_stage_data(&recipe, &data, dp.world())?;
         let verifier = reward.build().context("building the recipe's verifier")?;
+        check_task_fields(verifier.as_ref(), &data)?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let recipe_toml = recipe.to_toml();
         let logger = match dp.is_main() {
@@ -333,6 +334,29 @@ fn check_attention(recipe: &Recipe, cfg: &rlvr_model::ModelConfig) -> Result<()>
             _ => continue,
         };
         bail!("recipe stage `{}` ({}): {what}, but the model's config.json: {why}", stage.name(), stage.kind());
+    }
+    Ok(())
+}
+
+/// Refuses, before any work, data whose tasks lack a field the verifier needs (the `code`
+/// verifier on maths problems, `math` on rows without an answer): every held-out problem and
+/// every training row of file data (up to 100 000; the first 1 000 of a generated task).
+fn check_task_fields(verifier: &dyn Verifier, data: &Dataset) -> Result<()> {
+    let needs = verifier.needs();
+    if needs.is_empty() {
+        return Ok(());
+    }
+    let rows = data.train_len().map_or(1_000, |n| n.min(100_000)) as u64;
+    let training = (0..rows).map(|r| ("training", data.train(r)));
+    let held_out = data.held_out().iter().cloned().map(|p| ("held-out", p));
+    for (which, problem) in training.chain(held_out) {
+        if let Some(field) = needs.iter().find(|f| !problem.task.has(f)) {
+            bail!(
+                "verifier `{}` needs the task field `{field}`, and {which} problem `{}` has none: check [verifier] against [data] (its field mapping)",
+                verifier.name(),
+                problem.id
+            );
+        }
     }
     Ok(())
 }

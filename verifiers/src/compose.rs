@@ -37,6 +37,14 @@ impl Verifier for Weighted {
         &self.name
     }
 
+    /// What any part needs: a part that cannot judge would cost every verdict its share.
+    fn needs(&self) -> Vec<&'static str> {
+        let mut fields: Vec<&'static str> = self.parts.iter().flat_map(|(_, _, v)| v.needs()).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        fields
+    }
+
     fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
         let mut reward = 0.0f32;
         let mut outcome = None;

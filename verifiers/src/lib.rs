@@ -166,4 +166,21 @@ pub trait Verifier: Send + Sync {
     /// Judge one completion. Model mistakes are verdicts; `Err` only when the verifier itself is
     /// broken or the task is unreadable.
     fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError>;
+    /// The task fields every task must have for this verifier to judge it (`answer`, `tests`, or
+    /// a key of [`Task::extra`]), so that data lacking them is refused before any work.
+    fn needs(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+}
+
+impl Task {
+    /// Whether the task has `field`: `prompt`, `answer`, `tests`, or a key of [`Task::extra`].
+    pub fn has(&self, field: &str) -> bool {
+        match field {
+            "prompt" => self.prompt.is_some(),
+            "answer" => self.answer.is_some(),
+            "tests" => self.tests.is_some(),
+            other => self.extra.contains_key(other),
+        }
+    }
 }

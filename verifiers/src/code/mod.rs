@@ -218,6 +218,10 @@ impl Verifier for CodeVerifier {
         "code"
     }
 
+    fn needs(&self) -> Vec<&'static str> {
+        vec!["tests"]
+    }
+
     fn verify(&self, task: &Task, completion: &str) -> Result<Verdict, VerifyError> {
         let tests = task.tests.as_ref().ok_or(VerifyError::MissingField("tests"))?;
         let total = tests.stdio.len() + usize::from(tests.assert.is_some());

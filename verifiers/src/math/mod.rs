@@ -162,4 +162,8 @@ impl Verifier for MathVerifier {
         let gold = task.answer.as_deref().ok_or(VerifyError::MissingField("answer"))?;
         Ok(self.check(gold, completion))
     }
+
+    fn needs(&self) -> Vec<&'static str> {
+        vec!["answer"]
+    }
 }

@@ -33,7 +33,7 @@ pub mod spec;
 pub mod vocab_mask;
 
 pub use cache::KvCache;
-pub use config::ModelConfig;
+pub use config::{Family, ModelConfig};
 pub use device::{DeviceSpec, Dtype};
 pub use error::ModelError;
 pub use forward::{ForwardOptions, ForwardOutput};

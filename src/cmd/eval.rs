@@ -216,7 +216,13 @@ fn from_recipe(args: &Args, path: &Path) -> Result<Plan> {
         Some(k) if k != stage.samples => ks(k),
         _ => stage.pass_k(),
     };
-    let mode = if flag_given("--mode") { args.compute.mode } else { recipe.rollout.attention };
+    // `--mode` as given (checked against the model); else the recipe's rollout attention, which a
+    // checkpoint from before `[model] add_indexer` converted the model cannot take: dense there.
+    let mode = match flag_given("--mode") {
+        true => args.compute.mode_for(&model)?,
+        false if !rlvr_model::ModelConfig::from_path(&model)?.has_indexer() => AttentionMode::Dense,
+        false => recipe.rollout.attention,
+    };
     let dtype = if flag_given("--dtype") { args.compute.dtype } else { recipe.run.dtype };
     Ok(Plan {
         model,

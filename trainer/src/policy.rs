@@ -257,6 +257,49 @@ impl Policy {
         }
     }
 
+    /// Turns this `deepseek_v3` policy into a `deepseek_v32` one in place: the same tensors plus
+    /// one freshly initialised lightning indexer per layer (`rlvr_model::convert`; MTP layers too,
+    /// trained or carried), in `dtype` except the kept-in-f32 ones. Returns how many indexer
+    /// parameters were added. In dense mode the new model computes exactly the old one's logits.
+    pub fn add_indexer(&mut self, spec: &rlvr_model::convert::IndexerSpec, seed: u64, dtype: Dtype) -> Result<i64> {
+        let v32 = rlvr_model::convert::v32_config(&self.config, spec).context("adding lightning indexers")?;
+        let with_mtp = !self.model.mtp.is_empty();
+        let vs = VarStore::new(self.vs.device());
+        let model =
+            if with_mtp { DeepseekV32::with_mtp(&vs.root(), &v32)? } else { DeepseekV32::new(&vs.root(), &v32)? };
+        let carried_mtp = !self.carried.is_empty();
+        let fresh = rlvr_model::convert::indexer_tensors(&v32, seed, with_mtp || carried_mtp, Kind::Float)?;
+        let mine = self.vs.variables();
+        let theirs = vs.variables();
+        let mut added = 0;
+        tch::no_grad(|| -> Result<()> {
+            for (name, t) in
+                mine.iter().chain(fresh.iter().map(|(n, t)| (n, t)).filter(|(n, _)| theirs.contains_key(*n)))
+            {
+                let var = theirs.get(name).with_context(|| format!("the V3.2 model has no tensor `{name}`"))?;
+                let mut dst = var.shallow_clone();
+                dst.set_data(&t.to_device(dst.device()));
+                if !mine.contains_key(name) {
+                    added += t.numel() as i64;
+                }
+            }
+            Ok(())
+        })?;
+        dtype.cast(&vs);
+        let carried_names: HashSet<&String> = self.carried.iter().map(|(n, _)| n).collect();
+        if carried_mtp {
+            let first_mtp = format!("model.layers.{}.", v32.num_hidden_layers);
+            let mtp_indexer = fresh.iter().filter(|(n, _)| n.starts_with(&first_mtp) && !carried_names.contains(n));
+            let extra: Vec<(String, Tensor)> = mtp_indexer.map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+            self.carried.extend(extra);
+            self.carried.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        self.vs = vs;
+        self.model = model;
+        self.config = v32;
+        Ok(added)
+    }
+
     /// A separate copy of the main model (no MTP) in its own store, for a rollout engine.
     pub fn engine_copy(&self) -> Result<(DeepseekV32, VarStore)> {
         let vs = VarStore::new(self.vs.device());

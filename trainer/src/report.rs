@@ -9,6 +9,7 @@ pub fn print_table(report: &Value) {
     for (name, s) in stages {
         let keys = [
             "accuracy",
+            "lm_loss_v3",
             "kl_start",
             "kl_end",
             "recall_start",

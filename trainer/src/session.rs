@@ -15,7 +15,7 @@ use crate::optim::{AdamW, Optimizer};
 use crate::parallel::Dp;
 use crate::policy::{Policy, Source};
 use crate::recipe::{Recipe, Stage};
-use crate::stages::{eval, training};
+use crate::stages::{add_indexer, eval, training};
 use crate::state::{Seeds, TrainState};
 use crate::{report, resume};
 use anyhow::{bail, Context, Result};
@@ -62,6 +62,7 @@ pub fn train(args: &TrainArgs) -> Result<Option<Value>> {
     while let Some(stage) = session.recipe.stages.get(session.state.stage_index).cloned() {
         let (index, total) = (session.state.stage_index + 1, session.recipe.stages.len());
         session.say(&format!("== stage {index}/{total}: {} ({})", stage.name(), stage.kind()));
+        add_indexer::before_stage(&mut session, &stage)?;
         let finished = match &stage {
             Stage::Eval(e) => {
                 let summary = eval::run(&mut session, stage.name(), e)?;
@@ -321,19 +322,20 @@ fn check_stage_data(recipe: &Recipe, data: &Dataset, world: usize) -> Result<()>
 }
 
 /// Refuses, before any work, what needs the DSA lightning indexer (a stage's or `[rollout]`'s
-/// `attention = "sparse"`, the two DSA stages) on a model that has none (deepseek_v3 / deepseek_v2).
+/// `attention = "sparse"`, the two DSA stages) on a model that has none (deepseek_v3 / deepseek_v2)
+/// and will not get one (`[model] add_indexer`, which adds them before the first such stage).
 fn check_attention(recipe: &Recipe, cfg: &rlvr_model::ModelConfig) -> Result<()> {
-    use rlvr_model::AttentionMode::Sparse;
-    let Err(why) = cfg.check_attention(Sparse) else { return Ok(()) };
+    let converted = match &recipe.model.add_indexer {
+        Some(add) if cfg.family() == rlvr_model::Family::V3 => {
+            rlvr_model::convert::v32_config(cfg, &add.spec()).context("recipe key model.add_indexer")?
+        }
+        _ => cfg.clone(),
+    };
+    let Err(why) = converted.check_attention(rlvr_model::AttentionMode::Sparse) else { return Ok(()) };
     for stage in &recipe.stages {
-        let what = match stage {
-            Stage::Pretrain(s) if s.attention == Sparse => "attention = \"sparse\"",
-            Stage::Sft(s) if s.attention == Sparse => "attention = \"sparse\"",
-            Stage::Grpo(_) | Stage::Eval(_) if recipe.rollout.attention == Sparse => "[rollout] attention = \"sparse\"",
-            Stage::IndexerWarmup(_) | Stage::SparseTrain(_) => "a DSA stage trains the lightning indexer",
-            _ => continue,
-        };
-        bail!("recipe stage `{}` ({}): {what}, but the model's config.json: {why}", stage.name(), stage.kind());
+        if let Some(what) = add_indexer::needs_indexer(recipe, stage) {
+            bail!("recipe stage `{}` ({}): {what}, but the model's config.json: {why}", stage.name(), stage.kind());
+        }
     }
     Ok(())
 }

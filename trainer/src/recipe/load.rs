@@ -56,11 +56,14 @@ impl Recipe {
     }
 
     /// Fills in the defaults that depend on other keys, so the saved recipe shows every value the
-    /// run uses: `run.out`, `model.init_seed`, `algorithm.constant_norm`, each training stage's
+    /// run uses: `run.out`, `model.init_seed` (and `model.add_indexer.seed`), `algorithm.constant_norm`, each training stage's
     /// `lr`, and each eval's `temperature` and `pass_k`.
     pub fn resolve(&mut self) {
         self.run.out.get_or_insert_with(|| Path::new("runs").join(&self.run.name));
-        self.model.init_seed.get_or_insert(self.run.seed);
+        let init_seed = *self.model.init_seed.get_or_insert(self.run.seed);
+        if let Some(add) = &mut self.model.add_indexer {
+            add.seed.get_or_insert(init_seed);
+        }
         self.algorithm.loss.constant_norm.get_or_insert(self.rollout.sampling.max_tokens as f64);
         for stage in &mut self.stages {
             let lr = stage.lr(&self.optimizer);

@@ -149,6 +149,49 @@ pub struct ModelSection {
     /// config.json keys merged over the preset's or directory's config before parsing
     /// (`vocab_size = 32`, `rope_parameters.factor = 2.0`, ...).
     pub config: toml::Table,
+    /// Turn a `deepseek_v3` model into a `deepseek_v32` one by adding freshly initialised
+    /// lightning indexers (what `rlvr convert --add-indexer` does to a checkpoint), when the first
+    /// stage that needs them begins: the stages before it train the V3 model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_indexer: Option<AddIndexer>,
+}
+
+/// `[model] add_indexer = { n_heads = 64, head_dim = 128, topk = 2048, seed = 0 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddIndexer {
+    /// Indexer heads H^I (`index_n_heads`).
+    #[serde(default = "index_n_heads")]
+    pub n_heads: usize,
+    /// Indexer head width d^I (`index_head_dim`, at least the model's `qk_rope_head_dim`).
+    #[serde(default = "index_head_dim")]
+    pub head_dim: usize,
+    /// Keys each query keeps under sparse attention (`index_topk`).
+    #[serde(default = "index_topk")]
+    pub topk: usize,
+    /// Seed of the indexers' initialisation (default: the model's `init_seed`, else `run.seed`;
+    /// filled in on load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl AddIndexer {
+    /// The indexer shape to add.
+    pub fn spec(&self) -> rlvr_model::convert::IndexerSpec {
+        rlvr_model::convert::IndexerSpec { n_heads: self.n_heads, head_dim: self.head_dim, topk: self.topk }
+    }
+}
+
+fn index_n_heads() -> usize {
+    rlvr_model::convert::IndexerSpec::default().n_heads
+}
+
+fn index_head_dim() -> usize {
+    rlvr_model::convert::IndexerSpec::default().head_dim
+}
+
+fn index_topk() -> usize {
+    rlvr_model::convert::IndexerSpec::default().topk
 }
 
 impl Default for ModelSection {
@@ -160,6 +203,7 @@ impl Default for ModelSection {
             mtp: false,
             mtp_weight: 0.3,
             config: toml::Table::new(),
+            add_indexer: None,
         }
     }
 }

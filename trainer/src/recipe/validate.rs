@@ -110,7 +110,12 @@ fn model(recipe: &Recipe) -> Result<(), Problem> {
     ensure(!section.mtp || layers >= 1, keys(&["model", "mtp"]), || {
         "is true, but the model config has num_nextn_predict_layers = 0".to_string()
     })?;
-    real(keys(&["model", "mtp_weight"]), section.mtp_weight, "≥ 0", |w| w >= 0.0)
+    real(keys(&["model", "mtp_weight"]), section.mtp_weight, "≥ 0", |w| w >= 0.0)?;
+    if let Some(add) = &section.add_indexer {
+        rlvr_model::convert::v32_config(&config, &add.spec())
+            .map_err(|e| Problem::new(keys(&["model", "add_indexer"]), format!("cannot convert the model: {e}")))?;
+    }
+    Ok(())
 }
 
 fn data(spec: &DataSpec) -> Result<(), Problem> {

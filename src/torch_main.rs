@@ -32,6 +32,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Run a training recipe (TOML): pretrain, SFT, GRPO, DSA stages, eval.
     Train(cmd::train::Args),
+    /// A recipe's memory per device, phase by phase, before any work.
+    Plan(cmd::plan::Args),
     /// pass@1 / pass@k of a model on a problem file, judged by a verifier.
     Eval(cmd::eval::Args),
 }
@@ -50,6 +52,7 @@ fn main() {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
         Command::Eval(args) => cmd::eval::run(args),
     };
     if let Err(err) = result {

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod generate;
 pub mod init;
 pub mod inspect;
+pub mod plan;
 pub mod score;
 pub mod serve;
 pub mod train;

@@ -9,7 +9,8 @@
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what `--resume` needs;
 //! - [`metrics`]: `metrics.jsonl`, console, progress bars, W&B, plots;
 //! - [`session`]: `rlvr train`, top to bottom; [`report`]: its closing table;
-//! - [`parallel`]: data parallelism over c10d (torchrun's ranks).
+//! - [`parallel`]: data parallelism over c10d (torchrun's ranks);
+//! - [`plan`]: the memory plan of a recipe (`rlvr plan`, checked by `rlvr train`).
 
 pub mod batch;
 pub mod checkpoint;
@@ -18,6 +19,7 @@ pub mod grpo;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod plan;
 pub mod policy;
 pub mod recipe;
 pub mod report;

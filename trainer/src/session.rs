@@ -152,6 +152,11 @@ impl Session {
         let data =
             Dataset::load_with(&recipe.data, recipe.run.seed, chat.as_ref()).context("loading the recipe's data")?;
         check_stage_data(&recipe, &data, dp.world())?;
+        let device_name = crate::plan::device_name(recipe.run.device);
+        let runtime = crate::plan::runtime_bytes(device_name, crate::plan::warm_resident_bytes());
+        let plan = crate::plan::plan(&recipe, dp.world(), device_name, runtime, Some(&data))?;
+        let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|n| n.parse().ok()).unwrap_or(dp.world());
+        crate::plan::check_fits(&plan, local_ranks)?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         check_task_fields(verifier.as_ref(), &data)?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;

@@ -1,0 +1,463 @@
+//! The memory plan of a recipe (`rlvr plan`, and the check `rlvr train` makes before any work):
+//! bytes per device of every phase of the run, from the model's shapes and the recipe's sizes.
+//!
+//! Each training stage is one phase, priced at its training step: the weights (the policy's own
+//! parameters, the MTP module carried in f32 when not trained), the trainable set's gradients,
+//! AdamW's two moments and the f32 master copies (a 1/world slice each when the optimizer is
+//! sharded), the activations of one micro-batch at the stage's longest sequence, and for GRPO the
+//! rollout engine beside it (its copy of the main model and its KV caches, held through the stage:
+//! the train ↔ generate switch) and the KL reference. An eval is its engine. The peak is the
+//! largest phase plus the runtime (libtorch as loaded, and on CUDA its context).
+//!
+//! The activation model counts what the forward materialises per token and layer (projections,
+//! norms, attention outputs, expert inputs and outputs), twice (kept for backward, and the
+//! gradients in flight of the layer being differentiated), plus the attention blocks: dense keeps
+//! an (H, T, T) f32 block per layer and holds ~3 more in flight; sparse (T > top-k) the indexer's
+//! (T, T) scores and the gathered (T, k, C + d_rope) latent per layer. With layer checkpointing
+//! only each layer's input is kept, and one layer is recomputed at a time. The figures are
+//! estimates: `docs/architecture.md` lists how far they were from measured peak RSS.
+
+use crate::data::Dataset;
+use crate::recipe::{Recipe, Stage};
+use anyhow::Result;
+use rlvr_model::spec::{main_tensors, mtp_tensors, Part, TensorSpec};
+use rlvr_model::{AttentionMode, Dtype, ModelConfig};
+use serde::Serialize;
+
+/// Longest prompt the rollout engine is sized for (the trainer's sampler).
+const MAX_PROMPT: usize = crate::sampler::MAX_PROMPT_TOKENS;
+
+/// Bytes of one phase on one device.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phase {
+    /// The stage it prices (`name (kind)`).
+    pub phase: String,
+    /// The policy's parameters (and the carried MTP module).
+    pub weights: f64,
+    /// f32 master copies of the trainable parameters (bf16 runs with `run.master_weights`).
+    pub master: f64,
+    /// Gradients of the trainable parameters.
+    pub gradients: f64,
+    /// AdamW's two moments.
+    pub optimizer: f64,
+    /// Activations of one micro-batch, everything kept for backward.
+    pub activations: f64,
+    /// The same with layer checkpointing (each layer's input kept, one layer recomputed at a time).
+    pub activations_checkpointed: f64,
+    /// The rollout engine's copy of the main model.
+    pub engine_weights: f64,
+    /// The rollout engine's KV caches (every slot at full length).
+    pub kv_cache: f64,
+    /// The KL reference model of a GRPO stage.
+    pub reference: f64,
+    /// The sum, with full activations.
+    pub total: f64,
+}
+
+/// A recipe's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Devices the run is planned for (data parallel ranks).
+    pub world: usize,
+    /// Where the run computes (`cpu` or `cuda`).
+    pub device: String,
+    /// Resident bytes of the runtime before any model is built.
+    pub runtime_bytes: f64,
+    /// Every phase.
+    pub phases: Vec<Phase>,
+    /// The largest phase plus the runtime.
+    pub peak_bytes: f64,
+    /// That phase.
+    pub peak_phase: String,
+    /// The same peak with layer checkpointing.
+    pub peak_bytes_checkpointed: f64,
+}
+
+/// Bytes of elements of the model's tensors in `dtype` (the kept-in-f32 ones in f32).
+fn tensor_bytes(tensors: &[TensorSpec], dtype: Dtype) -> f64 {
+    let low = if dtype == Dtype::F32 { 4.0 } else { 2.0 };
+    tensors
+        .iter()
+        .map(|t| {
+            let f32_kept = rlvr_model::device::KEEP_F32.iter().any(|k| t.name.contains(k));
+            t.numel() as f64 * if f32_kept { 4.0 } else { low }
+        })
+        .sum()
+}
+
+/// Floats a forward materialises per token in one decoder layer besides the attention blocks.
+fn floats_per_token(cfg: &ModelConfig, layer: usize) -> f64 {
+    let d = cfg.hidden_size as f64;
+    let h = cfg.num_attention_heads as f64;
+    let (dn, dr, dv) = (cfg.qk_nope_head_dim as f64, cfg.qk_rope_head_dim as f64, cfg.v_head_dim as f64);
+    let c = cfg.kv_lora_rank as f64;
+    let q = cfg.q_lora_rank.map_or(0.0, |r| 2.0 * r as f64) + h * (dn + dr);
+    // Norm in, query path, KV latent and its norm, keys and values, rope copies, output, residual.
+    let attention = d + q + (c + dr) + c + h * (dn + dv) + 2.0 * h * dr + h * (dn + dr) + h * dv + 2.0 * d;
+    let indexer = match cfg.has_indexer() {
+        true => (cfg.index_n_heads * cfg.index_head_dim + cfg.index_head_dim + cfg.index_n_heads) as f64,
+        false => 0.0,
+    };
+    let mlp = if cfg.is_moe_layer(layer) {
+        let (e, k, i) = (cfg.n_routed_experts as f64, cfg.num_experts_per_tok as f64, cfg.moe_intermediate_size as f64);
+        let shared = cfg.n_shared_experts as f64 * 4.0 * i;
+        d + 3.0 * e + k * (2.0 * d + 4.0 * i) + shared + 2.0 * d
+    } else {
+        d + 4.0 * cfg.intermediate_size as f64 + 2.0 * d
+    };
+    attention + indexer + mlp
+}
+
+/// Activation bytes of one training micro-batch of `rows` sequences of `t` tokens: (plain,
+/// checkpointed).
+fn activation_bytes(cfg: &ModelConfig, layers: usize, rows: usize, t: usize, mode: AttentionMode) -> (f64, f64) {
+    let (b, t) = (rows as f64, t as f64);
+    let h = cfg.num_attention_heads as f64;
+    let k = cfg.index_topk as f64;
+    let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
+    let block = 4.0 * h * t * t; // one (H, T, T) f32 block of one row
+    let sparse = mode == AttentionMode::Sparse && cfg.has_indexer() && t > k;
+    // Kept per layer, and in flight for the layer being computed or differentiated.
+    let (kept, flight) = match sparse {
+        false => (block + t * t, 3.0 * block),
+        true => (4.0 * t * k * (latent + 3.0 * h), 9.0 * t * t + 2.0 * 4.0 * t * k * latent),
+    };
+    let per_layer: Vec<f64> = (0..layers).map(|l| 2.0 * 4.0 * t * floats_per_token(cfg, l) + kept).collect();
+    // The head: logits, log-softmax and their gradient over the vocabulary.
+    let head = 3.0 * 4.0 * t * cfg.vocab_size as f64;
+    let all: f64 = per_layer.iter().sum();
+    let widest = per_layer.iter().copied().fold(0.0, f64::max);
+    let inputs = layers as f64 * 4.0 * t * cfg.hidden_size as f64;
+    (b * (all + flight + head), b * (inputs + widest + flight + head))
+}
+
+/// Bytes of the KV caches of `slots` sequences of up to `capacity` tokens.
+fn cache_bytes(cfg: &ModelConfig, slots: usize, capacity: usize, dtype: Dtype) -> f64 {
+    let low = if dtype == Dtype::F32 { 4.0 } else { 2.0 };
+    let index = if cfg.has_indexer() { 4.0 * cfg.index_head_dim as f64 } else { 0.0 };
+    let per_token = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64 * low + index;
+    cfg.num_hidden_layers as f64 * per_token * (slots * capacity) as f64
+}
+
+/// The tensors a stage trains.
+fn trainable(cfg: &ModelConfig, stage: &Stage, rollout: AttentionMode, mtp: &[TensorSpec]) -> Vec<TensorSpec> {
+    let dense = |m: AttentionMode| m == AttentionMode::Dense;
+    let (only_indexer, no_indexer, no_mtp) = match stage {
+        Stage::IndexerWarmup(_) => (true, false, false),
+        Stage::SparseTrain(_) => (false, false, false),
+        Stage::Pretrain(s) => (false, dense(s.attention), false),
+        Stage::Sft(s) => (false, dense(s.attention), false),
+        Stage::Grpo(_) => (false, dense(rollout), true),
+        Stage::Eval(_) => return Vec::new(),
+    };
+    let mtp_names: Vec<&str> = mtp.iter().map(|t| t.name.as_str()).collect();
+    main_tensors(cfg)
+        .into_iter()
+        .chain(mtp.iter().cloned())
+        .filter(|t| !t.name.ends_with("e_score_correction_bias"))
+        .filter(|t| {
+            let idx = t.part == Part::Indexer;
+            if only_indexer {
+                return idx;
+            }
+            !((no_indexer && idx) || (no_mtp && mtp_names.contains(&t.name.as_str())))
+        })
+        .collect()
+}
+
+/// The longest prompt, and prompt + reference, of the data in characters (an upper bound of
+/// their tokens, plus one for `bos`): every held-out problem and the training rows (up to 100 000;
+/// the first 1 000 of a generated task).
+fn longest_texts(data: &Dataset) -> (usize, usize) {
+    let rows = data.train_len().map_or(1_000, |n| n.min(100_000)) as u64;
+    let problems = (0..rows).map(|r| data.train(r)).chain(data.held_out().iter().cloned());
+    problems.fold((0, 0), |(p, t), x| {
+        let prompt = x.prompt.chars().count() + 1;
+        (p.max(prompt), t.max(prompt + x.reference.as_deref().map_or(0, |r| r.chars().count())))
+    })
+}
+
+/// The longest sequence a stage trains on: its `seq_len`; for SFT the longest prompt and
+/// reference of the data; for GRPO the longest prompt plus `max_tokens` (prompts at the engine's
+/// limit when the data is not known).
+fn longest(stage: &Stage, recipe: &Recipe, texts: Option<(usize, usize)>) -> usize {
+    let (prompt, text) = texts.map_or((MAX_PROMPT, MAX_PROMPT), |(p, t)| (p.min(MAX_PROMPT), t));
+    match stage {
+        Stage::Pretrain(s) => s.seq_len,
+        Stage::IndexerWarmup(s) => s.seq_len,
+        Stage::SparseTrain(s) => s.seq_len,
+        Stage::Sft(_) => text,
+        Stage::Grpo(_) | Stage::Eval(_) => prompt + recipe.rollout.sampling.max_tokens,
+    }
+}
+
+/// The plan of `recipe` on `world` devices of `device` (`cpu` or `cuda`), with `runtime_bytes`
+/// already resident. `data` (when loaded) gives the longest prompts; without it they are
+/// priced at the engine's limit.
+pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, data: Option<&Dataset>) -> Result<Plan> {
+    let source = recipe.model.model_config()?;
+    let cfg = match &recipe.model.add_indexer {
+        Some(add) if source.family() == rlvr_model::Family::V3 => {
+            rlvr_model::convert::v32_config(&source, &add.spec())?
+        }
+        _ => source,
+    };
+    let dtype = recipe.run.dtype;
+    let world = world.max(1);
+    let shard = if world > 1 && recipe.run.shard_optimizer { world as f64 } else { 1.0 };
+    let main = main_tensors(&cfg);
+    let mtp = mtp_tensors(&cfg);
+    let trained_mtp: &[TensorSpec] = if recipe.model.mtp { &mtp } else { &[] };
+    let carried = if recipe.model.mtp { 0.0 } else { tensor_bytes(&mtp, Dtype::F32) };
+    let weights = tensor_bytes(&main, dtype) + tensor_bytes(trained_mtp, dtype) + carried;
+    let engine_weights = tensor_bytes(&main, dtype);
+    let layers = cfg.num_hidden_layers + if recipe.model.mtp { cfg.num_nextn_predict_layers } else { 0 };
+    let r = &recipe.rollout;
+    let texts = data.map(longest_texts);
+    let mut phases = Vec::new();
+    for stage in &recipe.stages {
+        let mut p = Phase { phase: format!("{} ({})", stage.name(), stage.kind()), weights, ..Phase::default() };
+        let t = longest(stage, recipe, texts);
+        let capacity = (MAX_PROMPT + r.sampling.max_tokens).min(cfg.max_position_embeddings);
+        match stage {
+            Stage::Eval(e) => {
+                let problems = data.map_or(512, |d| d.held_out().len().div_ceil(world));
+                let slots = crate::stages::eval::eval_slots(problems, e.samples);
+                p.engine_weights = engine_weights;
+                p.kv_cache = cache_bytes(&cfg, slots, capacity, dtype);
+            }
+            _ => {
+                let train = trainable(&cfg, stage, r.attention, trained_mtp);
+                let n: f64 = train.iter().map(|t| t.numel() as f64).sum();
+                p.gradients = tensor_bytes(&train, dtype);
+                p.optimizer = 8.0 * n / shard;
+                if dtype != Dtype::F32 && recipe.run.master_weights {
+                    p.master = 4.0 * n / shard;
+                }
+                let (rows, mode) = match stage {
+                    Stage::Grpo(_) => {
+                        let a = &recipe.algorithm;
+                        let batch = (r.prompts_per_step * r.group_size).div_ceil(a.minibatches.max(1));
+                        let share = batch.div_ceil(world);
+                        (if a.micro_batch > 0 { a.micro_batch.min(share) } else { share }, r.attention)
+                    }
+                    Stage::Pretrain(s) => (s.batch_size.div_ceil(world), s.attention),
+                    Stage::Sft(s) => (s.batch_size.div_ceil(world), s.attention),
+                    Stage::IndexerWarmup(s) => (s.batch_size.div_ceil(world), AttentionMode::Dense),
+                    Stage::SparseTrain(s) => (s.batch_size.div_ceil(world), AttentionMode::Sparse),
+                    Stage::Eval(_) => unreachable!("priced above"),
+                };
+                (p.activations, p.activations_checkpointed) = activation_bytes(&cfg, layers, rows, t, mode);
+                if let Stage::Grpo(_) = stage {
+                    p.engine_weights = engine_weights;
+                    p.kv_cache = cache_bytes(&cfg, r.effective_slots().div_ceil(world).max(1), capacity, dtype);
+                    if recipe.algorithm.loss.kl().is_some() {
+                        p.reference = engine_weights;
+                    }
+                }
+            }
+        }
+        p.total = p.weights
+            + p.master
+            + p.gradients
+            + p.optimizer
+            + p.activations
+            + p.engine_weights
+            + p.kv_cache
+            + p.reference;
+        phases.push(p);
+    }
+    let (peak_phase, top) = phases.iter().map(|p| (p.phase.clone(), p.total)).fold((String::new(), 0.0), |best, x| {
+        if x.1 > best.1 {
+            x
+        } else {
+            best
+        }
+    });
+    let checkpointed = phases.iter().map(|p| p.total - p.activations + p.activations_checkpointed).fold(0.0, f64::max);
+    Ok(Plan {
+        world,
+        device: device.to_string(),
+        runtime_bytes,
+        phases,
+        peak_bytes: top + runtime_bytes,
+        peak_phase,
+        peak_bytes_checkpointed: checkpointed + runtime_bytes,
+    })
+}
+
+/// Bytes as a table shows them.
+pub fn show_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl Plan {
+    /// The plan as a table, one row per phase.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "memory plan per device ({} × {}; runtime {}: libtorch alone at its peak, or on CUDA its context):\n",
+            self.world,
+            self.device,
+            show_bytes(self.runtime_bytes)
+        );
+        let head = [
+            "phase",
+            "weights",
+            "master",
+            "grads",
+            "adamw",
+            "activ.",
+            "activ.(ckpt)",
+            "engine",
+            "kv cache",
+            "reference",
+            "total",
+        ];
+        let width = self.phases.iter().map(|p| p.phase.len()).max().unwrap_or(5).max(5);
+        out.push_str(&format!("{:<width$}", head[0]));
+        for h in &head[1..] {
+            out.push_str(&format!(" {h:>12}"));
+        }
+        out.push('\n');
+        for p in &self.phases {
+            out.push_str(&format!("{:<width$}", p.phase));
+            let cells = [
+                p.weights,
+                p.master,
+                p.gradients,
+                p.optimizer,
+                p.activations,
+                p.activations_checkpointed,
+                p.engine_weights,
+                p.kv_cache,
+                p.reference,
+                p.total,
+            ];
+            for c in cells {
+                out.push_str(&format!(" {:>12}", if c == 0.0 { "-".to_string() } else { show_bytes(c) }));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "peak: {} at {} (with layer checkpointing: {})\n",
+            show_bytes(self.peak_bytes),
+            self.peak_phase,
+            show_bytes(self.peak_bytes_checkpointed)
+        ));
+        out
+    }
+}
+
+/// Resident bytes of this process now (`VmRSS`), the runtime a plan adds to every phase.
+pub fn resident_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
+/// Resident bytes of the runtime on `device` before any model: on the CPU this process's own
+/// (`resident`: libtorch as loaded); on CUDA the context and libtorch's kernel images on the GPU,
+/// taken as 512 MiB (an estimate: it varies with the driver and the GPU).
+pub fn runtime_bytes(device: &str, resident: f64) -> f64 {
+    match device {
+        "cpu" => resident,
+        _ => 512.0 * 1024.0 * 1024.0,
+    }
+}
+
+/// This process's resident bytes once libtorch's runtime is up as every run has it: the CUDA probe
+/// (`run.device` is checked before any work) and a small forward and backward (matmul,
+/// log-softmax: the thread pools and CPU kernels), then `VmRSS`.
+pub fn warm_resident_bytes() -> f64 {
+    let _ = tch::Cuda::is_available();
+    let x = tch::Tensor::ones([64, 64], (tch::Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let y = x.matmul(&x).log_softmax(-1, tch::Kind::Float).sum(tch::Kind::Float);
+    y.backward();
+    resident_bytes()
+}
+
+/// Peak resident bytes of a process of this executable that loads libtorch and does nothing
+/// (`--version`, run as a child; its `ru_maxrss` from `wait4`): libtorch's runtime at its worst
+/// moment, which on the CPU is above what it holds while working (its exit touches more pages).
+/// `None` when this executable is not the `rlvr` CLI or the child fails.
+pub fn idle_peak_bytes() -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    if !exe.file_name()?.to_str()?.starts_with("rlvr") {
+        return None;
+    }
+    let child = std::process::Command::new(exe)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data, zero is a valid value; wait4 writes it and reaps the child
+    // (whose `Child` handle, dropped after, neither waits nor kills).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    (reaped == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+        .then_some(usage.ru_maxrss as f64 * 1024.0)
+}
+
+/// `cpu` or `cuda`: where a run with `spec` computes (`auto`: CUDA when libtorch sees a device).
+pub fn device_name(spec: rlvr_model::DeviceSpec) -> &'static str {
+    match spec {
+        rlvr_model::DeviceSpec::Cpu => "cpu",
+        rlvr_model::DeviceSpec::Cuda(_) => "cuda",
+        rlvr_model::DeviceSpec::Auto if tch::Cuda::is_available() => "cuda",
+        rlvr_model::DeviceSpec::Auto => "cpu",
+    }
+}
+
+/// Refuses, before any work, a CPU run whose planned peak (times the ranks on this host) exceeds
+/// the memory the host has available, with the plan's table. On CUDA the device's capacity is not
+/// read (libtorch's Rust binding has no memory query): the plan is only printed by `rlvr plan`.
+pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
+    if plan.device != "cpu" {
+        return Ok(());
+    }
+    let Some(available) = available_host_bytes() else { return Ok(()) };
+    // This process's runtime is resident already: what it still needs is the rest.
+    let need = (plan.peak_bytes - plan.runtime_bytes) * local_ranks as f64;
+    if need > available {
+        anyhow::bail!(
+            "the run does not fit this machine: its planned peak needs {} more per rank × {local_ranks} rank(s), and the host has {} available (MemAvailable); shrink a batch or micro_batch, use fewer slots, or turn on layer checkpointing\n{}",
+            show_bytes(need / local_ranks as f64),
+            show_bytes(available),
+            plan.table()
+        );
+    }
+    Ok(())
+}
+
+/// Bytes the host can still give this process (`MemAvailable`), when known.
+pub fn available_host_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    Some(kb * 1024.0)
+}

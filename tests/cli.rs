@@ -33,6 +33,38 @@ fn inspect_671b_preset_reports_published_sizes() {
     assert_eq!(get("params_active"), counts.active);
 }
 
+/// The CUDA runtime and driver `inspect` reports, and the error of a CUDA run where libtorch sees
+/// no device, which names both. The project's torch is PyPI's 2.11.0, the CUDA 13 build: its
+/// `libcudart.so.13` is what libtorch loads. The driver is whatever this machine has (none in CI).
+#[test]
+fn inspect_reports_the_cuda_runtime_and_driver_and_a_cuda_run_without_a_device_says_what_it_found() {
+    let report = json_stdout(&rlvr(&["inspect", "tiny", "--json"]));
+    assert_eq!(report["cuda_runtime"], "13.0", "{report}");
+    let driver = report["cuda_driver"].clone();
+    assert!(driver.is_null() || driver.as_str().is_some_and(|v| v.contains('.')), "{report}");
+    if report["cuda_available"] == true {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("r.toml");
+    let text = format!(
+        "[run]\nname = \"cuda\"\ndevice = \"cuda\"\n\n{}\n[[stages]]\nkind = \"pretrain\"\nsteps = 1\n",
+        common::TINY_ARITHMETIC
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let out = rlvr(&["train", recipe.to_str().unwrap(), "--out", tmp.path().join("run").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let found = match driver.as_str() {
+        Some(v) => format!("the driver supports CUDA {v}"),
+        None => "no NVIDIA driver".to_string(),
+    };
+    assert!(
+        err.contains("no usable CUDA device") && err.contains("CUDA runtime 13.0") && err.contains(&found),
+        "{err}"
+    );
+}
+
 #[test]
 fn inspect_reads_dtypes_of_a_sharded_checkpoint() {
     let report = json_stdout(&rlvr(&["inspect", "tests/fixtures/tiny-sharded", "--json"]));

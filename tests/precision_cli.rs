@@ -229,3 +229,30 @@ fn bf16_with_masters_tracks_f32_and_resumes_bit_identically() {
         assert!(fs::read(&x).unwrap() == fs::read(&y).unwrap(), "resumed bf16 run: {file} differs");
     }
 }
+
+/// `run.deterministic` turns libtorch's deterministic algorithms on (read back from libtorch), and
+/// every stage kind runs under it: no op of the training, rollout or eval paths lacks a
+/// deterministic kernel. On the CPU, whose kernels are deterministic already, the run is bit for
+/// bit the one without it.
+#[test]
+fn deterministic_mode_runs_every_stage_and_changes_nothing_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, on: bool| {
+        let dir = tmp.path().join(name);
+        let set = format!("run.deterministic={on}");
+        let out = rlvr(&["train", "recipes/smoke.toml", "--out", s(&dir), "--set", &set]);
+        assert_ok(&out, name);
+        (dir, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (plain, plain_log) = run("plain", false);
+    let (det, det_log) = run("deterministic", true);
+    assert!(det_log.contains("deterministic algorithms on, CUBLAS_WORKSPACE_CONFIG=:4096:8"), "{det_log}");
+    assert!(!plain_log.contains("run.deterministic"));
+    let last = |dir: &Path| {
+        let mut steps: Vec<PathBuf> =
+            fs::read_dir(dir.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
+        steps.sort();
+        fs::read(steps.last().unwrap().join("model.safetensors")).unwrap()
+    };
+    assert!(last(&plain) == last(&det), "deterministic mode changed a CPU run");
+}

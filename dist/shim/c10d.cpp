@@ -307,6 +307,20 @@ int rlvr_all_to_all(
   });
 }
 
+// libtorch's global deterministic mode (`torch.use_deterministic_algorithms`): ops with a
+// nondeterministic CUDA kernel (float atomics: scatter_add, index_add, ...) take their
+// deterministic path or fail; cuDNN picks deterministic algorithms and stops benchmarking. tch has
+// no binding for the global context, so it lives beside the other C++ calls of the project.
+void rlvr_set_deterministic(int on) {
+  at::globalContext().setDeterministicAlgorithms(on != 0, /*warn_only=*/false);
+  at::globalContext().setDeterministicCuDNN(on != 0);
+  at::globalContext().setBenchmarkCuDNN(false);
+}
+
+int rlvr_deterministic() {
+  return at::globalContext().deterministicAlgorithms() ? 1 : 0;
+}
+
 int rlvr_barrier(rlvr_pg* pg) {
   return guarded([&] {
     c10d::BarrierOptions opts;

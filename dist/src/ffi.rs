@@ -15,6 +15,8 @@ pub(crate) const BACKEND_NCCL: c_int = 1;
 
 extern "C" {
     fn rlvr_c10d_last_error() -> *const c_char;
+    pub(crate) fn rlvr_set_deterministic(on: c_int);
+    pub(crate) fn rlvr_deterministic() -> c_int;
     pub fn rlvr_c10d_sizeof_gloo() -> usize;
     pub fn rlvr_c10d_sizeof_nccl() -> usize;
     pub fn rlvr_c10d_has_nccl() -> c_int;

@@ -52,6 +52,8 @@
 //! creating an NCCL group returns libtorch's "no GPUs found" error. [`nccl_built`] tells whether
 //! this build has it.
 
+use std::ffi::c_int;
+
 mod error;
 mod ffi;
 mod group;
@@ -60,6 +62,27 @@ mod launch;
 pub use error::DistError;
 pub use group::{Backend, Group, ReduceOp};
 pub use launch::Launch;
+
+/// Switches libtorch's deterministic mode (`torch.use_deterministic_algorithms(on)`, plus
+/// deterministic cuDNN without benchmarking): on CUDA, ops whose kernels accumulate with float
+/// atomics (`scatter_add`, `index_add`, ...) take their deterministic paths, so a run repeats bit
+/// for bit; an op with none fails instead of varying. cuBLAS also needs `CUBLAS_WORKSPACE_CONFIG`
+/// set before its first use ([`CUBLAS_WORKSPACE`]). Process-wide; a C++ call, since tch has no
+/// binding for libtorch's global context.
+pub fn set_deterministic(on: bool) {
+    // SAFETY: sets flags of libtorch's global context; no pointers cross.
+    unsafe { ffi::rlvr_set_deterministic(c_int::from(on)) }
+}
+
+/// Whether libtorch's deterministic mode is on.
+pub fn deterministic() -> bool {
+    // SAFETY: reads a flag of libtorch's global context.
+    unsafe { ffi::rlvr_deterministic() != 0 }
+}
+
+/// The `CUBLAS_WORKSPACE_CONFIG` value that makes cuBLAS deterministic (NVIDIA's documented
+/// setting: a fixed workspace per stream instead of one that depends on scheduling).
+pub const CUBLAS_WORKSPACE: &str = ":4096:8";
 
 /// `sizeof(c10d::ProcessGroupGloo)` as the shim was compiled: must equal what libtorch itself
 /// allocates, or the shim's headers and the library disagree on the layout.

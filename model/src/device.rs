@@ -15,6 +15,10 @@ pub struct DeviceReport {
     pub cudnn_available: bool,
     /// Threads libtorch uses on the CPU.
     pub cpu_threads: i32,
+    /// The CUDA runtime libtorch was built with and loaded (`13.0`), when it is loaded.
+    pub cuda_runtime: Option<String>,
+    /// The CUDA version the installed NVIDIA driver supports (`12.8`), when there is a driver.
+    pub cuda_driver: Option<String>,
 }
 
 impl DeviceReport {
@@ -29,6 +33,8 @@ impl DeviceReport {
             cuda_devices,
             cudnn_available: tch::Cuda::cudnn_is_available(),
             cpu_threads: tch::get_num_threads(),
+            cuda_runtime: cuda_runtime_version(),
+            cuda_driver: cuda_driver_version(),
         }
     }
 
@@ -40,6 +46,50 @@ impl DeviceReport {
             [first, rest @ ..] => format!("CUDA: {first} (+{} more)", rest.len()),
         }
     }
+}
+
+/// `major.minor` of a CUDA version number (`12080` → `12.8`).
+fn cuda_version(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+/// Calls `int symbol(int *)` of the shared library `lib` (loaded already with `RTLD_NOLOAD`, or
+/// loaded now): the CUDA version getters' shape. `None` when the library or symbol is absent or
+/// the call fails.
+fn version_from(lib: &str, symbol: &str, noload: bool) -> Option<i32> {
+    let lib = std::ffi::CString::new(lib).ok()?;
+    let symbol = std::ffi::CString::new(symbol).ok()?;
+    let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | if noload { libc::RTLD_NOLOAD } else { 0 };
+    // SAFETY: dlopen/dlsym with valid C strings; the symbol, when found, is the CUDA API's
+    // `cudaError_t f(int *)` / `CUresult f(int *)`, called with a valid out-pointer. The handle is
+    // never closed (the library stays as libtorch or the driver needs it).
+    unsafe {
+        let handle = libc::dlopen(lib.as_ptr(), flags);
+        if handle.is_null() {
+            return None;
+        }
+        let f = libc::dlsym(handle, symbol.as_ptr());
+        if f.is_null() {
+            return None;
+        }
+        let f: extern "C" fn(*mut i32) -> i32 = std::mem::transmute(f);
+        let mut version = 0;
+        (f(&mut version) == 0).then_some(version)
+    }
+}
+
+/// The CUDA runtime libtorch loaded (`cudaRuntimeGetVersion` of its `libcudart`).
+pub fn cuda_runtime_version() -> Option<String> {
+    ["libcudart.so.13", "libcudart.so.12"]
+        .iter()
+        .find_map(|lib| version_from(lib, "cudaRuntimeGetVersion", true))
+        .map(cuda_version)
+}
+
+/// The CUDA version the NVIDIA driver supports (`cuDriverGetVersion` of `libcuda.so.1`); `None`
+/// without a driver.
+pub fn cuda_driver_version() -> Option<String> {
+    version_from("libcuda.so.1", "cuDriverGetVersion", false).map(cuda_version)
 }
 
 /// The CUDA device's name. tch has no binding for it, so ask the driver: its `/proc` entries (in PCI

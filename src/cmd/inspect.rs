@@ -83,6 +83,8 @@ fn report_json(
         "dtypes": dtypes,
         "cuda_available": device.cuda_available,
         "cuda_devices": device.cuda_devices,
+        "cuda_runtime": device.cuda_runtime,
+        "cuda_driver": device.cuda_driver,
         "device": device.summary(),
     }))
 }
@@ -164,5 +166,10 @@ fn print_table(
         None => println!("weights      none (config only)"),
     }
     println!("device       {}", device.summary());
+    println!(
+        "CUDA         runtime {} (libtorch's), driver {}",
+        device.cuda_runtime.as_deref().unwrap_or("not loaded"),
+        device.cuda_driver.as_deref().map_or("none (no libcuda.so.1)".to_string(), |v| format!("supports {v}"))
+    );
     Ok(())
 }

@@ -221,7 +221,8 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
         let capacity = (MAX_PROMPT + r.sampling.max_tokens).min(cfg.max_position_embeddings);
         match stage {
             Stage::Eval(e) => {
-                let problems = data.map_or(512, |d| d.held_out().len().div_ceil(world));
+                let held_out = data.map_or(512, |d| d.held_out().len());
+                let problems = e.max_problems.map_or(held_out, |m| m.min(held_out)).div_ceil(world);
                 let slots = crate::stages::eval::eval_slots(problems, e.samples);
                 p.engine_weights = engine_weights;
                 p.kv_cache = cache_bytes(&cfg, slots, capacity, dtype);

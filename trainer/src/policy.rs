@@ -364,8 +364,13 @@ pub fn run_device(spec: rlvr_model::DeviceSpec, local_rank: Option<usize>) -> Re
         (rlvr_model::DeviceSpec::Auto, None) => 0,
     };
     if count == 0 {
+        let runtime = rlvr_model::device::cuda_runtime_version().unwrap_or_else(|| "not loaded".into());
+        let driver = rlvr_model::device::cuda_driver_version()
+            .map_or("no NVIDIA driver (libcuda.so.1 not found)".to_string(), |v| {
+                format!("the driver supports CUDA {v}")
+            });
         bail!(
-            "run.device = \"{spec}\": libtorch sees no usable CUDA device (no GPU, or an NVIDIA driver too old for this torch build: PyPI's torch 2.11.0 needs CUDA 13, driver ≥ 580 — `nvidia-smi` shows the driver); use \"cpu\""
+            "run.device = \"{spec}\": libtorch sees no usable CUDA device; found: CUDA runtime {runtime} (this torch build's), {driver}. A GPU needs a driver that supports the runtime's CUDA version (PyPI's torch 2.11.0 is built for CUDA 13: driver ≥ 580); use \"cpu\""
         );
     }
     if index >= count {

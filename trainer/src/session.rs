@@ -143,6 +143,16 @@ impl Session {
         if recipe.run.threads > 0 {
             tch::set_num_threads(recipe.run.threads as i32);
         }
+        if recipe.run.deterministic {
+            // cuBLAS reads it at its first use, which is later than this.
+            if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+                std::env::set_var("CUBLAS_WORKSPACE_CONFIG", rlvr_dist::CUBLAS_WORKSPACE);
+            }
+            rlvr_dist::set_deterministic(true);
+            let cublas = std::env::var("CUBLAS_WORKSPACE_CONFIG").unwrap_or_default();
+            let on = if rlvr_dist::deterministic() { "on" } else { "NOT on" };
+            eprintln!("run.deterministic: libtorch's deterministic algorithms {on}, CUBLAS_WORKSPACE_CONFIG={cublas}");
+        }
         let timeout = std::time::Duration::from_secs(recipe.run.collective_timeout_s);
         let r = &recipe.run;
         let wanted = crate::policy::run_device(r.device, None)?;

@@ -115,6 +115,13 @@ pub struct Run {
     /// all-reduce or, sharded, of the reduce-scatter).
     #[serde(default = "sixty_four")]
     pub bucket_mb: f64,
+    /// libtorch's deterministic algorithms (`torch.use_deterministic_algorithms`, deterministic
+    /// cuDNN, `CUBLAS_WORKSPACE_CONFIG=:4096:8` unless set): on CUDA the kernels that accumulate
+    /// with float atomics (the sparse attention's backward `scatter_add`, MoE's `index_add`) take
+    /// their deterministic paths, so a resumed run ends bit for bit where an uninterrupted one
+    /// does. The CPU kernels rlvr uses are deterministic already.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 fn sixty_four() -> f64 {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{python_with_transformers, rlvr, root};
+use common::{rlvr, root};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -163,14 +163,7 @@ fn a_v3_run_gains_indexers_at_its_first_dsa_stage() {
     }
 
     // The converted run's checkpoint loads whole in transformers as a V3.2 model.
-    let python = match python_with_transformers() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("RLVR_REQUIRE_TRANSFORMERS").is_some() => panic!("{why}"),
-        Err(why) => {
-            eprintln!("transformers check skipped: {why}");
-            return;
-        }
-    };
+    let Some(python) = common::transformers_or_skip("the transformers check") else { return };
     let check = root().join("tests/fixtures/check_hf_load.py");
     let py = Command::new(python).arg(check).arg(checkpoint(&run, 10)).arg("1+2=3").output().unwrap();
     assert!(py.status.success(), "transformers could not load it:\n{}", String::from_utf8_lossy(&py.stderr));

@@ -6,20 +6,13 @@
 
 mod common;
 
-use common::{python_with_transformers, root, TINY_ARITHMETIC};
+use common::{root, TINY_ARITHMETIC};
 use serde_json::Value;
 use std::process::Command;
 
 #[test]
 fn a_run_checkpoint_loads_in_transformers_with_the_same_token_ids() {
-    let python = match python_with_transformers() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("RLVR_REQUIRE_TRANSFORMERS").is_some() => panic!("{why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let Some(python) = common::transformers_or_skip("the transformers check") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("r.toml");
     let text = format!(

@@ -71,3 +71,17 @@ pub fn python_with_transformers() -> Result<PathBuf, String> {
         Err(e) => Err(format!("{}: {e}", python.display())),
     }
 }
+
+/// The python that imports transformers, or `None` (with the reason on stderr) when there is none
+/// and the suite does not require it; under `RLVR_REQUIRE_TRANSFORMERS` (what `./x test` sets) a
+/// missing transformers fails the test instead.
+pub fn transformers_or_skip(what: &str) -> Option<PathBuf> {
+    match python_with_transformers() {
+        Ok(python) => Some(python),
+        Err(why) if std::env::var_os("RLVR_REQUIRE_TRANSFORMERS").is_some() => panic!("{why}"),
+        Err(why) => {
+            eprintln!("{what} skipped: {why}");
+            None
+        }
+    }
+}

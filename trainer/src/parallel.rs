@@ -199,16 +199,9 @@ fn buckets(grads: &[Tensor], cap: i64) -> Vec<Vec<Tensor>> {
     out
 }
 
-/// Peak resident memory of this process in MiB (Linux `ru_maxrss`), for the memory report.
+/// Peak resident memory of this process in MiB (`VmHWM`), for the memory report.
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::plan::status_kib("VmHWM").map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// A test aid for the fault-tolerance tests: with `RLVR_FAULT_KILL=RANK:STEP` in the environment,

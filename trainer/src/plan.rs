@@ -141,27 +141,13 @@ fn cache_bytes(cfg: &ModelConfig, slots: usize, capacity: usize, dtype: Dtype) -
 
 /// The tensors a stage trains.
 fn trainable(cfg: &ModelConfig, stage: &Stage, rollout: AttentionMode, mtp: &[TensorSpec]) -> Vec<TensorSpec> {
-    let dense = |m: AttentionMode| m == AttentionMode::Dense;
-    let (only_indexer, no_indexer, no_mtp) = match stage {
-        Stage::IndexerWarmup(_) => (true, false, false),
-        Stage::SparseTrain(_) => (false, false, false),
-        Stage::Pretrain(s) => (false, dense(s.attention), false),
-        Stage::Sft(s) => (false, dense(s.attention), false),
-        Stage::Grpo(_) => (false, dense(rollout), true),
-        Stage::Eval(_) => return Vec::new(),
-    };
+    let rule = crate::policy::stage_rule(stage, rollout);
     let mtp_names: Vec<&str> = mtp.iter().map(|t| t.name.as_str()).collect();
     main_tensors(cfg)
         .into_iter()
         .chain(mtp.iter().cloned())
         .filter(|t| !t.name.ends_with("e_score_correction_bias"))
-        .filter(|t| {
-            let idx = t.part == Part::Indexer;
-            if only_indexer {
-                return idx;
-            }
-            !((no_indexer && idx) || (no_mtp && mtp_names.contains(&t.name.as_str())))
-        })
+        .filter(|t| crate::policy::stage_trains(rule, t.part == Part::Indexer, mtp_names.contains(&t.name.as_str())))
         .collect()
 }
 
@@ -360,16 +346,21 @@ impl Plan {
     }
 }
 
+/// A `kB` field of this process's `/proc/self/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    kib_field(&text, field)
+}
+
+/// The value of `field:` in `/proc`-style text whose values are in kB.
+fn kib_field(text: &str, field: &str) -> Option<f64> {
+    let value = text.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// Resident bytes of this process now (`VmRSS`), the runtime a plan adds to every phase.
 pub fn resident_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb * 1024.0)
+    status_kib("VmRSS").map_or(0.0, |kb| kb * 1024.0)
 }
 
 /// Resident bytes of the runtime on `device` before any model: on the CPU this process's own
@@ -452,13 +443,5 @@ pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
 /// Bytes the host can still give this process (`MemAvailable`), when known.
 pub fn available_host_bytes() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    Some(kb * 1024.0)
+    kib_field(&text, "MemAvailable").map(|kb| kb * 1024.0)
 }

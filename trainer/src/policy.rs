@@ -230,6 +230,7 @@ impl Policy {
     /// never the indexers (they get no gradient there, and AdamW's decay would still move them).
     /// The router bias is never a parameter ([`Self::set_trainable`]).
     pub fn stage_trainable(&self, stage: &Stage, rollout_mode: AttentionMode) -> impl Fn(&str) -> bool {
+        let rule = stage_rule(stage, rollout_mode);
         let indexer: HashSet<String> = self.model.indexer_parameter_names().into_iter().collect();
         let first_mtp = self.config.num_hidden_layers;
         let is_mtp = move |name: &str| {
@@ -238,23 +239,7 @@ impl Policy {
                 .and_then(|i| i.parse::<usize>().ok())
                 .is_some_and(|i| i >= first_mtp)
         };
-        let dense = |mode: AttentionMode| mode == AttentionMode::Dense;
-        let (only_indexer, no_indexer, no_mtp) = match stage {
-            Stage::IndexerWarmup(_) => (true, false, false),
-            Stage::SparseTrain(_) => (false, false, false),
-            Stage::Pretrain(s) => (false, dense(s.attention), false),
-            Stage::Sft(s) => (false, dense(s.attention), false),
-            Stage::Grpo(_) => (false, dense(rollout_mode), true),
-            Stage::Eval(_) => (false, true, true),
-        };
-        move |name: &str| {
-            let idx = indexer.contains(name);
-            if only_indexer {
-                return idx;
-            }
-            let excluded = (no_indexer && idx) || (no_mtp && is_mtp(name));
-            !excluded
-        }
+        move |name: &str| stage_trains(rule, indexer.contains(name), is_mtp(name))
     }
 
     /// Turns this `deepseek_v3` policy into a `deepseek_v32` one in place: the same tensors plus
@@ -345,6 +330,33 @@ impl Policy {
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         Ok(self.tokenizer.decode(ids, true)?)
     }
+}
+
+/// What a stage trains, as (only the indexers, never the indexers, never the MTP module).
+#[derive(Debug, Clone, Copy)]
+pub struct StageRule(bool, bool, bool);
+
+/// The rule of [`Policy::stage_trainable`] for `stage` (GRPO's attention is the rollout's).
+pub fn stage_rule(stage: &Stage, rollout_mode: AttentionMode) -> StageRule {
+    let dense = |mode: AttentionMode| mode == AttentionMode::Dense;
+    match stage {
+        Stage::IndexerWarmup(_) => StageRule(true, false, false),
+        Stage::SparseTrain(_) => StageRule(false, false, false),
+        Stage::Pretrain(s) => StageRule(false, dense(s.attention), false),
+        Stage::Sft(s) => StageRule(false, dense(s.attention), false),
+        Stage::Grpo(_) => StageRule(false, dense(rollout_mode), true),
+        Stage::Eval(_) => StageRule(false, true, true),
+    }
+}
+
+/// Whether a stage with `rule` trains a tensor that is (or is not) an indexer's and the MTP
+/// module's.
+pub fn stage_trains(rule: StageRule, indexer: bool, mtp: bool) -> bool {
+    let StageRule(only_indexer, no_indexer, no_mtp) = rule;
+    if only_indexer {
+        return indexer;
+    }
+    !((no_indexer && indexer) || (no_mtp && mtp))
 }
 
 /// The device a run computes on, checked before any work: `cuda`/`cuda:N` must be a device libtorch

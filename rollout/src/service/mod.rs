@@ -288,12 +288,14 @@ impl AppState {
         stream: bool,
     ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
         let mut receivers = Vec::with_capacity(requests.len());
+        let mut batch = Vec::with_capacity(requests.len());
         for request in requests {
             let (events, rx) = unbounded_channel();
-            if !self.worker.send(Command::Submit { request, stream, events }) {
-                return Err(ApiError::unavailable("the engine thread has stopped"));
-            }
+            batch.push((request, events));
             receivers.push(rx);
+        }
+        if !self.worker.send(Command::Submit { requests: batch, stream }) {
+            return Err(ApiError::unavailable("the engine thread has stopped"));
         }
         Ok(receivers)
     }

@@ -5,6 +5,7 @@
 pub mod dsa;
 pub mod eval;
 pub mod grpo;
+pub mod grpo_ahead;
 pub mod grpo_batch;
 pub mod lm;
 pub(crate) mod training;

@@ -238,3 +238,44 @@ fn backend_mistakes_name_their_key() {
         assert!(stderr(&out).contains(key), "{sets:?}: the error names {key}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn a_resumed_service_run_ends_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = grpo_recipe(tmp.path(), 4, 1, 0, "");
+    let every = ["--set", "checkpoint.every=2"];
+    let (whole, resumed) = (tmp.path().join("whole"), tmp.path().join("resumed"));
+    assert_ok(&train_env(&[&[s(&recipe), "--out", s(&whole)], &every[..]].concat(), &[]), "uninterrupted");
+    let stop = [&[s(&recipe), "--out", s(&resumed), "--max-steps", "2"], &every[..]].concat();
+    assert_ok(&train_env(&stop, &[]), "stopped after step 2");
+    let out = train_env(&[&[s(&recipe), "--out", s(&resumed), "--resume"], &every[..]].concat(), &[]);
+    assert_ok(&out, "resumed");
+    assert!(stderr(&out).contains("resuming from"), "{}", stderr(&out));
+    let (a, b) = (last_checkpoint(&whole), last_checkpoint(&resumed));
+    assert_eq!(a.file_name().unwrap(), "step_000004");
+    assert_eq!(b.file_name().unwrap(), "step_000004");
+    let (x, y) = (fs::read(a.join("model.safetensors")).unwrap(), fs::read(b.join("model.safetensors")).unwrap());
+    assert!(x == y, "the resumed run's weights differ");
+    let strip = |run: &Path| -> Vec<Vec<(String, Value)>> {
+        grpo_lines(run)
+            .iter()
+            .map(|l| {
+                l.as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| !is_timing(k) && !k.contains("server"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&whole), strip(&resumed), "metrics.jsonl");
+    let versions: Vec<u64> = [&a, &b]
+        .iter()
+        .map(|dir| {
+            let state: Value = serde_json::from_str(&fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+            state["policy_version"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(versions, [4, 4], "one policy version per step, carried over the resume");
+}

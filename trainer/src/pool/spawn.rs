@@ -96,10 +96,12 @@ pub fn start(recipe: &Recipe, model_dir: &Path, run_dir: &Path, n: usize, key: &
             .arg("--model")
             .arg(model_dir)
             .args(["--port", &port.to_string(), "--slots", &r.effective_slots().to_string()])
-            .args(["--max-seq-len", &context.to_string(), "--admin-key", key])
+            .args(["--max-seq-len", &context.to_string()])
             .args(["--served-model-name", "rlvr-rollout", "--grace-secs", "1"])
             .args(["--mode", &cli_name(&r.attention), "--device", &recipe.run.device.to_string()])
             .args(["--dtype", &cli_name(&recipe.run.dtype)])
+            // The key goes through the environment, out of the process list.
+            .env("RLVR_SERVE_ADMIN_KEY", key)
             .env("OMP_NUM_THREADS", tch::get_num_threads().max(1).to_string())
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

@@ -181,3 +181,52 @@ impl ServiceMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ServiceMetrics, Staleness};
+    use crate::pool::PoolStats;
+    use rlvr_rollout::engine::{FinishReason, RequestId, RequestOutput, Sample, Token};
+
+    /// A group whose samples' tokens carry `versions` (one list per sample).
+    fn group(versions: &[&[u64]]) -> RequestOutput {
+        let token = |version| Token { id: 1, logprob: -0.5, top: None, version, kept: None, experts: None };
+        let samples = versions
+            .iter()
+            .enumerate()
+            .map(|(index, vs)| Sample {
+                index,
+                tokens: vs.iter().map(|&v| token(v)).collect(),
+                finish_reason: FinishReason::Length,
+                prompt_experts: None,
+            })
+            .collect();
+        RequestOutput { id: RequestId(0), index: 0, samples }
+    }
+
+    #[test]
+    fn a_group_is_kept_only_when_every_token_is_within_k() {
+        let mut s = Staleness::default();
+        // Trainer at version 5, k = 1: tokens of versions 4 and 5 are fine, 3 is two behind.
+        assert!(s.admit(&group(&[&[4, 4, 5], &[5, 5]]), 5, 1));
+        assert!(!s.admit(&group(&[&[5, 5], &[3, 4, 5]]), 5, 1), "one token two versions behind");
+        assert!(s.admit(&group(&[&[5], &[]]), 5, 0), "an empty sample lags nothing");
+        assert!(!s.admit(&group(&[&[4]]), 5, 0));
+        assert_eq!(s.discarded, 3, "the discarded groups' samples");
+        assert_eq!(s.histogram.get(&1), Some(&1), "the first group's first sample lags one");
+        assert_eq!(s.histogram.get(&0), Some(&3));
+        assert_eq!(s.max, 1);
+
+        let stats =
+            PoolStats { alive: 1, dropped: 1, resubmitted: 2, servers: vec![Some((300, 1.5)), None], wall_s: 3.0 };
+        let m = ServiceMetrics::new(stats, &s, 0.25);
+        assert_eq!((m.servers_alive, m.servers_dropped, m.prompts_resubmitted), (1, 1, 2));
+        assert_eq!((m.samples_discarded, m.staleness_max), (3, 1));
+        assert!((m.staleness_mean - 0.25).abs() < 1e-12, "one of four kept samples lags one: {m:?}");
+        assert_eq!(m.staleness_hist["staleness/0"], 3);
+        assert_eq!(m.per_server["server0/tok_per_s"], 200.0);
+        assert_eq!(m.per_server["server0/busy"], 0.5);
+        assert!(!m.per_server.contains_key("server1/busy"), "a dropped server has no figures");
+        assert_eq!(m.trainer_idle_s, 0.25);
+    }
+}

@@ -2,10 +2,13 @@
 //! (and policy version), a completions request with the `rlvr` stream coordinates (answered with
 //! the engine's own records), and a weight push (safetensors bytes with their checksum).
 
+use super::stream::SafetensorsReader;
 use crate::sampler::Settings;
 use rlvr_rollout::engine::RequestOutput;
 use serde_json::{json, Value};
 use std::time::Duration;
+use tch::Tensor;
+use ureq::SendBody;
 
 /// Why a call failed: the server did not answer in time or at all (worth another try), or it
 /// answered with an error.
@@ -80,8 +83,9 @@ impl Client {
         Ok(outputs)
     }
 
-    /// Pushes safetensors `bytes` whose tensors have `checksum`; the server's new version.
-    pub fn push(&self, bytes: &[u8], checksum: u64, timeout: Duration) -> Result<u64, CallError> {
+    /// Pushes `tensors`, streamed as safetensors ([`SafetensorsReader`]), whose
+    /// [`rlvr_rollout::engine::checksum_of`] is `checksum`; the server's new version.
+    pub fn push(&self, tensors: Vec<(String, Tensor)>, checksum: u64, timeout: Duration) -> Result<u64, CallError> {
         let request = self
             .agent
             .post(format!("{}/v1/weights", self.url))
@@ -91,7 +95,7 @@ impl Client {
             .header("Authorization", format!("Bearer {}", self.admin_key))
             .header(rlvr_rollout::service::CHECKSUM_HEADER, format!("{checksum:016x}"))
             .content_type("application/octet-stream");
-        let answer = finish(request.send(bytes))?;
+        let answer = finish(request.send(SendBody::from_owned_reader(SafetensorsReader::new(tensors))))?;
         let value: Value =
             serde_json::from_str(&answer).map_err(|e| CallError::Unreachable(format!("weights: {e}")))?;
         value["version"].as_u64().ok_or_else(|| CallError::Unreachable(format!("weights answered {answer}")))

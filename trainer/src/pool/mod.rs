@@ -7,18 +7,19 @@
 //!   same whichever server draws them, and equal the colocated engine's. Results come back in
 //!   prompt order, each token's policy version translated to the trainer's count.
 //! - **Weight sync** ([`Pool::sync`]): after an optimizer step the engine weights go to every
-//!   server as safetensors with their checksum (`POST /v1/weights`); a server applies them
-//!   between two engine steps.
+//!   server as safetensors with their checksum (`POST /v1/weights`), streamed a tensor at a time
+//!   ([`stream`]), so no second copy of the model is made; a server applies them between two
+//!   engine steps.
 //! - **Faults**: every call has a deadline. A server that fails a call (refused, timed out, gone)
 //!   is tried once more, then dropped with a warning (a spawned one is killed); the prompts it
 //!   held are sent to the others with the same coordinates, so the same samples come back. The
 //!   run fails, with the reasons, only when no server is left.
 //!
-//! Left out: the weights are sent as one safetensors buffer (one copy of the engine weights in
-//! memory besides the model), not streamed in chunks.
+//! Left out: a server still receives a push whole before reading it (the body, then the tensors).
 
 pub mod client;
 pub mod spawn;
+pub mod stream;
 
 use crate::policy::Policy;
 use crate::recipe::{Recipe, ADMIN_KEY_ENV};
@@ -26,15 +27,12 @@ use crate::sampler::Settings;
 use anyhow::{bail, Result};
 use client::{CallError, Client};
 use rlvr_rollout::engine::{checksum_of, RequestOutput};
-use safetensors::tensor::View;
-use safetensors::Dtype;
-use std::borrow::Cow;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The test hook of the fault-tolerance test: with `RLVR_FAULT_KILL_SERVER=I:N`, spawned server
 /// `I` is killed (SIGKILL) as the pool's `N`-th sampling call (counting from 1) sends its
@@ -281,18 +279,19 @@ impl Pool {
     fn push(&self, policy: &Policy, version: u64) -> Result<()> {
         let tensors = policy.engine_tensors();
         let checksum = checksum_of(&tensors);
-        let views: Vec<(String, Stored)> = tensors.iter().map(|(n, t)| (n.clone(), Stored::new(t))).collect();
-        let bytes = safetensors::serialize(views, None)?;
+        let shallow = |ts: &[(String, Tensor)]| -> Vec<(String, Tensor)> {
+            ts.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
+        };
         let alive = self.alive();
         let answers: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = alive
                 .iter()
                 .map(|&s| {
-                    let (client, bytes) = (&self.servers[s].client, &bytes);
+                    let (client, mine) = (&self.servers[s].client, shallow(&tensors));
                     scope.spawn(move || {
-                        client.push(bytes, checksum, self.sync_timeout).or_else(|e| {
+                        client.push(shallow(&mine), checksum, self.sync_timeout).or_else(|e| {
                             eprintln!("warning: rollout server {}: weight push failed ({e}); trying again", client.url);
-                            client.push(bytes, checksum, self.sync_timeout)
+                            client.push(mine, checksum, self.sync_timeout)
                         })
                     })
                 })
@@ -382,47 +381,6 @@ fn split(range: Range<usize>, parts: usize) -> Vec<Range<usize>> {
         start += size;
     }
     out
-}
-
-/// A tensor for the safetensors writer, turned into bytes only when the writer asks.
-struct Stored<'a> {
-    tensor: &'a Tensor,
-    dtype: Dtype,
-    shape: Vec<usize>,
-}
-
-impl<'a> Stored<'a> {
-    fn new(tensor: &'a Tensor) -> Self {
-        let dtype = match tensor.kind() {
-            Kind::BFloat16 => Dtype::BF16,
-            Kind::Half => Dtype::F16,
-            Kind::Double => Dtype::F64,
-            _ => Dtype::F32,
-        };
-        Stored { tensor, dtype, shape: tensor.size().iter().map(|&d| d as usize).collect() }
-    }
-}
-
-impl View for Stored<'_> {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        let cpu = self.tensor.detach().to_device(tch::Device::Cpu).contiguous();
-        let cpu = if self.dtype == Dtype::F32 { cpu.to_kind(Kind::Float) } else { cpu };
-        let mut bytes = vec![0u8; self.data_len()];
-        cpu.copy_data_u8(&mut bytes, cpu.numel());
-        Cow::Owned(bytes)
-    }
-
-    fn data_len(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dtype.bitsize() / 8
-    }
 }
 
 #[cfg(test)]

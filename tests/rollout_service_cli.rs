@@ -202,7 +202,7 @@ fn a_killed_server_loses_no_prompts_and_staleness_stays_within_k() {
 #[test]
 fn a_server_hanging_on_a_weight_push_is_dropped_after_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = grpo_recipe(tmp.path(), 4, 2, 0, "sync_timeout_s = 2");
+    let recipe = grpo_recipe(tmp.path(), 4, 2, 0, "sync_timeout_s = 3");
     let run = tmp.path().join("run");
     let started = Instant::now();
     // Server 1 answers two pushes (after steps 1 and 2), then hangs on each one after.

@@ -1,5 +1,5 @@
 //! `rlvr serve --model DIR [--host 127.0.0.1] [--port 8000] [--slots N] [--max-queue N]
-//! [--max-seq-len N] [--grace-secs S] [--api-key KEY] [--admin-key KEY] [--weights-dir DIR]
+//! [--max-seq-len N] [--grace-secs S] [--api-key KEY] [--admin-key KEY (or $RLVR_SERVE_ADMIN_KEY)] [--weights-dir DIR]
 //! [--max-body-mb MB] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16]`
 //! (docs/architecture.md §7): the OpenAI-compatible HTTP service of `rlvr_rollout::service` over one engine.
 //!
@@ -47,8 +47,9 @@ pub struct Args {
     /// one the client routes are open.
     #[arg(long)]
     pub api_key: Option<String>,
-    /// Administrator's key that `POST /v1/weights` needs; without
-    /// one weight pushes over HTTP are refused.
+    /// Administrator's key that `POST /v1/weights` needs (else the
+    /// environment's RLVR_SERVE_ADMIN_KEY, which other users cannot read in the process list);
+    /// without one weight pushes over HTTP are refused.
     #[arg(long)]
     pub admin_key: Option<String>,
     /// The only directory `POST /v1/weights` may read `{"path": ...}` from.
@@ -62,9 +63,15 @@ pub struct Args {
     pub compute: Compute,
 }
 
+/// The environment variable holding the administrator's key when `--admin-key` is not given.
+pub const ADMIN_KEY_ENV: &str = "RLVR_SERVE_ADMIN_KEY";
+
 /// Runs the command.
 pub fn run(mut args: Args) -> Result<()> {
     let device = device(args.compute.device)?;
+    if args.admin_key.is_none() {
+        args.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    }
     let cfg = ModelConfig::from_path(&args.model)?;
     args.compute.mode = args.compute.mode_for(&args.model)?;
     if args.slots == 0 {

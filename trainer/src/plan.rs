@@ -18,7 +18,7 @@
 //! estimates: `docs/architecture.md` lists how far they were from measured peak RSS.
 
 use crate::data::Dataset;
-use crate::recipe::{Recipe, Stage};
+use crate::recipe::{Recipe, RolloutBackend, Stage};
 use anyhow::Result;
 use rlvr_model::spec::{main_tensors, mtp_tensors, Part, TensorSpec};
 use rlvr_model::{AttentionMode, Dtype, ModelConfig};
@@ -71,6 +71,10 @@ pub struct Plan {
     pub peak_phase: String,
     /// The same peak with layer checkpointing.
     pub peak_bytes_checkpointed: f64,
+    /// Rollout servers the run spawns on this host (`[rollout] spawn` with the service backend).
+    pub servers: usize,
+    /// Peak bytes of each (runtime, the model, KV caches for every slot).
+    pub server_bytes: f64,
 }
 
 /// Bytes of elements of the model's tensors in `dtype` (the kept-in-f32 ones in f32).
@@ -236,8 +240,11 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
                 };
                 (p.activations, p.activations_checkpointed) = activation_bytes(&cfg, layers, rows, t, mode);
                 if let Stage::Grpo(_) = stage {
-                    p.engine_weights = engine_weights;
-                    p.kv_cache = cache_bytes(&cfg, r.effective_slots().div_ceil(world).max(1), capacity, dtype);
+                    // With rollout servers the engine lives in their processes, not here.
+                    if r.backend == RolloutBackend::Local {
+                        p.engine_weights = engine_weights;
+                        p.kv_cache = cache_bytes(&cfg, r.effective_slots().div_ceil(world).max(1), capacity, dtype);
+                    }
                     if recipe.algorithm.loss.kl().is_some() {
                         p.reference = engine_weights;
                     }
@@ -262,7 +269,18 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
         }
     });
     let checkpointed = phases.iter().map(|p| p.total - p.activations + p.activations_checkpointed).fold(0.0, f64::max);
+    // Each spawned server: the engine the colocated one would be, in its own process with its
+    // own runtime.
+    let has_grpo = recipe.stages.iter().any(|s| matches!(s, Stage::Grpo(_)));
+    let servers = if r.backend == RolloutBackend::Service && has_grpo { r.spawn } else { 0 };
+    let capacity = (MAX_PROMPT + r.sampling.max_tokens).min(cfg.max_position_embeddings);
+    let server_bytes = match servers {
+        0 => 0.0,
+        _ => runtime_bytes + engine_weights + cache_bytes(&cfg, r.effective_slots().max(1), capacity, dtype),
+    };
     Ok(Plan {
+        servers,
+        server_bytes,
         world,
         device: device.to_string(),
         runtime_bytes,
@@ -335,6 +353,13 @@ impl Plan {
                 out.push_str(&format!(" {:>12}", if c == 0.0 { "-".to_string() } else { show_bytes(c) }));
             }
             out.push('\n');
+        }
+        if self.servers > 0 {
+            out.push_str(&format!(
+                "rollout servers: {} spawned on this host, {} each (runtime, model, KV caches)\n",
+                self.servers,
+                show_bytes(self.server_bytes)
+            ));
         }
         out.push_str(&format!(
             "peak: {} at {} (with layer checkpointing: {})\n",
@@ -427,8 +452,9 @@ pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
         return Ok(());
     }
     let Some(available) = available_host_bytes() else { return Ok(()) };
-    // This process's runtime is resident already: what it still needs is the rest.
-    let need = (plan.peak_bytes - plan.runtime_bytes) * local_ranks as f64;
+    // This process's runtime is resident already: what it still needs is the rest, and the
+    // rollout servers it spawns.
+    let need = (plan.peak_bytes - plan.runtime_bytes) * local_ranks as f64 + plan.servers as f64 * plan.server_bytes;
     if need > available {
         anyhow::bail!(
             "the run does not fit this machine: its planned peak needs {} more per rank × {local_ranks} rank(s), and the host has {} available (MemAvailable); shrink a batch or micro_batch, use fewer slots, or turn on layer checkpointing\n{}",

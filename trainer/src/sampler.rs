@@ -28,6 +28,32 @@ pub struct Settings {
     pub routing: bool,
 }
 
+/// Where samples come from: the colocated [`Sampler`] or the service pool
+/// ([`crate::rollouts::Rollouts`]); prompt `i`'s sample `j` draws from stream (`seed`,
+/// `first_index + i`, `j`) either way.
+pub trait Generate {
+    /// Samples `settings.n` completions of every prompt; outputs in prompt order.
+    fn generate(
+        &mut self,
+        prompts: &[Vec<i64>],
+        settings: &Settings,
+        seed: u64,
+        first_index: usize,
+    ) -> Result<Vec<RequestOutput>>;
+}
+
+impl Generate for Sampler {
+    fn generate(
+        &mut self,
+        prompts: &[Vec<i64>],
+        settings: &Settings,
+        seed: u64,
+        first_index: usize,
+    ) -> Result<Vec<RequestOutput>> {
+        self.sample(prompts, settings, seed, first_index)
+    }
+}
+
 /// A rollout engine bound to a policy.
 pub struct Sampler {
     engine: Engine,
@@ -122,9 +148,9 @@ pub struct Judged {
 /// and judges its share of the problems and the results are gathered: every rank returns all of
 /// them, in problem order (the seconds are this rank's).
 #[allow(clippy::too_many_arguments)]
-pub fn sample_and_judge(
+pub fn sample_and_judge<G: Generate + ?Sized>(
     policy: &Policy,
-    sampler: &mut Sampler,
+    sampler: &mut G,
     verifier: &dyn Verifier,
     problems: &[Problem],
     settings: &Settings,
@@ -137,17 +163,9 @@ pub fn sample_and_judge(
     let mine = &problems[share.clone()];
     let prompts = mine.iter().map(|p| prompt_ids(policy, &p.prompt)).collect::<Result<Vec<_>>>()?;
     let started = Instant::now();
-    let outputs = sampler.sample(&prompts, settings, seed, first_index + share.start)?;
+    let outputs = sampler.generate(&prompts, settings, seed, first_index + share.start)?;
     let gen_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let mut items = Vec::new();
-    for (problem, out) in mine.iter().zip(&outputs) {
-        for sample in &out.samples {
-            items.push((problem.task.clone(), policy.decode(&sample.ids())?));
-        }
-    }
-    let verdicts = score_batch(verifier, &items, parallel);
-    let score_s = started.elapsed().as_secs_f64();
+    let (verdicts, score_s) = judge(policy, verifier, mine, &outputs, parallel)?;
     if dp.world() == 1 {
         return Ok(Judged { prompts, outputs, verdicts, gen_s, score_s });
     }
@@ -159,6 +177,26 @@ pub fn sample_and_judge(
         (p, o)
     });
     Ok(Judged { prompts, outputs, verdicts: judged.into_iter().flatten().collect(), gen_s, score_s })
+}
+
+/// Judges every sample of `outputs` (problem `i`'s in `outputs[i]`) with `verifier` on `parallel`
+/// threads; the verdicts, problem-major, and the seconds it took.
+pub fn judge(
+    policy: &Policy,
+    verifier: &dyn Verifier,
+    problems: &[Problem],
+    outputs: &[RequestOutput],
+    parallel: usize,
+) -> Result<(Vec<Verdict>, f64)> {
+    let started = Instant::now();
+    let mut items = Vec::new();
+    for (problem, out) in problems.iter().zip(outputs) {
+        for sample in &out.samples {
+            items.push((problem.task.clone(), policy.decode(&sample.ids())?));
+        }
+    }
+    let verdicts = score_batch(verifier, &items, parallel);
+    Ok((verdicts, started.elapsed().as_secs_f64()))
 }
 
 /// A prompt's ids as the model sees them: `bos` then the text.

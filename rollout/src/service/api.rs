@@ -120,6 +120,28 @@ pub struct Sampling {
     /// rlvr: return `token_ids`, `prompt_token_ids` and per-token `policy_versions`.
     #[serde(default)]
     pub return_token_ids: bool,
+    /// rlvr: draw from the trainer's sampling streams and answer with the engine's own records
+    /// (`/v1/completions` only; see [`StreamCoords`]).
+    pub rlvr: Option<StreamCoords>,
+}
+
+/// The `rlvr` extension of `/v1/completions`: prompt `i`'s sample `j` draws from stream
+/// (`seed`, `index + i`, `j`), exactly the stream a trainer's colocated engine uses for the same
+/// coordinates, and the answer carries `"rlvr": {"outputs": [...]}`, the engine's
+/// [`crate::engine::RequestOutput`] of every prompt (token ids, sampling log-probs, kept sets,
+/// routings, per-token policy versions) serialised as they are, so a served sample equals a local
+/// one bit for bit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamCoords {
+    /// The streams' seed (instead of the top-level `seed`).
+    pub seed: u64,
+    /// The stream index of the first prompt.
+    pub index: usize,
+    /// The token ids that end a sample, replacing the config's end-of-sequence ids (the
+    /// trainer's own list, so that both engines stop alike).
+    #[serde(default)]
+    pub stop_ids: Option<Vec<i64>>,
 }
 
 /// `POST /v1/completions` (its [`Sampling`] fields are read separately from the same object).
@@ -359,7 +381,11 @@ impl Sampling {
                 top_k: top_k.max(0) as usize,
                 min_p: self.min_p.unwrap_or(0.0),
             },
-            stop_ids: if self.ignore_eos { Vec::new() } else { limits.eos_ids.clone() },
+            stop_ids: match (&self.rlvr, self.ignore_eos) {
+                (Some(StreamCoords { stop_ids: Some(ids), .. }), _) => ids.clone(),
+                (_, true) => Vec::new(),
+                (_, false) => limits.eos_ids.clone(),
+            },
             stop_strings: self.stop_strings(),
             seed,
             index,

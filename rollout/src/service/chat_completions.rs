@@ -75,6 +75,9 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, body: B
     if top > 0 && !req.logprobs {
         return Err(ApiError::invalid("top_logprobs", "field `top_logprobs`: needs `logprobs: true`"));
     }
+    if s.rlvr.is_some() {
+        return Err(ApiError::invalid("rlvr", "field `rlvr`: stream coordinates are served by /v1/completions only"));
+    }
     let text = match &state.config.chat_template {
         Some(template) => with_template(template, &req.messages, &req.tools, thinking)?,
         None => chat::encode_chat(&messages, &tools, &ChatOptions { thinking, ..ChatOptions::default() })?,

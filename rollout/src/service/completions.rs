@@ -6,7 +6,7 @@
 //! stop string or is part of an unfinished character; see `delta.rs`), its log-prob and version,
 //! then per choice a chunk with the finish reason. Choices' chunks interleave as they are drawn.
 
-use super::api::{parse_request, CompletionRequest, LogprobsFlag, PromptInput};
+use super::api::{parse_request, CompletionRequest, LogprobsFlag, PromptInput, Sampling};
 use super::delta::TextStream;
 use super::render::{add_extras, fingerprint, finish_name, newest_version, piece_of, render, usage, Extras, Rendered};
 use super::stream::{self, Chunker};
@@ -38,6 +38,10 @@ struct Shape {
     /// Samples per prompt.
     n: usize,
     version: u64,
+    /// The engine request index of the first prompt (`rlvr.index`, else 0).
+    base: usize,
+    /// Answer with the engine's records (`rlvr`).
+    records: bool,
 }
 
 /// The handler.
@@ -48,7 +52,7 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
     s.check_model(&state.limits)?;
     let prompts = prompt_ids(&state, &req.prompt)?;
     let (fresh_seed, id) = state.fresh();
-    let seed = s.seed.unwrap_or(fresh_seed);
+    let (seed, base) = stream_coords(s, fresh_seed)?;
     let top = req.logprobs.map_or(0, LogprobsFlag::top);
     if top > MAX_TOP_LOGPROBS {
         return Err(ApiError::invalid("logprobs", format!("field `logprobs`: {top} is more than {MAX_TOP_LOGPROBS}")));
@@ -56,7 +60,7 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
     let requests = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| s.request(p.clone(), i, seed, top, &state.limits))
+        .map(|(i, p)| s.request(p.clone(), base + i, seed, top, &state.limits))
         .collect::<Result<Vec<_>, _>>()?;
     let n = requests[0].n;
     let ticket = state.admit(requests.len())?;
@@ -78,6 +82,8 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
         prompts,
         n,
         version: state.metrics.version(),
+        base,
+        records: s.rlvr.is_some(),
     };
     if s.stream {
         let chunks = Chunks { tok: state.tokenizer.clone(), shape, texts: HashMap::new(), completion_tokens: 0 };
@@ -86,6 +92,21 @@ pub(crate) async fn completions(State(state): State<Arc<AppState>>, body: Bytes)
     let outputs = collect(receivers).await?;
     drop(ticket);
     Ok(Json(full_body(&state, &shape, &outputs)).into_response())
+}
+
+/// The streams' seed and the first prompt's stream index: `rlvr`'s coordinates, else `seed` (or
+/// `fresh`) and 0. `rlvr` names the seed itself and needs a whole (not streamed) answer.
+fn stream_coords(s: &Sampling, fresh: u64) -> Result<(u64, usize), ApiError> {
+    let Some(coords) = &s.rlvr else {
+        return Ok((s.seed.unwrap_or(fresh), 0));
+    };
+    if s.seed.is_some() {
+        return Err(ApiError::invalid("seed", "field `seed`: give the seed in `rlvr.seed` only"));
+    }
+    if s.stream {
+        return Err(ApiError::invalid("rlvr", "field `rlvr`: the engine's records come only with `stream: false`"));
+    }
+    Ok((coords.seed, coords.index))
 }
 
 /// Token ids of every prompt; text needs the tokenizer.
@@ -108,12 +129,13 @@ fn prompt_ids(state: &AppState, prompt: &PromptInput) -> Result<Vec<Vec<i64>>, A
     Ok(prompts)
 }
 
-/// Each sample of `outputs` with its choice index and prompt, in choice order.
-fn choices(outputs: &[RequestOutput]) -> Vec<(usize, &Sample, usize)> {
+/// Each sample of `outputs` with its choice index and prompt (engine indices from `base`), in
+/// choice order.
+fn choices(outputs: &[RequestOutput], base: usize) -> Vec<(usize, &Sample, usize)> {
     let mut out = Vec::new();
     for o in outputs {
-        let n = o.samples.len();
-        out.extend(o.samples.iter().map(|s| (o.index * n + s.index, s, o.index)));
+        let (n, p) = (o.samples.len(), o.index - base);
+        out.extend(o.samples.iter().map(|s| (p * n + s.index, s, p)));
     }
     out.sort_by_key(|c| c.0);
     out
@@ -152,7 +174,7 @@ fn logprobs_json(sample: &Sample, pieces: &[String], top: usize, tok: Option<&To
 fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Value {
     let tok = state.tokenizer.as_deref();
     let mut list = Vec::new();
-    for (index, sample, p) in choices(outputs) {
+    for (index, sample, p) in choices(outputs, shape.base) {
         let Rendered { pieces, text, finish } = render(sample, tok, true, &shape.stops);
         let prefix = match (shape.echo, tok) {
             (true, Some(tok)) => tok.decode(&shape.prompts[p], true).unwrap_or_default(),
@@ -167,14 +189,18 @@ fn full_body(state: &AppState, shape: &Shape, outputs: &[RequestOutput]) -> Valu
         add_extras(&mut choice, sample, &shape.prompts[p], shape.extras);
         list.push(Value::Object(choice));
     }
-    let prompt_tokens: usize = outputs.iter().map(|o| shape.prompts[o.index].len()).sum();
+    let prompt_tokens: usize = shape.prompts.iter().map(Vec::len).sum();
     let completion_tokens: usize = outputs.iter().flat_map(|o| &o.samples).map(|s| s.tokens.len()).sum();
     let version = newest_version(outputs.iter().flat_map(|o| &o.samples), shape.version);
-    json!({
+    let mut body = json!({
         "id": shape.id, "object": "text_completion", "created": shape.created, "model": shape.model,
         "system_fingerprint": fingerprint(version), "choices": list,
         "usage": usage(prompt_tokens, completion_tokens),
-    })
+    });
+    if shape.records {
+        body["rlvr"] = json!({"outputs": outputs});
+    }
+    body
 }
 
 /// The streamed response's chunks (see the module notes); their texts add up to the

@@ -39,6 +39,7 @@ mod weights;
 mod worker;
 
 pub use errors::{ApiError, ServiceError};
+pub use weights::{CHECKSUM_HEADER, HANG_ENV};
 
 use crate::engine::{Engine, EngineConfig, RequestOutput};
 use crate::tokenizer::Tokenizer;
@@ -112,6 +113,8 @@ pub(crate) struct AppState {
     outstanding: AtomicUsize,
     draining: AtomicBool,
     counter: AtomicU64,
+    /// Weight pushes received.
+    pushes: AtomicU64,
 }
 
 /// A running engine thread with the HTTP routes over it.
@@ -157,6 +160,7 @@ impl Service {
             outstanding: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             counter: AtomicU64::new(0),
+            pushes: AtomicU64::new(0),
         };
         Service { state: Arc::new(state) }
     }
@@ -284,12 +288,14 @@ impl AppState {
         stream: bool,
     ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
         let mut receivers = Vec::with_capacity(requests.len());
+        let mut batch = Vec::with_capacity(requests.len());
         for request in requests {
             let (events, rx) = unbounded_channel();
-            if !self.worker.send(Command::Submit { request, stream, events }) {
-                return Err(ApiError::unavailable("the engine thread has stopped"));
-            }
+            batch.push((request, events));
             receivers.push(rx);
+        }
+        if !self.worker.send(Command::Submit { requests: batch, stream }) {
+            return Err(ApiError::unavailable("the engine thread has stopped"));
         }
         Ok(receivers)
     }

@@ -33,6 +33,10 @@ use tch::{Device, Kind, Tensor};
 /// The header carrying the checksum of a raw-bytes upload.
 pub const CHECKSUM_HEADER: &str = "x-rlvr-checksum";
 
+/// A test aid for the trainer's fault-tolerance tests: with `RLVR_FAULT_HANG_WEIGHTS=N` in the
+/// server's environment, every weight push after the first N never answers.
+pub const HANG_ENV: &str = "RLVR_FAULT_HANG_WEIGHTS";
+
 /// The JSON form.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +52,7 @@ pub(crate) async fn update(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     state.check_open()?;
+    hang_if_asked(&state).await;
     let is_json =
         headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     let st = state.clone();
@@ -77,6 +82,15 @@ pub(crate) async fn update(
     }
     let version = answer.await.map_err(|_| ApiError::unavailable("the engine thread stopped"))??;
     Ok(Json(json!({"version": version, "checksum": format!("{checksum:016x}")})))
+}
+
+/// [`HANG_ENV`]: waits forever once the pushes it allows have been made.
+async fn hang_if_asked(state: &AppState) {
+    let Some(allowed) = std::env::var(HANG_ENV).ok().and_then(|n| n.parse::<u64>().ok()) else { return };
+    if state.pushes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= allowed {
+        eprintln!("{HANG_ENV}: this weight push will not be answered");
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A checksum as hex.

@@ -30,14 +30,14 @@ pub enum Event {
 
 /// What the engine thread is asked to do.
 pub enum Command {
-    /// Queue a request; its [`Event`]s go to `events`. Dropping the receiver aborts it.
+    /// Queue the requests of one HTTP request, all before the next engine step (so they are
+    /// admitted together, as a colocated engine's batch is); each one's [`Event`]s go to its
+    /// sender. Dropping a receiver aborts its request.
     Submit {
-        /// The request.
-        request: Request,
-        /// Whether to send its tokens step by step ([`Event::Tokens`]) before its outcome.
+        /// The requests and where their events go.
+        requests: Vec<(Request, UnboundedSender<Event>)>,
+        /// Whether to send their tokens step by step ([`Event::Tokens`]) before their outcome.
         stream: bool,
-        /// Where its events go.
-        events: UnboundedSender<Event>,
     },
     /// Queue new weights; `reply` gets the version they are applied as, or the refusal.
     Weights {
@@ -164,17 +164,21 @@ fn handle(
     metrics: &Metrics,
 ) {
     match command {
-        Command::Submit { request, stream, events: tx } => match engine.submit(request) {
-            Ok(id) => {
-                if stream {
-                    engine.watch(id);
+        Command::Submit { requests, stream } => {
+            for (request, tx) in requests {
+                match engine.submit(request) {
+                    Ok(id) => {
+                        if stream {
+                            engine.watch(id);
+                        }
+                        events.insert(id, tx);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Event::Rejected(e));
+                    }
                 }
-                events.insert(id, tx);
             }
-            Err(e) => {
-                let _ = tx.send(Event::Rejected(e));
-            }
-        },
+        }
         Command::Weights { tensors, checksum, reply } => match engine.update_weights(&tensors, checksum) {
             Ok(()) => replies.push(reply),
             Err(e) => {

@@ -18,11 +18,15 @@
 //! | `lr` | `lr 1.0e-6` | learning rate |
 //! | `gen_s`, `score_s`, `train_s` | `gen 1.2s` ... | seconds spent generating, scoring, training |
 //! | `tok_per_s` | `950 tok/s` | trained tokens per second |
+//! | `servers_alive` | `servers 2` | rollout servers in the pool (service backend) |
+//! | `staleness_max` | `stale 1` | most versions a trained-on token lagged the trainer |
+//! | `samples_discarded` | `discarded 4` | samples dropped as too stale (when any) |
+//! | `trainer_idle_s` | `idle 0.3s` | seconds the trainer waited for rollouts generated ahead |
 
 use super::StepRecord;
 
 /// Every metric name the console line shows, in its order.
-pub const KNOWN_KEYS: [&str; 15] = [
+pub const KNOWN_KEYS: [&str; 19] = [
     "reward",
     "reward_std",
     "accuracy",
@@ -38,6 +42,10 @@ pub const KNOWN_KEYS: [&str; 15] = [
     "score_s",
     "train_s",
     "tok_per_s",
+    "servers_alive",
+    "staleness_max",
+    "samples_discarded",
+    "trainer_idle_s",
 ];
 
 /// The console line for `record`; `end_step` is the stage's last step, shown as `step N/end`.
@@ -71,6 +79,10 @@ pub fn format_line(record: &StepRecord, end_step: Option<u64>) -> String {
     if let Some(rate) = get("tok_per_s") {
         line.push_str(&format!(" {rate:.0} tok/s"));
     }
+    push(&mut line, "servers", get("servers_alive").map(|v| format!("{v:.0}")));
+    push(&mut line, "stale", get("staleness_max").map(|v| format!("{v:.0}")));
+    push(&mut line, "discarded", get("samples_discarded").filter(|&v| v > 0.0).map(|v| format!("{v:.0}")));
+    push(&mut line, "idle", get("trainer_idle_s").map(|v| format!("{v:.1}s")));
     line
 }
 

@@ -229,8 +229,43 @@ pub struct Rollout {
     pub sampling: SamplingParams,
     /// Attention used while sampling.
     pub attention: AttentionMode,
-    /// Sequences decoded at once (0: `prompts_per_step · group_size`).
+    /// Sequences decoded at once (0: `prompts_per_step · group_size`); with `spawn`, each
+    /// server's slots.
     pub slots: usize,
+    /// Where GRPO's rollouts are generated: an engine in this process, or `rlvr serve` servers.
+    pub backend: RolloutBackend,
+    /// `service`: URLs of running `rlvr serve` servers (`http://host:port`).
+    pub endpoints: Vec<String>,
+    /// `service`: start this many `rlvr serve` children on 127.0.0.1 (killed with the run).
+    pub spawn: usize,
+    /// `service` with `endpoints`: the servers' administrator key (weight pushes); else the
+    /// environment's [`ADMIN_KEY_ENV`].
+    pub admin_key: Option<String>,
+    /// `service`: policy versions a sample's oldest token may lag behind the trainer's; with
+    /// k ≥ 1 the servers generate the next k steps' groups while the trainer trains (0: the
+    /// synchronous loop).
+    pub max_staleness: u64,
+    /// `service`: seconds a generation request may take before the server counts as failed.
+    pub request_timeout_s: f64,
+    /// `service`: seconds a weight push may take before the server counts as failed.
+    pub sync_timeout_s: f64,
+    /// `service` with `spawn`: seconds the servers get to come up.
+    pub startup_timeout_s: f64,
+}
+
+/// The environment variable holding the administrator key of `rollout.endpoints` when the recipe
+/// has no `rollout.admin_key`.
+pub const ADMIN_KEY_ENV: &str = "RLVR_ROLLOUT_ADMIN_KEY";
+
+/// `[rollout] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutBackend {
+    /// The colocated engine ([`crate::sampler::Sampler`]).
+    #[default]
+    Local,
+    /// A pool of `rlvr serve` servers ([`crate::pool::Pool`]).
+    Service,
 }
 
 impl Default for Rollout {
@@ -241,6 +276,14 @@ impl Default for Rollout {
             sampling: SamplingParams::default(),
             attention: AttentionMode::Dense,
             slots: 0,
+            backend: RolloutBackend::Local,
+            endpoints: Vec::new(),
+            spawn: 0,
+            admin_key: None,
+            max_staleness: 0,
+            request_timeout_s: 600.0,
+            sync_timeout_s: 60.0,
+            startup_timeout_s: 120.0,
         }
     }
 }

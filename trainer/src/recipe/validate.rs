@@ -2,7 +2,7 @@
 //! config and the verifier, and rules between sections. Each failure names its key.
 
 use super::keys::{from_serde_path, keys, stage_key, KeyPath, Problem, Seg};
-use super::{load, preset, Algorithm, Optimizer, Recipe, Reward, Rollout, Stage, Verifiers};
+use super::{load, preset, Algorithm, Optimizer, Recipe, Reward, Rollout, RolloutBackend, Stage, Verifiers};
 use crate::data::DataSpec;
 use rlvr_verifiers::VerifierSpec;
 
@@ -153,12 +153,58 @@ fn rollout(rollout: &Rollout, has_grpo: bool) -> Result<(), Problem> {
         false => format!("must be at least 1, got {group}"),
     })?;
     at_least(key("prompts_per_step"), rollout.prompts_per_step, 1)?;
-    rollout.sampling.validate().map_err(|(field, message)| Problem::new(key(field), message))
+    rollout.sampling.validate().map_err(|(field, message)| Problem::new(key(field), message))?;
+    backend(rollout)
+}
+
+/// `[rollout]`'s backend keys: the service's only with `backend = "service"`, which needs exactly
+/// one of `endpoints` and `spawn`.
+fn backend(r: &Rollout) -> Result<(), Problem> {
+    let key = |k: &str| keys(&["rollout", k]);
+    if r.backend == RolloutBackend::Local {
+        let service_only = [
+            ("endpoints", !r.endpoints.is_empty()),
+            ("spawn", r.spawn > 0),
+            ("admin_key", r.admin_key.is_some()),
+            ("max_staleness", r.max_staleness > 0),
+        ];
+        if let Some((name, _)) = service_only.iter().find(|(_, set)| *set) {
+            return Err(Problem::new(
+                key(name),
+                "needs backend = \"service\" (the local engine samples between updates, synchronously)",
+            ));
+        }
+        return Ok(());
+    }
+    ensure(r.endpoints.is_empty() != (r.spawn == 0), key("spawn"), || {
+        "backend = \"service\" needs either endpoints = [\"http://host:port\", ...] or spawn = N (not both)".into()
+    })?;
+    for (i, url) in r.endpoints.iter().enumerate() {
+        let at = vec![Seg::Key("rollout".into()), Seg::Key("endpoints".into()), Seg::Index(i)];
+        let rest = url.strip_prefix("http://").unwrap_or("");
+        ensure(!rest.is_empty() && !rest.contains('/'), at, || {
+            format!("{url:?} is not a server address of the form http://host:port")
+        })?;
+    }
+    ensure(r.spawn == 0 || r.admin_key.is_none(), key("admin_key"), || {
+        "spawned servers get a key of their own; admin_key is for endpoints".into()
+    })?;
+    for (name, value) in [
+        ("request_timeout_s", r.request_timeout_s),
+        ("sync_timeout_s", r.sync_timeout_s),
+        ("startup_timeout_s", r.startup_timeout_s),
+    ] {
+        real(key(name), value, "a positive number of seconds", |v| v > 0.0)?;
+    }
+    Ok(())
 }
 
 fn algorithm(algorithm: &Algorithm, rollout: &Rollout) -> Result<(), Problem> {
     let key = |k: &str| keys(&["algorithm", k]);
     algorithm.loss.validate().map_err(|e| Problem::new(key(e.field), e.message))?;
+    ensure(!(algorithm.dynamic_sampling && rollout.max_staleness > 0), key("dynamic_sampling"), || {
+        "is not supported with rollout.max_staleness > 0 (refills would sample beside groups generated ahead)".into()
+    })?;
     let (buffer, max_tokens) = (algorithm.overlong_buffer, rollout.sampling.max_tokens);
     ensure(buffer <= max_tokens, key("overlong_buffer"), || {
         format!("{buffer} is longer than rollout.max_tokens ({max_tokens})")

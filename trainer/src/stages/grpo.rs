@@ -13,8 +13,12 @@
 //!    rollout's kept sets) — each through [`Optimizer::step`], as every stage;
 //! 4. **sync**: publish the new weights to the engine, whose version is the policy version.
 //!
-//! Left out: asynchronous rollouts (sampling runs between updates, not beside them).
+//! The rollouts come from the colocated engine or, with `[rollout] backend = "service"`, from
+//! `rlvr serve` servers ([`crate::pool`]); then `max_staleness = k ≥ 1` makes the servers sample
+//! the next k steps' groups while this step trains ([`super::grpo_ahead`]), and a group with a
+//! token more than k versions behind the trainer is discarded.
 
+use super::grpo_ahead::{Ahead, ServiceMetrics, Staleness};
 use super::grpo_batch::{group_rows, Batch, Row};
 use crate::checkpoint;
 use crate::data::Dataset;
@@ -23,8 +27,11 @@ use crate::grpo::{self, LossInputs};
 use crate::optim::Optimizer;
 use crate::parallel::Dp;
 use crate::policy::Policy;
+use crate::pool::Pool;
+use crate::recipe::RolloutBackend;
 use crate::recipe::{Algorithm, Rollout};
-use crate::sampler::{sample_and_judge, Sampler, Settings};
+use crate::rollouts::Rollouts;
+use crate::sampler::{judge, sample_and_judge, Judged, Sampler, Settings};
 use crate::session::{parallelism, Session};
 use anyhow::{Context, Result};
 use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage};
@@ -35,9 +42,11 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-/// The GRPO stage's engine and frozen KL reference.
+/// The GRPO stage's rollout backend and frozen KL reference.
 pub struct GrpoRunner {
-    sampler: Sampler,
+    sampler: Rollouts,
+    /// Groups being generated for the coming steps (`max_staleness` ≥ 1).
+    ahead: Ahead,
     /// The reference model (main model, no MTP), when the KL term is on.
     reference: Option<(DeepseekV32, tch::nn::VarStore)>,
     /// Its weights, saved with every checkpoint of the stage.
@@ -80,6 +89,9 @@ pub struct GrpoMetrics {
     pub tok_per_s: f64,
     /// Seconds of the whole step.
     pub step_time: f64,
+    /// With the service backend: the pool's figures.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceMetrics>,
 }
 
 /// The rows of one step and what judging them found.
@@ -99,6 +111,10 @@ struct Collected {
     parts: BTreeMap<String, (f64, usize)>,
     gen_s: f64,
     score_s: f64,
+    /// Staleness of the samples, and those discarded for it.
+    staleness: Staleness,
+    /// Seconds waiting for groups generated ahead.
+    idle_s: f64,
 }
 
 impl GrpoRunner {
@@ -107,9 +123,32 @@ impl GrpoRunner {
     pub(crate) fn new(session: &Session, resumed: Option<&Path>) -> Result<Self> {
         let r = &session.recipe.rollout;
         let (policy, version) = (&session.policy, session.state.policy_version);
-        let sampler = Sampler::new(policy, r.effective_slots(), r.sampling.max_tokens, r.attention, version)?;
+        let sampler = match r.backend {
+            RolloutBackend::Local => Rollouts::Local(Box::new(Sampler::new(
+                policy,
+                r.effective_slots(),
+                r.sampling.max_tokens,
+                r.attention,
+                version,
+            )?)),
+            RolloutBackend::Service => {
+                if session.dp.world() > 1 {
+                    anyhow::bail!(
+                        "rollout.backend = \"service\" runs in a one-process run (this one has {} ranks)",
+                        session.dp.world()
+                    );
+                }
+                Rollouts::Service(std::sync::Arc::new(Pool::connect(
+                    &session.recipe,
+                    policy,
+                    &session.run_dir,
+                    version,
+                )?))
+            }
+        };
+        let ahead = Ahead::default();
         if session.recipe.algorithm.loss.kl().is_none() {
-            return Ok(GrpoRunner { sampler, reference: None, reference_tensors: None });
+            return Ok(GrpoRunner { sampler, ahead, reference: None, reference_tensors: None });
         }
         let tensors = match resumed.filter(|_| session.state.stage_step > 0) {
             Some(dir) => checkpoint::read_reference(dir)?
@@ -123,7 +162,7 @@ impl GrpoRunner {
                 vars[name].shallow_clone().copy_(t);
             }
         });
-        Ok(GrpoRunner { sampler, reference: Some((model, vs)), reference_tensors: Some(tensors) })
+        Ok(GrpoRunner { sampler, ahead, reference: Some((model, vs)), reference_tensors: Some(tensors) })
     }
 
     /// The reference weights a checkpoint of this stage must hold.
@@ -133,7 +172,13 @@ impl GrpoRunner {
 
     /// One GRPO step at `lr`; its metrics and whether an update was skipped (non-finite loss or
     /// gradient). Advances the problem cursor and the policy version.
-    pub(crate) fn step(&mut self, session: &mut Session, opt: &mut Optimizer, lr: f64) -> Result<(GrpoMetrics, bool)> {
+    pub(crate) fn step(
+        &mut self,
+        session: &mut Session,
+        opt: &mut Optimizer,
+        lr: f64,
+        steps_left: usize,
+    ) -> Result<(GrpoMetrics, bool)> {
         let started = Instant::now();
         let seed = step_seed(session.state.seeds.run, session.state.global_step);
         let (algorithm, rollout) = (&session.recipe.algorithm, &session.recipe.rollout);
@@ -145,11 +190,27 @@ impl GrpoRunner {
             rollout,
             algorithm,
             &mut cursor,
-            seed,
+            (seed, session.state.global_step),
             &session.dp,
         )?;
         session.state.problem_cursor = cursor;
         collected.check_reward(session.verifier.name(), session.recipe.run.max_verifier_errors)?;
+        if let Some(pool) = self.sampler.pool() {
+            let settings = rollout_settings(&session.policy, rollout, algorithm);
+            let ahead = steps_left.saturating_sub(1).min(rollout.max_staleness as usize);
+            let first_step = session.state.global_step + 1;
+            let run_seed = session.state.seeds.run;
+            self.ahead.fill(
+                pool,
+                &session.policy,
+                &session.data,
+                &settings,
+                ahead,
+                (first_step, cursor),
+                |step| step_seed(run_seed, step),
+                rollout.prompts_per_step,
+            )?;
+        }
 
         let t_train = Instant::now();
         let update = Update {
@@ -168,8 +229,19 @@ impl GrpoRunner {
         }
         session.state.policy_version = self.sampler.version();
         let sync_s = t_sync.elapsed().as_secs_f64();
-        let metrics = collected.metrics(sums, rollout.group_size, lr, train_s, sync_s, started);
+        let mut metrics = collected.metrics(sums, rollout.group_size, lr, train_s, sync_s, started);
+        if let Some(pool) = self.sampler.pool() {
+            metrics.service = Some(ServiceMetrics::new(pool.take_stats(), &collected.staleness, collected.idle_s));
+        }
         Ok((metrics, skipped))
+    }
+
+    /// Stops sampling ahead and the spawned servers (at the end of the stage).
+    pub fn shutdown(&mut self) {
+        self.ahead.clear();
+        if let Some(pool) = self.sampler.pool() {
+            pool.shutdown();
+        }
     }
 
     /// Samples and judges groups until `prompts_per_step` groups are kept (dynamic sampling) or
@@ -183,12 +255,13 @@ impl GrpoRunner {
         r: &Rollout,
         a: &Algorithm,
         cursor: &mut u64,
-        seed: u64,
+        (seed, step): (u64, u64),
         dp: &Dp,
     ) -> Result<Collected> {
         let settings = rollout_settings(policy, r, a);
         let g = r.group_size;
         let mut c = Collected::default();
+        let version = self.sampler.version();
         let refills = if a.dynamic_sampling { a.max_refills } else { 0 };
         for _ in 0..=refills {
             if r.prompts_per_step == c.rows.len() / g {
@@ -197,22 +270,34 @@ impl GrpoRunner {
             let first = *cursor;
             let problems: Vec<_> = (0..r.prompts_per_step as u64).map(|i| data.train(first + i)).collect();
             *cursor += r.prompts_per_step as u64;
-            let judged = sample_and_judge(
-                policy,
-                &mut self.sampler,
-                verifier,
-                &problems,
-                &settings,
-                seed,
-                first as usize,
-                parallelism(),
-                dp,
-            )?;
+            let judged = match self.ahead.take(step, first) {
+                Some(pending) => {
+                    let waited = Instant::now();
+                    let (prompts, outputs, gen_s) = pending.wait()?;
+                    c.idle_s += waited.elapsed().as_secs_f64();
+                    let (verdicts, score_s) = judge(policy, verifier, &problems, &outputs, parallelism())?;
+                    Judged { prompts, outputs, verdicts, gen_s, score_s }
+                }
+                None => sample_and_judge(
+                    policy,
+                    &mut self.sampler,
+                    verifier,
+                    &problems,
+                    &settings,
+                    seed,
+                    first as usize,
+                    parallelism(),
+                    dp,
+                )?,
+            };
             c.gen_s += judged.gen_s;
             c.score_s += judged.score_s;
             c.note_errors(&judged.verdicts);
             add_parts(&mut c.parts, &judged.verdicts);
             for (gi, (prompt, out)) in judged.prompts.iter().zip(&judged.outputs).enumerate() {
+                if !c.staleness.admit(out, version, r.max_staleness) {
+                    continue;
+                }
                 let verdicts = &judged.verdicts[gi * g..(gi + 1) * g];
                 let rewards = c.judge_group(verdicts, out, r.sampling.max_tokens, a);
                 let keep = !a.dynamic_sampling || grpo::groups_with_signal(&rewards, g)[0];
@@ -297,6 +382,7 @@ impl Collected {
             sync_s,
             tok_per_s: self.generated as f64 / self.gen_s.max(1e-9),
             step_time: started.elapsed().as_secs_f64(),
+            service: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod add_indexer;
 pub mod dsa;
 pub mod eval;
 pub mod grpo;
+pub mod grpo_ahead;
 pub mod grpo_batch;
 pub mod lm;
 pub(crate) mod training;

@@ -54,7 +54,10 @@ pub(crate) fn run(session: &mut Session, stage: &Stage) -> Result<bool> {
     while session.state.stage_step < steps {
         let lr = learning_rate(session, stage, steps);
         let (metrics, skipped) = match grpo.as_mut() {
-            Some(runner) => runner.step(session, &mut opt, lr).map(|(m, s)| (metrics::fields(&m), s))?,
+            Some(runner) => {
+                let left = steps - session.state.stage_step;
+                runner.step(session, &mut opt, lr, left).map(|(m, s)| (metrics::fields(&m), s))?
+            }
             None => lm::step(session, stage, &mut opt, lr).map(|(m, s)| (metrics::fields(&m), s))?,
         };
         record(session, stage, metrics, skipped)?;
@@ -72,6 +75,9 @@ pub(crate) fn run(session: &mut Session, stage: &Stage) -> Result<bool> {
         }
     }
     bar.finish_and_clear();
+    if let Some(runner) = grpo.as_mut() {
+        runner.shutdown();
+    }
     report_memory(session, &opt);
     session.logger.end_stage()?;
     let summary = summary(session, stage, steps, probe.as_ref())?;

@@ -76,10 +76,17 @@ fn row_mean(x: &Tensor, rows: Option<&Tensor>) -> Tensor {
     }
 }
 
+impl LayerIndexerLoss {
+    /// `KL_l`: the mean over query rows (all, or where `rows (B, T)` is true). Scalar.
+    pub fn mean(&self, rows: Option<&Tensor>) -> Tensor {
+        row_mean(&self.kl, rows)
+    }
+}
+
 impl IndexerLosses {
     /// `KL_l`: each layer's mean over query rows (all, or where `rows (B, T)` is true). Scalars.
     pub fn per_layer(&self, rows: Option<&Tensor>) -> Vec<Tensor> {
-        self.layers.iter().map(|l| row_mean(&l.kl, rows)).collect()
+        self.layers.iter().map(|l| l.mean(rows)).collect()
     }
 
     /// `Σ_l KL_l`: the loss to minimise. Scalar.

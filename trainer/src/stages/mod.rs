@@ -1,5 +1,5 @@
 //! The stages a recipe runs: every training stage goes through [`training`] (a supervised step
-//! from [`lm`], or a GRPO step from [`grpo`] on batches built by [`grpo_batch`]); the DSA stages'
+//! from [`lm`] — [`lm_recompute`] with activation checkpointing — or a GRPO step from [`grpo`] on batches built by [`grpo_batch`]); the DSA stages'
 //! held-out figures are [`dsa`]'s; `eval` is [`eval`].
 
 pub mod dsa;
@@ -7,4 +7,5 @@ pub mod eval;
 pub mod grpo;
 pub mod grpo_batch;
 pub mod lm;
+pub mod lm_recompute;
 pub(crate) mod training;

@@ -110,6 +110,22 @@ impl Indexer {
         scores.masked_fill(&future, f64::NEG_INFINITY)
     }
 
+    /// The index scores of each query's keys `indices (B, T, k)` (into `keys (B, S, d_I)`): (B, T, k)
+    /// f32, `scores(q, w, keys, q_pos).gather(-1, indices)` wherever that is causal (no causal
+    /// mask here: the caller masks by the selection's `valid`). Computed at those keys only, so
+    /// what autograd keeps for the backward is O(T·k) — the gathered keys (B, T, k, d_I) and the
+    /// (B, T, H_I, k) ReLU — not the (B, T, H_I, S) of [`Self::scores`]. The same products, summed
+    /// over d_I by another kernel: equal to rounding.
+    pub fn scores_at(&self, q: &Tensor, w: &Tensor, keys: &Tensor, indices: &Tensor) -> Tensor {
+        let (b, t, k) = (indices.size()[0], indices.size()[1], indices.size()[2]);
+        let d = self.head_dim;
+        let flat = indices.reshape([b, t * k, 1]).expand([b, t * k, d], false); // (B, T·k, d_I)
+        let picked = keys.to_kind(Kind::Float).gather(1, &flat, false).view([b, t, k, d]); // (B, T, k, d_I)
+        let dots = q.matmul(&picked.transpose(2, 3)); // (B, T, H_I, k)
+        let relu = (dots * (d as f64).powf(-0.5)).relu();
+        w.unsqueeze(2).matmul(&relu).squeeze_dim(2) // (B, T, k)
+    }
+
     /// The top-`min(index_topk, S)` keys of each row of causal `scores (B, T, S)`, in descending
     /// score order. Equal scores (most often exact zeros, where every head's ReLU is 0) are ranked
     /// by position, the lower first, through a stable sort: `topk`'s own tie order depends on the

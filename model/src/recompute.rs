@@ -183,6 +183,35 @@ impl DeepseekV32 {
         Recomputed { logp, entropy, trace: rec.trace, indexer: rec.indexer }
     }
 
+    /// `log π(targets)` (B, T') of the forward of `tokens (B, T)` under `opts` (no cache, no
+    /// hooks but replay and the vocabulary mask), without autograd and with the head in chunks of
+    /// `chunk` positions: a frozen reference's log-probs without its (B, T, V) log-softmax.
+    pub fn target_logprobs_chunked(
+        &self,
+        tokens: &Tensor,
+        opts: ForwardOptions<'_>,
+        targets: &Tensor,
+        chunk: i64,
+    ) -> Tensor {
+        let (b, t) = (tokens.size()[0], tokens.size()[1]);
+        check_options(&opts, !self.mtp.is_empty(), &self.config);
+        assert!(opts.cache.is_none() && opts.indexer_loss.is_none() && !opts.mtp, "a plain forward only");
+        tch::no_grad(|| {
+            let q_pos = Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true); // (B, T)
+            let pos = Positions::new(&self.rope, q_pos);
+            let mut h = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false); // (B, T, d)
+            for (i, layer) in self.layers.iter().enumerate() {
+                h = layer.forward(&h, &pos, None, &self.layer_options(&opts, i)).hidden;
+            }
+            let chunk = chunk.max(1);
+            let parts: Vec<Tensor> = (0..targets.size()[1])
+                .step_by(chunk as usize)
+                .map(|s| self.head_chunk(&h.narrow(1, s, chunk.min(t - s)), targets, opts.vocab_mask, s, false).0)
+                .collect();
+            Tensor::cat(&parts, 1) // (B, T')
+        })
+    }
+
     /// The main head's two passes over `h (B, T, d)` (a leaf): log-probs (B, T') and entropies
     /// without autograd, the loss's gradient in them, then each chunk's backward (the last one's
     /// with the `other` terms).

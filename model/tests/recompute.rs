@@ -172,3 +172,26 @@ fn chunked_head_gives_the_plain_gradients_within_rounding() {
         }
     }
 }
+
+/// The frozen reference's log-probs in chunks (`target_logprobs_chunked`, no autograd) against the
+/// plain forward's: bit for bit in one chunk, to rounding (1e-6 of the largest) in chunks of 7.
+#[test]
+fn chunked_reference_logprobs_equal_the_plain_ones() {
+    let (_, model) = tiny();
+    let x = inputs(&model);
+    let opts = || ForwardOptions {
+        replay: Some(&x.replay),
+        vocab_mask: Some(&x.mask),
+        ..ForwardOptions::new(AttentionMode::Sparse)
+    };
+    let want = tch::no_grad(|| {
+        let logits = model.run(&x.tokens, opts()).logits;
+        logits.narrow(1, 0, 39).log_softmax(-1, Kind::Float).gather(-1, &x.targets.unsqueeze(-1), false).squeeze_dim(-1)
+    });
+    let whole = model.target_logprobs_chunked(&x.tokens, opts(), &x.targets, 1000);
+    assert!(whole.equal(&want), "one chunk: {}", (&whole - &want).abs().max().double_value(&[]));
+    let chunked = model.target_logprobs_chunked(&x.tokens, opts(), &x.targets, 7);
+    let scale = want.abs().max().double_value(&[]);
+    assert!((&chunked - &want).abs().max().double_value(&[]) <= 1e-6 * scale);
+    assert!(!whole.requires_grad() && !chunked.requires_grad());
+}

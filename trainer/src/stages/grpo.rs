@@ -427,15 +427,19 @@ impl Update<'_> {
             indexer_loss: stage,
             ..ForwardOptions::new(self.mode)
         };
+        let chunk = head_chunk(batch.inputs.size()[0], self.policy.config.vocab_size as i64);
         let logp_ref = self.reference.map(|reference| {
-            tch::no_grad(|| {
-                let opts = ForwardOptions {
-                    vocab_mask: batch.vocab_mask.as_ref(),
-                    replay: batch.replay.as_deref(),
-                    ..ForwardOptions::new(self.mode)
-                };
-                batch.target_logprobs(&reference.run(&batch.inputs, opts).logits).0
-            })
+            let opts = ForwardOptions {
+                vocab_mask: batch.vocab_mask.as_ref(),
+                replay: batch.replay.as_deref(),
+                ..ForwardOptions::new(self.mode)
+            };
+            match self.checkpointing {
+                Checkpointing::None => {
+                    tch::no_grad(|| batch.target_logprobs(&reference.run(&batch.inputs, opts).logits).0)
+                }
+                Checkpointing::Layer => reference.target_logprobs_chunked(&batch.inputs, opts, &batch.targets, chunk),
+            }
         });
         match self.checkpointing {
             Checkpointing::None => {
@@ -461,7 +465,6 @@ impl Update<'_> {
                     out.loss * share
                 };
                 let mut indexer = |l: &LayerIndexerLoss| l.mean(Some(&batch.real)) * share;
-                let chunk = head_chunk(batch.inputs.size()[0], self.policy.config.vocab_size as i64);
                 let head = LossHead {
                     main: Some(MainHead { targets: &batch.targets, chunk, entropy: true, loss: &mut main }),
                     mtp: None,

@@ -11,7 +11,8 @@
 //!    the targets are computed in chunks of positions, twice: once without autograd for the whole
 //!    (B, T') log-prob tensor, whose loss (a detached leaf) is backpropagated to `∂L/∂logp`; then
 //!    chunk by chunk with autograd, each chunk's `Σ logp_c · ∂L/∂logp_c` backpropagated before the
-//!    next is computed. The MTP modules then run whole with autograd. Their backward leaves `∂L/∂h_L`;
+//!    next is computed. The MTP modules run whole with autograd, their terms joining the last
+//!    chunk's backward. These backwards leave `∂L/∂h_L` in the copy's gradient;
 //! 3. for l = L−1 … 0, layer l runs again with autograd from a detached copy of `h_l`, and
 //!    `Σ out_l · ∂L/∂out_l + layer_loss_l` is backpropagated: the layer's parameter gradients
 //!    accumulate and the copy's gradient is `∂L/∂h_l`;
@@ -19,11 +20,14 @@
 //!
 //! The forward draws nothing at random (no dropout; top-k ties go to the lower position, routing
 //! is a deterministic top-k), so the recomputed layer is the forward's, bit for bit, and so are its
-//! selections and routings. `Σ out · g` hands the layer exactly `g` (its gradient is `1 · g`), and
-//! each recomputed graph is the plain graph's piece with the same summation order, so on CPU the
-//! parameter gradients equal the plain backward's bit for bit when the head runs as one chunk.
-//! With several chunks the `lm_head` and final-norm gradients are sums over chunks, a different
-//! association of the same float sum (tests/recompute.rs states the bound).
+//! selections and routings. `Σ out · g` hands the layer exactly `g` (its gradient is `1 · g`). With
+//! the head in one chunk, the head's parameters and every indexer (which reads its layer's detached
+//! inputs) get the plain backward's gradients bit for bit; the others agree to float rounding: a
+//! hidden state's gradient is a sum of three or more contributions (an RMSNorm's two uses, the
+//! residual, MTP's read of h_L) that the autograd engine adds in arrival order, which one graph per
+//! layer need not keep (model/tests/recompute.rs states the bound). With several chunks the
+//! `lm_head` and final-norm gradients are also sums over chunks, another association of the same
+//! float sum.
 //!
 //! Left out: checkpointing inside a layer (attention alone), the MTP layers (they run whole in the
 //! head, one layer per depth), and a cache (generation runs no backward).

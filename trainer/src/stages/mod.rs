@@ -1,6 +1,7 @@
 //! The stages a recipe runs: every training stage goes through [`training`] (a supervised step
-//! from [`lm`] — [`lm_recompute`] with activation checkpointing — or a GRPO step from [`grpo`] on batches built by [`grpo_batch`]); the DSA stages'
-//! held-out figures are [`dsa`]'s; `eval` is [`eval`].
+//! from [`lm`] — [`lm_recompute`] with activation checkpointing — or a GRPO step from [`grpo`] on
+//! batches built by [`grpo_batch`]); the DSA stages' held-out figures are [`dsa`]'s; `eval` is
+//! [`eval`].
 
 pub mod dsa;
 pub mod eval;

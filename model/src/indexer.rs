@@ -110,6 +110,30 @@ impl Indexer {
         scores.masked_fill(&future, f64::NEG_INFINITY)
     }
 
+    /// [`Self::select`] over [`Self::scores`] (the same arguments), without autograd and in the
+    /// row blocks [`Self::scores`] itself uses, so that only one block's (B, rows, S) scores and
+    /// their sort exist at once instead of the whole (B, T, S). Each row's scores and sort depend
+    /// on that row alone and the blocks' products have the same shapes: the same selection.
+    pub fn select_blocked(&self, q: &Tensor, w: &Tensor, keys: &Tensor, q_pos: &Tensor) -> Selection {
+        let (b, t) = (q.size()[0], q.size()[1]);
+        let s = keys.size()[1];
+        let block = (SCORE_BLOCK / (b * self.n_heads * s).max(1)).clamp(1, t.max(1));
+        tch::no_grad(|| {
+            let (indices, valid): (Vec<Tensor>, Vec<Tensor>) = (0..t)
+                .step_by(block as usize)
+                .map(|start| {
+                    let len = block.min(t - start);
+                    let pos = q_pos.narrow(1, start, len); // (B, len)
+                    let scores = self.scores(&q.narrow(1, start, len), &w.narrow(1, start, len), keys, &pos); // (B, len, S)
+                    let sel = self.select(&scores, &pos);
+                    (sel.indices, sel.valid)
+                })
+                .unzip();
+            Selection { indices: Tensor::cat(&indices, 1), valid: Tensor::cat(&valid, 1) }
+            // (B, T, k)
+        })
+    }
+
     /// The index scores of each query's keys `indices (B, T, k)` (into `keys (B, S, d_I)`): (B, T, k)
     /// f32, `scores(q, w, keys, q_pos).gather(-1, indices)` wherever that is causal (no causal
     /// mask here: the caller masks by the selection's `valid`). Computed at those keys only, so

@@ -208,8 +208,7 @@ impl Mla {
         tch::no_grad(|| {
             let iq = idx.queries(&q.latent, &pos.cos, &pos.sin);
             let w = idx.head_weights(x);
-            let scores = idx.scores(&iq, &w, index_keys, &pos.q_pos);
-            idx.select(&scores, &pos.q_pos)
+            idx.select_blocked(&iq, &w, index_keys, &pos.q_pos)
         })
     }
 
@@ -262,7 +261,7 @@ impl Mla {
             // The KL over the selected keys: top-k on scores without gradient, the scores
             // recomputed with gradient at the k selected keys only (O(T·k) kept, not O(T·S)).
             IndexerStage::Sparse => {
-                let selection = tch::no_grad(|| idx.select(&idx.scores(&iq, &w, &ik, &pos.q_pos), &pos.q_pos));
+                let selection = idx.select_blocked(&iq, &w, &ik, &pos.q_pos);
                 let picked = idx.scores_at(&iq, &w, &ik, &selection.indices); // (B, T, k)
                 let loss = indexer_loss::sparse_stage(&target, &picked, &selection);
                 (selection, loss)

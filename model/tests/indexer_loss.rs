@@ -188,3 +188,24 @@ fn scores_at_the_selected_keys_equal_the_gathered_full_scores() {
         assert!(scale > 0.0 && max_abs(a, b) <= REL * scale, "{name}: {:e} of {scale:e}", max_abs(a, b));
     }
 }
+
+/// The row-blocked selection (what sparse attention uses) against the selection over the whole
+/// (B, T, S) scores, at a length where the blocks are several (2 heads × 6000² > 2^26): the same
+/// keys, bit for bit.
+#[test]
+fn blocked_selection_is_the_whole_selection() {
+    let (cfg, _, model) = load("tiny-sparse");
+    let idx = model.layers[0].self_attn.indexer.as_ref().expect("tiny-sparse has an indexer");
+    tch::manual_seed(4);
+    let t = 6000;
+    let (h, d) = (cfg.index_n_heads as i64, cfg.index_head_dim as i64);
+    assert!(h * t * t > 1 << 26, "one block would cover everything");
+    let f = (Kind::Float, Device::Cpu);
+    let (q, w, keys) = (Tensor::randn([1, t, h, d], f), Tensor::randn([1, t, h], f), Tensor::randn([1, t, d], f));
+    // Exact zeros (every head's ReLU 0) tie: the stable order must survive the blocking too.
+    let _ = w.narrow(1, 100, 50).fill_(0.0);
+    let q_pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let whole = tch::no_grad(|| idx.select(&idx.scores(&q, &w, &keys, &q_pos), &q_pos));
+    let blocked = idx.select_blocked(&q, &w, &keys, &q_pos);
+    assert!(whole.indices.equal(&blocked.indices) && whole.valid.equal(&blocked.valid));
+}

@@ -1,7 +1,8 @@
 //! `rlvr plan`: the memory plan printed before any work, against the peak resident memory
 //! (`ru_maxrss` of the finished process) of the runs it plans, on the CPU: the smoke recipe, the
 //! quickstart (every stage, a few steps each: its memory does not depend on the step count) and
-//! a 4K-token sparse training step on the DSA benchmark's model. Within 15 % each. And `rlvr train`
+//! a 4K-token sparse training step on the DSA benchmark's model, plain and with layer
+//! checkpointing. Within 15 % each. And `rlvr train`
 //! refuses, before any work, a run whose plan does not fit the host.
 
 mod common;
@@ -56,8 +57,8 @@ fn check(what: &str, recipe: &str, sets: &[&str]) {
     let phases = plan["phases"].as_array().unwrap();
     assert!(!phases.is_empty());
     // The peak is the largest phase on top of the runtime, and each total is its parts' sum.
-    let parts =
-        ["weights", "master", "gradients", "optimizer", "activations", "engine_weights", "kv_cache", "reference"];
+    let kept = if plan["checkpointing"] == true { "activations_checkpointed" } else { "activations" };
+    let parts = ["weights", "master", "gradients", "optimizer", kept, "engine_weights", "kv_cache", "reference"];
     for p in phases {
         let sum: f64 = parts.iter().map(|k| p[*k].as_f64().unwrap()).sum();
         assert!((sum - p["total"].as_f64().unwrap()).abs() <= 1e-6 * sum.max(1.0), "{p}");
@@ -134,6 +135,14 @@ fn the_plan_is_within_15_percent_of_a_4k_sparse_steps_peak() {
     let recipe = tmp.path().join("sparse4k.toml");
     std::fs::write(&recipe, SPARSE_4K).unwrap();
     check("sparse 4K", s(&recipe), &[]);
+}
+
+#[test]
+fn the_plan_is_within_15_percent_of_a_checkpointed_4k_sparse_steps_peak() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("sparse4k.toml");
+    std::fs::write(&recipe, SPARSE_4K).unwrap();
+    check("sparse 4K, layer checkpointing", s(&recipe), &["run.activation_checkpointing=layer"]);
 }
 
 #[test]

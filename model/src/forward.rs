@@ -85,18 +85,23 @@ impl ForwardOutput {
     /// `L_MTP = mean_k L^k`, `L^k` = mean CE of depth k's logits against `t_{i+k+1}` over the
     /// rows that have such a token; `None` when no MTP depth ran. Scalar.
     pub fn mtp_loss(&self, tokens: &Tensor) -> Option<Tensor> {
-        let t = tokens.size()[1];
-        let per_depth: Vec<Tensor> = self
-            .mtp_logits
-            .iter()
-            .enumerate()
-            .filter(|(m, _)| t - *m as i64 - 2 >= 1)
-            .map(|(m, logits)| {
-                let k = m as i64 + 1;
-                // Row i of depth k predicts t_{i+k+1}: the shifted sequence t_k.. lines up.
-                -logprobs_of(logits, &tokens.narrow(1, k, t - k)).mean(Kind::Float)
-            })
-            .collect();
-        (!per_depth.is_empty()).then(|| Tensor::stack(&per_depth, 0).mean(Kind::Float))
+        mtp_loss_of(&self.mtp_logits, tokens)
     }
+}
+
+/// [`ForwardOutput::mtp_loss`] from the MTP depths' logits (depth k: (B, T−k, V)) and the
+/// forward's `tokens (B, T)`. Scalar.
+pub fn mtp_loss_of(mtp_logits: &[Tensor], tokens: &Tensor) -> Option<Tensor> {
+    let t = tokens.size()[1];
+    let per_depth: Vec<Tensor> = mtp_logits
+        .iter()
+        .enumerate()
+        .filter(|(m, _)| t - *m as i64 - 2 >= 1)
+        .map(|(m, logits)| {
+            let k = m as i64 + 1;
+            // Row i of depth k predicts t_{i+k+1}: the shifted sequence t_k.. lines up.
+            -logprobs_of(logits, &tokens.narrow(1, k, t - k)).mean(Kind::Float)
+        })
+        .collect();
+    (!per_depth.is_empty()).then(|| Tensor::stack(&per_depth, 0).mean(Kind::Float))
 }

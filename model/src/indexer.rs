@@ -110,6 +110,46 @@ impl Indexer {
         scores.masked_fill(&future, f64::NEG_INFINITY)
     }
 
+    /// [`Self::select`] over [`Self::scores`] (the same arguments), without autograd and in the
+    /// row blocks [`Self::scores`] itself uses, so that only one block's (B, rows, S) scores and
+    /// their sort exist at once instead of the whole (B, T, S). Each row's scores and sort depend
+    /// on that row alone and the blocks' products have the same shapes: the same selection.
+    pub fn select_blocked(&self, q: &Tensor, w: &Tensor, keys: &Tensor, q_pos: &Tensor) -> Selection {
+        let (b, t) = (q.size()[0], q.size()[1]);
+        let s = keys.size()[1];
+        let block = (SCORE_BLOCK / (b * self.n_heads * s).max(1)).clamp(1, t.max(1));
+        tch::no_grad(|| {
+            let (indices, valid): (Vec<Tensor>, Vec<Tensor>) = (0..t)
+                .step_by(block as usize)
+                .map(|start| {
+                    let len = block.min(t - start);
+                    let pos = q_pos.narrow(1, start, len); // (B, len)
+                    let scores = self.scores(&q.narrow(1, start, len), &w.narrow(1, start, len), keys, &pos); // (B, len, S)
+                    let sel = self.select(&scores, &pos);
+                    (sel.indices, sel.valid)
+                })
+                .unzip();
+            Selection { indices: Tensor::cat(&indices, 1), valid: Tensor::cat(&valid, 1) }
+            // (B, T, k)
+        })
+    }
+
+    /// The index scores of each query's keys `indices (B, T, k)` (into `keys (B, S, d_I)`): (B, T, k)
+    /// f32, `scores(q, w, keys, q_pos).gather(-1, indices)` wherever that is causal (no causal
+    /// mask here: the caller masks by the selection's `valid`). Computed at those keys only, so
+    /// what autograd keeps for the backward is O(T·k) — the gathered keys (B, T, k, d_I) and the
+    /// (B, T, H_I, k) ReLU — not the (B, T, H_I, S) of [`Self::scores`]. The same products, summed
+    /// over d_I by another kernel: equal to rounding.
+    pub fn scores_at(&self, q: &Tensor, w: &Tensor, keys: &Tensor, indices: &Tensor) -> Tensor {
+        let (b, t, k) = (indices.size()[0], indices.size()[1], indices.size()[2]);
+        let d = self.head_dim;
+        let flat = indices.reshape([b, t * k, 1]).expand([b, t * k, d], false); // (B, T·k, d_I)
+        let picked = keys.to_kind(Kind::Float).gather(1, &flat, false).view([b, t, k, d]); // (B, T, k, d_I)
+        let dots = q.matmul(&picked.transpose(2, 3)); // (B, T, H_I, k)
+        let relu = (dots * (d as f64).powf(-0.5)).relu();
+        w.unsqueeze(2).matmul(&relu).squeeze_dim(2) // (B, T, k)
+    }
+
     /// The top-`min(index_topk, S)` keys of each row of causal `scores (B, T, S)`, in descending
     /// score order. Equal scores (most often exact zeros, where every head's ReLU is 0) are ranked
     /// by position, the lower first, through a stable sort: `topk`'s own tie order depends on the

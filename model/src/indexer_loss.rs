@@ -9,7 +9,9 @@
 //! - [`IndexerStage::DenseWarmup`] (eq. 3): dense attention, R_t = every causal key. Also gives the
 //!   recall `Σ_{s∈S_t} p[t,s]` of the indexer's own top-k set S_t.
 //! - [`IndexerStage::Sparse`] (eq. 4): sparse attention over S_t, R_t = S_t, both distributions
-//!   renormalised over S_t.
+//!   renormalised over S_t. S_t is chosen on scores computed without gradient, and the scores are
+//!   recomputed with gradient at the selected keys only ([`crate::indexer::Indexer::scores_at`]),
+//!   so what the backward keeps is O(T·k), not O(T·S).
 //!
 //! The indexer reads detached inputs (normed `x`, MLA query latent) in both stages, so these losses
 //! train the indexer alone. The paper asks for it in the sparse stage; in the dense warm-up every
@@ -76,10 +78,17 @@ fn row_mean(x: &Tensor, rows: Option<&Tensor>) -> Tensor {
     }
 }
 
+impl LayerIndexerLoss {
+    /// `KL_l`: the mean over query rows (all, or where `rows (B, T)` is true). Scalar.
+    pub fn mean(&self, rows: Option<&Tensor>) -> Tensor {
+        row_mean(&self.kl, rows)
+    }
+}
+
 impl IndexerLosses {
     /// `KL_l`: each layer's mean over query rows (all, or where `rows (B, T)` is true). Scalars.
     pub fn per_layer(&self, rows: Option<&Tensor>) -> Vec<Tensor> {
-        self.layers.iter().map(|l| row_mean(&l.kl, rows)).collect()
+        self.layers.iter().map(|l| l.mean(rows)).collect()
     }
 
     /// `Σ_l KL_l`: the loss to minimise. Scalar.
@@ -185,9 +194,9 @@ pub fn dense_stage(
     LayerIndexerLoss { kl: kl_rows(&p, scores, &allowed), recall: Some(recall) }
 }
 
-/// Sparse-stage loss of one layer: KL over the `selection` taken from `scores (B, T, S)`.
-pub fn sparse_stage(target: &TargetAttention<'_>, scores: &Tensor, selection: &Selection) -> LayerIndexerLoss {
+/// Sparse-stage loss of one layer: KL over the `selection`, from the index scores of the selected
+/// keys `picked (B, T, k)` (aligned with `selection.indices`; entries not `valid` are ignored).
+pub fn sparse_stage(target: &TargetAttention<'_>, picked: &Tensor, selection: &Selection) -> LayerIndexerLoss {
     let p = target.over_selection(selection); // (B, T, k)
-    let picked = scores.gather(-1, &selection.indices, false); // (B, T, k)
-    LayerIndexerLoss { kl: kl_rows(&p, &picked, &selection.valid), recall: None }
+    LayerIndexerLoss { kl: kl_rows(&p, picked, &selection.valid), recall: None }
 }

@@ -4,7 +4,8 @@
 //! parameters, reads safetensors headers, and runs the network: [`DeepseekV32`] (MLA with the DSA
 //! lightning indexer, DeepSeekMoE, MTP), with dense or sparse attention per call, generation caches
 //! ([`KvCache`]), a batched sampler ([`sample`]) and the training hooks of one forward
-//! ([`ForwardOptions`]: indexer losses, routing replay, vocabulary mask, MTP).
+//! ([`ForwardOptions`]: indexer losses, routing replay, vocabulary mask, MTP), and a training step's backward with each layer recomputed
+//! ([`recompute`]).
 
 pub mod attention;
 pub mod cache;
@@ -27,6 +28,7 @@ pub mod moe_packed;
 pub mod mtp;
 pub mod norm;
 pub mod params;
+pub mod recompute;
 pub mod rope;
 pub mod sample;
 pub mod spec;
@@ -41,4 +43,5 @@ pub use indexer_loss::{IndexerLosses, IndexerStage};
 pub use mla::{AttentionMode, MlaPath};
 pub use model::DeepseekV32;
 pub use params::ParamCounts;
+pub use recompute::{Checkpointing, LossHead, MainHead, Recomputed};
 pub use vocab_mask::VocabMask;

@@ -208,8 +208,7 @@ impl Mla {
         tch::no_grad(|| {
             let iq = idx.queries(&q.latent, &pos.cos, &pos.sin);
             let w = idx.head_weights(x);
-            let scores = idx.scores(&iq, &w, index_keys, &pos.q_pos);
-            idx.select(&scores, &pos.q_pos)
+            idx.select_blocked(&iq, &w, index_keys, &pos.q_pos)
         })
     }
 
@@ -249,15 +248,27 @@ impl Mla {
         let (xd, qd) = (x.detach(), q.latent.detach());
         let iq = idx.queries(&qd, &pos.cos, &pos.sin); // (B, T, H_I, d_I)
         let ik = idx.keys(&xd, &pos.cos, &pos.sin); // (B, S, d_I)
-        let scores = idx.scores(&iq, &idx.head_weights(&xd), &ik, &pos.q_pos); // (B, T, S)
-        let selection = tch::no_grad(|| idx.select(&scores.detach(), &pos.q_pos));
+        let w = idx.head_weights(&xd); // (B, T, H_I)
+        let target = TargetAttention { q, keys, kv_b: self.kv_b(), scale: self.scale };
+        let (selection, loss) = match stage {
+            // The KL over every causal key: the scores are differentiated whole.
+            IndexerStage::DenseWarmup => {
+                let scores = idx.scores(&iq, &w, &ik, &pos.q_pos); // (B, T, S)
+                let selection = tch::no_grad(|| idx.select(&scores.detach(), &pos.q_pos));
+                let loss = indexer_loss::dense_stage(&target, &scores, &selection, &pos.q_pos);
+                (selection, loss)
+            }
+            // The KL over the selected keys: top-k on scores without gradient, the scores
+            // recomputed with gradient at the k selected keys only (O(T·k) kept, not O(T·S)).
+            IndexerStage::Sparse => {
+                let selection = idx.select_blocked(&iq, &w, &ik, &pos.q_pos);
+                let picked = idx.scores_at(&iq, &w, &ik, &selection.indices); // (B, T, k)
+                let loss = indexer_loss::sparse_stage(&target, &picked, &selection);
+                (selection, loss)
+            }
+        };
         let sparse = self.uses_indexer(stage.mode(), s);
         let o = self.attend_over(q, keys, pos, path, sparse.then_some(&selection));
-        let target = TargetAttention { q, keys, kv_b: self.kv_b(), scale: self.scale };
-        let loss = match stage {
-            IndexerStage::DenseWarmup => indexer_loss::dense_stage(&target, &scores, &selection, &pos.q_pos),
-            IndexerStage::Sparse => indexer_loss::sparse_stage(&target, &scores, &selection),
-        };
         (o, sparse.then_some(selection), loss)
     }
 

@@ -183,7 +183,7 @@ impl DeepseekV32 {
     }
 
     /// The MTP depths over the main model's pre-norm hidden state `h (B, T, d)`.
-    fn run_mtp(
+    pub(crate) fn run_mtp(
         &self,
         tokens: &Tensor,
         h: &Tensor,
@@ -210,7 +210,7 @@ impl DeepseekV32 {
     }
 
     /// Layer `i`'s options (main layers first, then MTP layers).
-    fn layer_options<'a>(&self, opts: &ForwardOptions<'a>, i: usize) -> LayerOptions<'a> {
+    pub(crate) fn layer_options<'a>(&self, opts: &ForwardOptions<'a>, i: usize) -> LayerOptions<'a> {
         let is_moe = match self.layers.get(i) {
             Some(layer) => matches!(layer.mlp, Ffn::Moe(_)),
             None => matches!(self.mtp[i - self.layers.len()].layer.mlp, Ffn::Moe(_)),
@@ -230,7 +230,7 @@ impl DeepseekV32 {
 }
 
 /// Refuses option combinations the forward does not support.
-fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool, cfg: &ModelConfig) {
+pub(crate) fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool, cfg: &ModelConfig) {
     if let Err(e) = cfg.check_attention(opts.mode) {
         panic!("{e}");
     }
@@ -245,18 +245,18 @@ fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool, cfg: &ModelConfig) {
 }
 
 /// Collects the per-layer outputs of one forward.
-struct Recorder {
-    trace: Trace,
-    indexer: Option<IndexerLosses>,
+pub(crate) struct Recorder {
+    pub(crate) trace: Trace,
+    pub(crate) indexer: Option<IndexerLosses>,
 }
 
 impl Recorder {
-    fn new(losses: bool) -> Self {
+    pub(crate) fn new(losses: bool) -> Self {
         Recorder { trace: Trace::default(), indexer: losses.then(IndexerLosses::default) }
     }
 
     /// Keeps what layer `out` decided; returns its hidden state.
-    fn push(&mut self, out: LayerOutput) -> Tensor {
+    pub(crate) fn push(&mut self, out: LayerOutput) -> Tensor {
         self.trace.selections.push(out.selection);
         self.trace.routings.push(out.routing);
         if let (Some(all), Some(loss)) = (self.indexer.as_mut(), out.indexer) {

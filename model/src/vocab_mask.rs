@@ -41,6 +41,14 @@ impl VocabMask {
         keep.logical_or(&empty)
     }
 
+    /// The mask of positions `from..from + len` (of its T): what a chunk of the positions reads.
+    pub fn narrow(&self, from: i64, len: i64) -> VocabMask {
+        match self {
+            VocabMask::Dense(m) => VocabMask::Dense(m.narrow(1, from, len)), // (B, len, V)
+            VocabMask::Kept(ids) => VocabMask::Kept(ids.narrow(1, from, len)), // (B, len, K)
+        }
+    }
+
     /// `logits (B, T, V)` with every entry outside the kept set at −∞.
     pub fn apply(&self, logits: &Tensor) -> Tensor {
         let size = logits.size();

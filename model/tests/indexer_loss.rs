@@ -11,7 +11,7 @@ use rlvr_model::spec::{self, Part};
 use rlvr_model::{AttentionMode, ForwardOptions, IndexerStage, ModelConfig};
 use std::collections::{BTreeSet, HashMap};
 use support::{fixture, load, max_abs};
-use tch::{nn::VarStore, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Relative tolerance on loss values, absolute-relative-to-max on gradients.
 const REL: f64 = 1e-5;
@@ -152,4 +152,60 @@ fn indexer_parameter_names_are_the_specs_indexer_tensors() {
         assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
     }
     assert!(indexer_parameter_names(&tiny, true).iter().any(|n| n.starts_with("model.layers.3.")));
+}
+
+/// The sparse stage's O(T·k) scores ([`Indexer::scores_at`], differentiated at the selected keys
+/// only) against the full (B, T, S) scores gathered at the same keys: the same values and the same
+/// gradients in the queries, head weights and keys, to rounding (the d_I-long dot products are
+/// summed by another kernel: 1e-5 of the largest entry, as the fixture comparisons above).
+#[test]
+fn scores_at_the_selected_keys_equal_the_gathered_full_scores() {
+    let (cfg, _, model) = load("tiny-sparse");
+    let idx = model.layers[0].self_attn.indexer.as_ref().expect("tiny-sparse has an indexer");
+    tch::manual_seed(3);
+    let (b, t) = (2, 40);
+    let (h, d) = (cfg.index_n_heads as i64, cfg.index_head_dim as i64);
+    let f = (Kind::Float, Device::Cpu);
+    let q = Tensor::randn([b, t, h, d], f).set_requires_grad(true);
+    let w = Tensor::randn([b, t, h], f).set_requires_grad(true);
+    let keys = Tensor::randn([b, t, d], f).set_requires_grad(true);
+    let q_pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).expand([b, t], true);
+    let full = idx.scores(&q, &w, &keys, &q_pos); // (B, T, S)
+    let sel = tch::no_grad(|| idx.select(&full, &q_pos));
+    assert!(sel.valid.logical_not().any().int64_value(&[]) == 1, "some rows have fewer than k keys");
+    let valid = sel.valid.to_kind(Kind::Float);
+    let weights = Tensor::randn(sel.indices.size(), f) * &valid; // a loss on the valid entries only
+    let gathered = full.gather(-1, &sel.indices, false).masked_fill(&sel.valid.logical_not(), 0.0);
+    let at = idx.scores_at(&q, &w, &keys, &sel.indices).masked_fill(&sel.valid.logical_not(), 0.0);
+    let scale = gathered.abs().max().double_value(&[]);
+    assert!(max_abs(&gathered, &at) <= REL * scale, "values: {:e}", max_abs(&gathered, &at));
+    let grads = |x: &Tensor| {
+        let g = Tensor::run_backward(&[(x * &weights).sum(Kind::Float)], &[&q, &w, &keys], false, false);
+        g.into_iter().collect::<Vec<_>>()
+    };
+    for (name, (a, b)) in ["q", "w", "keys"].iter().zip(grads(&gathered).iter().zip(&grads(&at))) {
+        let scale = a.abs().max().double_value(&[]);
+        assert!(scale > 0.0 && max_abs(a, b) <= REL * scale, "{name}: {:e} of {scale:e}", max_abs(a, b));
+    }
+}
+
+/// The row-blocked selection (what sparse attention uses) against the selection over the whole
+/// (B, T, S) scores, at a length where the blocks are several (2 heads × 6000² > 2^26): the same
+/// keys, bit for bit.
+#[test]
+fn blocked_selection_is_the_whole_selection() {
+    let (cfg, _, model) = load("tiny-sparse");
+    let idx = model.layers[0].self_attn.indexer.as_ref().expect("tiny-sparse has an indexer");
+    tch::manual_seed(4);
+    let t = 6000;
+    let (h, d) = (cfg.index_n_heads as i64, cfg.index_head_dim as i64);
+    assert!(h * t * t > 1 << 26, "one block would cover everything");
+    let f = (Kind::Float, Device::Cpu);
+    let (q, w, keys) = (Tensor::randn([1, t, h, d], f), Tensor::randn([1, t, h], f), Tensor::randn([1, t, d], f));
+    // Exact zeros (every head's ReLU 0) tie: the stable order must survive the blocking too.
+    let _ = w.narrow(1, 100, 50).fill_(0.0);
+    let q_pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let whole = tch::no_grad(|| idx.select(&idx.scores(&q, &w, &keys, &q_pos), &q_pos));
+    let blocked = idx.select_blocked(&q, &w, &keys, &q_pos);
+    assert!(whole.indices.equal(&blocked.indices) && whole.valid.equal(&blocked.valid));
 }

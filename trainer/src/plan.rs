@@ -12,8 +12,9 @@
 //! The activation model counts what the forward materialises per token and layer (projections,
 //! norms, attention outputs, expert inputs and outputs), twice (kept for backward, and the
 //! gradients in flight of the layer being differentiated), plus the attention blocks: dense keeps
-//! an (H, T, T) f32 block per layer and holds ~3 more in flight; sparse (T > top-k) the indexer's
-//! (T, T) scores and the gathered (T, k, C + d_rope) latent per layer. With layer checkpointing
+//! an (H, T, T) f32 block per layer and holds ~3 more in flight; sparse (T > top-k) the gathered
+//! (T, k, C + d_rope) latent per layer, with one row block of the indexer's selection and the
+//! latent's gradient in flight. With layer checkpointing
 //! only each layer's input is kept, and one layer is recomputed at a time. The figures are
 //! estimates: `docs/architecture.md` lists how far they were from measured peak RSS.
 
@@ -50,7 +51,7 @@ pub struct Phase {
     pub kv_cache: f64,
     /// The KL reference model of a GRPO stage.
     pub reference: f64,
-    /// The sum, with full activations.
+    /// The sum, with the activations the run keeps (checkpointed or not).
     pub total: f64,
 }
 
@@ -63,6 +64,9 @@ pub struct Plan {
     pub device: String,
     /// Resident bytes of the runtime before any model is built.
     pub runtime_bytes: f64,
+    /// Whether the run checkpoints activations (`run.activation_checkpointing = "layer"`): each
+    /// phase's total then counts the checkpointed activations.
+    pub checkpointing: bool,
     /// Every phase.
     pub phases: Vec<Phase>,
     /// The largest phase plus the runtime.
@@ -121,10 +125,20 @@ fn activation_bytes(cfg: &ModelConfig, layers: usize, rows: usize, t: usize, mod
     let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
     let block = 4.0 * h * t * t; // one (H, T, T) f32 block of one row
     let sparse = mode == AttentionMode::Sparse && cfg.has_indexer() && t > k;
+    // Short key sets attend densely under the selection mask (the engine's masked-dense route).
+    let masked_dense = sparse && t <= 4.0 * k && h * t * t <= (1u64 << 27) as f64;
+    // The indexer's selection runs without autograd in row blocks of at most 2^26 per-head scores:
+    // one block's per-head ReLU scores, then their head sum, its sort and mask, in flight.
+    let heads = cfg.index_n_heads.max(1) as f64;
+    let per_head = (t * t * heads).min((1u64 << 26) as f64);
+    let selection = 4.0 * per_head + 3.0 * 4.0 * per_head / heads;
     // Kept per layer, and in flight for the layer being computed or differentiated.
-    let (kept, flight) = match sparse {
-        false => (block + t * t, 3.0 * block),
-        true => (4.0 * t * k * (latent + 3.0 * h), 9.0 * t * t + 2.0 * 4.0 * t * k * latent),
+    let (kept, flight) = match (sparse, masked_dense) {
+        (false, _) => (block + t * t, 3.0 * block),
+        (true, true) => (block + 2.0 * t * t, 3.0 * block + selection),
+        // The gathered (T, k, C + d_rope) latent and (T, H, k) scores kept; in flight the
+        // selection block and the gathered latent's gradient.
+        (true, false) => (4.0 * t * k * (latent + 3.0 * h), selection + 4.0 * t * k * latent),
     };
     let per_layer: Vec<f64> = (0..layers).map(|l| 2.0 * 4.0 * t * floats_per_token(cfg, l) + kept).collect();
     // The head: logits, log-softmax and their gradient over the vocabulary.
@@ -203,6 +217,7 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
     let engine_weights = tensor_bytes(&main, dtype);
     let layers = cfg.num_hidden_layers + if recipe.model.mtp { cfg.num_nextn_predict_layers } else { 0 };
     let r = &recipe.rollout;
+    let checkpointing = recipe.run.activation_checkpointing == rlvr_model::Checkpointing::Layer;
     let texts = data.map(longest_texts);
     let mut phases = Vec::new();
     for stage in &recipe.stages {
@@ -251,14 +266,8 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
                 }
             }
         }
-        p.total = p.weights
-            + p.master
-            + p.gradients
-            + p.optimizer
-            + p.activations
-            + p.engine_weights
-            + p.kv_cache
-            + p.reference;
+        let kept = if checkpointing { p.activations_checkpointed } else { p.activations };
+        p.total = p.weights + p.master + p.gradients + p.optimizer + kept + p.engine_weights + p.kv_cache + p.reference;
         phases.push(p);
     }
     let (peak_phase, top) = phases.iter().map(|p| (p.phase.clone(), p.total)).fold((String::new(), 0.0), |best, x| {
@@ -268,7 +277,8 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
             best
         }
     });
-    let checkpointed = phases.iter().map(|p| p.total - p.activations + p.activations_checkpointed).fold(0.0, f64::max);
+    let plain = |p: &Phase| if checkpointing { p.total - p.activations_checkpointed + p.activations } else { p.total };
+    let checkpointed = phases.iter().map(|p| plain(p) - p.activations + p.activations_checkpointed).fold(0.0, f64::max);
     // Each spawned server: the engine the colocated one would be, in its own process with its
     // own runtime.
     let has_grpo = recipe.stages.iter().any(|s| matches!(s, Stage::Grpo(_)));
@@ -279,6 +289,7 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
         _ => runtime_bytes + engine_weights + cache_bytes(&cfg, r.effective_slots().max(1), capacity, dtype),
     };
     Ok(Plan {
+        checkpointing,
         servers,
         server_bytes,
         world,
@@ -361,8 +372,9 @@ impl Plan {
                 show_bytes(self.server_bytes)
             ));
         }
+        let how = if self.checkpointing { "the run checkpoints each layer" } else { "with layer checkpointing" };
         out.push_str(&format!(
-            "peak: {} at {} (with layer checkpointing: {})\n",
+            "peak: {} at {} ({how}: {})\n",
             show_bytes(self.peak_bytes),
             self.peak_phase,
             show_bytes(self.peak_bytes_checkpointed)

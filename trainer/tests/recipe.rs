@@ -1,7 +1,7 @@
 //! Recipes: the examples load, defaults are filled in, every mistake names its file, key and line
 //! (or `--set`), `--set` edits what it says, and the resolved recipe round-trips.
 
-use rlvr_model::{AttentionMode, Dtype};
+use rlvr_model::{AttentionMode, Checkpointing, Dtype};
 use rlvr_trainer::data::{DataSpec, FileFormat};
 use rlvr_trainer::grpo::{AdvantageMode, Aggregation, KlEstimator};
 use rlvr_trainer::metrics::WandbMode;
@@ -190,6 +190,11 @@ fn defaults_are_filled_in() {
         (0, "cpu", Dtype::F32, 0, 3)
     );
     assert_eq!(r.run.out, Some(cwd().join("runs/t")));
+    assert_eq!(r.run.activation_checkpointing, Checkpointing::None);
+    assert_eq!(
+        ok(BASE, &["run.activation_checkpointing=\"layer\""]).run.activation_checkpointing,
+        Checkpointing::Layer
+    );
     assert_eq!(r.checkpoint.every, rlvr_trainer::recipe::CHECKPOINT_EVERY);
     assert_eq!((r.model.init_seed, r.model.mtp, r.model.mtp_weight), (Some(0), false, 0.3));
     let Some(DataSpec::Arithmetic(a)) = Some(&r.data) else { panic!("arithmetic data") };
@@ -345,6 +350,11 @@ fn bad_types_name_the_key() {
     let text = with("name = \"t\"", "dtype = \"f16\"");
     let at = line(line_of(&text, "dtype"));
     assert_error(&fail(&text, &[]), "run.dtype", "run.dtype: unknown variant `f16`, expected `f32` or `bf16`", &at);
+
+    let text = with("name = \"t\"", "activation_checkpointing = \"attention\"");
+    let at = line(line_of(&text, "activation_checkpointing"));
+    let want = "run.activation_checkpointing: unknown variant `attention`, expected `none` or `layer`";
+    assert_error(&fail(&text, &[]), "run.activation_checkpointing", want, &at);
 
     let text = with("source = \"arithmetic\"", "max_digits = \"3\"");
     assert_error(&fail(&text, &[]), "data.max_digits", "expected u32", &line(line_of(&text, "max_digits")));

@@ -31,7 +31,7 @@ use crate::data::DataSpec;
 use crate::grpo::{AdvantageMode, LossConfig};
 use crate::metrics::WandbMode;
 use crate::optim::Schedule;
-use rlvr_model::{AttentionMode, DeviceSpec, Dtype};
+use rlvr_model::{AttentionMode, Checkpointing, DeviceSpec, Dtype};
 use rlvr_rollout::engine::SamplingParams;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -103,6 +103,12 @@ pub struct Run {
     /// bf16 ulp of its weight.
     #[serde(default = "yes")]
     pub master_weights: bool,
+    /// What every training stage's backward keeps (`rlvr_model::recompute`): `"none"` keeps every
+    /// activation; `"layer"` keeps each decoder layer's input, recomputes the layer in the
+    /// backward and runs the loss head (log-probs, entropy) in chunks of positions, so the
+    /// (B, L, V) log-softmax is never whole. Same gradients to float rounding.
+    #[serde(default)]
+    pub activation_checkpointing: Checkpointing,
     /// In a multi-process run (torchrun, `--nproc`): shard AdamW's state across the ranks
     /// (ZeRO-2) instead of keeping all of it on every rank.
     #[serde(default = "yes")]

@@ -34,7 +34,9 @@ use crate::rollouts::Rollouts;
 use crate::sampler::{judge, sample_and_judge, Judged, Sampler, Settings};
 use crate::session::{parallelism, Session};
 use anyhow::{Context, Result};
-use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage};
+use rlvr_model::indexer_loss::LayerIndexerLoss;
+use rlvr_model::recompute::{head_chunk, token_entropy};
+use rlvr_model::{AttentionMode, Checkpointing, DeepseekV32, ForwardOptions, IndexerStage, LossHead, MainHead};
 use rlvr_verifiers::{Outcome, Verdict, Verifier, Weighted};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -218,6 +220,7 @@ impl GrpoRunner {
             reference: self.reference.as_ref().map(|(m, _)| m),
             algorithm,
             mode: rollout.attention,
+            checkpointing: session.recipe.run.activation_checkpointing,
             dp: &session.dp,
         };
         let (sums, skipped) = update.run(opt, &collected.rows, lr, session.recipe.optimizer.grad_clip)?;
@@ -419,12 +422,19 @@ fn rollout_settings(policy: &Policy, r: &Rollout, a: &Algorithm) -> Settings {
 }
 
 /// The update phase: what it reads.
-struct Update<'a> {
-    policy: &'a Policy,
-    reference: Option<&'a DeepseekV32>,
-    algorithm: &'a Algorithm,
-    mode: AttentionMode,
-    dp: &'a Dp,
+pub struct Update<'a> {
+    /// The policy trained.
+    pub policy: &'a Policy,
+    /// The frozen KL reference, when the loss has a KL term.
+    pub reference: Option<&'a DeepseekV32>,
+    /// The loss and its update schedule.
+    pub algorithm: &'a Algorithm,
+    /// The training forward's attention (the rollout's).
+    pub mode: AttentionMode,
+    /// What the backward keeps (`run.activation_checkpointing`).
+    pub checkpointing: Checkpointing,
+    /// The ranks.
+    pub dp: &'a Dp,
 }
 
 impl Update<'_> {
@@ -460,16 +470,12 @@ impl Update<'_> {
                 let mut finite = true;
                 for part in mine.chunks(chunk) {
                     let rows: Vec<&Row> = part.iter().map(|&i| &rows[i]).collect();
-                    let (loss, stats, entropy) = self.loss(&rows);
                     let share = Share {
                         loss: weight(part) / whole.loss,
                         tokens: tokens(part) / whole.tokens,
                         rows: part.len() as f64 / whole.rows,
                     };
-                    finite &= loss.double_value(&[]).is_finite();
-                    if finite {
-                        (&loss * share.loss).backward();
-                    }
+                    let (stats, entropy) = self.backward(&rows, share.loss, &mut finite);
                     sums.add(&stats, entropy, share);
                 }
                 if !dp.all(finite)? {
@@ -491,8 +497,11 @@ impl Update<'_> {
         Ok((sums.finish(), skipped))
     }
 
-    /// The loss of `rows`, its statistics and the mean entropy of their response positions.
-    fn loss(&self, rows: &[&Row]) -> (Tensor, grpo::LossStats, f64) {
+    /// Backpropagates the loss of `rows` weighted by `share`; its statistics and the mean entropy of
+    /// the response positions. `finite` turns false when the loss is not finite; the plain backward
+    /// is skipped from then on, the checkpointed one has run with the loss (the caller drops the
+    /// gradients of a non-finite minibatch).
+    pub fn backward(&self, rows: &[&Row], share: f64, finite: &mut bool) -> (grpo::LossStats, f64) {
         let device = self.policy.vs.device();
         let batch = Batch::new(rows, self.policy.config.num_experts_per_tok as i64, device);
         // Sparse attention trains the indexer as the sparse stage does (post-training "employs
@@ -504,33 +513,65 @@ impl Update<'_> {
             indexer_loss: stage,
             ..ForwardOptions::new(self.mode)
         };
-        let forward = self.policy.model.run(&batch.inputs, opts);
-        let (logp, logp_all) = batch.target_logprobs(&forward.logits);
-        let entropy = batch.mean_entropy(&logp_all);
+        let chunk = head_chunk(batch.inputs.size()[0], self.policy.config.vocab_size as i64);
         let logp_ref = self.reference.map(|reference| {
-            tch::no_grad(|| {
-                let opts = ForwardOptions {
-                    vocab_mask: batch.vocab_mask.as_ref(),
-                    replay: batch.replay.as_deref(),
-                    ..ForwardOptions::new(self.mode)
-                };
-                batch.target_logprobs(&reference.run(&batch.inputs, opts).logits).0
-            })
+            let opts = ForwardOptions {
+                vocab_mask: batch.vocab_mask.as_ref(),
+                replay: batch.replay.as_deref(),
+                ..ForwardOptions::new(self.mode)
+            };
+            match self.checkpointing {
+                Checkpointing::None => {
+                    tch::no_grad(|| batch.target_logprobs(&reference.run(&batch.inputs, opts).logits).0)
+                }
+                Checkpointing::Layer => reference.target_logprobs_chunked(&batch.inputs, opts, &batch.targets, chunk),
+            }
         });
-        let inputs = LossInputs {
-            logp: &logp,
-            logp_old: &batch.logp_old,
-            logp_ref: logp_ref.as_ref(),
-            advantages: &batch.advantages,
-            mask: &batch.mask,
-        };
-        let out = grpo::grpo_loss(&inputs, &self.algorithm.loss);
-        let loss = match &forward.indexer {
-            Some(losses) => out.loss + losses.total(Some(&batch.real)),
-            None => out.loss,
-        };
-        (loss, out.stats, entropy)
+        match self.checkpointing {
+            Checkpointing::None => {
+                let forward = self.policy.model.run(&batch.inputs, opts);
+                let (logp, logp_all) = batch.target_logprobs(&forward.logits);
+                let entropy = batch.mean_entropy(&token_entropy(&logp_all));
+                let out = grpo::grpo_loss(&loss_inputs(&batch, &logp, logp_ref.as_ref()), &self.algorithm.loss);
+                let loss = match &forward.indexer {
+                    Some(losses) => out.loss + losses.total(Some(&batch.real)),
+                    None => out.loss,
+                };
+                *finite &= loss.double_value(&[]).is_finite();
+                if *finite {
+                    (&loss * share).backward();
+                }
+                (out.stats, entropy)
+            }
+            Checkpointing::Layer => {
+                let mut result = None;
+                let mut main = |logp: &Tensor| {
+                    let out = grpo::grpo_loss(&loss_inputs(&batch, logp, logp_ref.as_ref()), &self.algorithm.loss);
+                    result = Some((out.loss.detach(), out.stats));
+                    out.loss * share
+                };
+                let mut indexer = |l: &LayerIndexerLoss| l.mean(Some(&batch.real)) * share;
+                let head = LossHead {
+                    main: Some(MainHead { targets: &batch.targets, chunk, entropy: true, loss: &mut main }),
+                    mtp: None,
+                    indexer: stage.map(|_| &mut indexer as &mut dyn FnMut(&LayerIndexerLoss) -> Tensor),
+                };
+                let out = self.policy.model.backward_checkpointed(&batch.inputs, opts, head);
+                let (loss, stats) = result.expect("the main head ran");
+                let loss = match &out.indexer {
+                    Some(losses) => loss + losses.total(Some(&batch.real)),
+                    None => loss,
+                };
+                *finite &= loss.double_value(&[]).is_finite();
+                (stats, batch.mean_entropy(&out.entropy.expect("the head returns entropies")))
+            }
+        }
     }
+}
+
+/// The loss's inputs: `logp (B, L)` of the policy, the rest from `batch` and the reference.
+fn loss_inputs<'b>(batch: &'b Batch, logp: &'b Tensor, logp_ref: Option<&'b Tensor>) -> LossInputs<'b> {
+    LossInputs { logp, logp_old: &batch.logp_old, logp_ref, advantages: &batch.advantages, mask: &batch.mask }
 }
 
 /// A part's share of its minibatch: of the loss's normaliser, of its response tokens, of its rows.

@@ -118,12 +118,11 @@ impl Batch {
         (logp, logp_all)
     }
 
-    /// The mean entropy of the distributions at the completion positions (no gradient).
-    pub fn mean_entropy(&self, logp_all: &Tensor) -> f64 {
+    /// The mean over the completion positions of `entropy (B, L)`, each position's entropy
+    /// ([`rlvr_model::recompute::token_entropy`]).
+    pub fn mean_entropy(&self, entropy: &Tensor) -> f64 {
         tch::no_grad(|| {
-            let finite = logp_all.masked_fill(&logp_all.isinf(), 0.0);
-            let h = -(logp_all.exp() * finite).sum_dim_intlist(-1, false, Kind::Float); // (B, L)
-            ((h * &self.mask).sum(Kind::Float) / self.mask.sum(Kind::Float).clamp_min(1.0)).double_value(&[])
+            ((entropy * &self.mask).sum(Kind::Float) / self.mask.sum(Kind::Float).clamp_min(1.0)).double_value(&[])
         })
     }
 }

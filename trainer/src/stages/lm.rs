@@ -8,7 +8,8 @@
 //! - `sparse_train` (DSA stage 2): top-k attention, everything trains; the indexer reads detached
 //!   inputs and learns from the KL over its selected set only, the rest from the LM loss only.
 //!
-//! The DSA stages' held-out figures are in [`super::dsa`].
+//! The DSA stages' held-out figures are in [`super::dsa`]; the same losses with each layer
+//! recomputed in the backward (`run.activation_checkpointing = "layer"`) in [`super::lm_recompute`].
 
 use crate::batch::{masked_mean, pack_stream, pad_rows, span_mask};
 use crate::data::{Dataset, Problem};
@@ -18,7 +19,7 @@ use crate::policy::Policy;
 use crate::recipe::{IndexerWarmupStage, PretrainStage, SftStage, SparseTrainStage, Stage};
 use crate::session::Session;
 use anyhow::Result;
-use rlvr_model::{AttentionMode, ForwardOptions, IndexerStage};
+use rlvr_model::{AttentionMode, Checkpointing, ForwardOptions, IndexerStage};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -271,10 +272,24 @@ pub(crate) fn step(session: &mut Session, stage: &Stage, opt: &mut Optimizer, lr
     };
     let start = std::time::Instant::now();
     opt.zero_grad();
-    let (loss, mut m) = loss(&session.policy, objective, &tokens_here, mask_here.as_ref(), w);
-    let mut skipped = !dp.all(m.loss.is_finite())?;
+    let policy = &session.policy;
+    let (mut m, mut skipped) = match session.recipe.run.activation_checkpointing {
+        Checkpointing::None => {
+            let (loss, m) = loss(policy, objective, &tokens_here, mask_here.as_ref(), w);
+            let finite = dp.all(m.loss.is_finite())?;
+            if finite {
+                loss.backward();
+            }
+            (m, !finite)
+        }
+        // The backward runs with the loss; a non-finite one's gradients are dropped below.
+        Checkpointing::Layer => {
+            let m = super::lm_recompute::backward(policy, objective, &tokens_here, mask_here.as_ref(), w);
+            let finite = dp.all(m.loss.is_finite())?;
+            (m, !finite)
+        }
+    };
     if !skipped {
-        loss.backward();
         let applied = opt.step(lr, session.recipe.optimizer.grad_clip, dp)?;
         m.grad_norm = Some(applied.grad_norm);
         skipped = !applied.stepped;

@@ -682,9 +682,15 @@ fn assert_round_trip(r: &Recipe) {
 
 #[test]
 fn resolved_recipe_round_trips() {
-    for name in
-        ["smoke.toml", "arith-grpo.toml", "quickstart.toml", "v32-rewards.toml", "word-problems.toml", "v3-to-v32.toml"]
-    {
+    for name in [
+        "smoke.toml",
+        "arith-grpo.toml",
+        "quickstart.toml",
+        "v32-rewards.toml",
+        "word-problems.toml",
+        "v3-to-v32.toml",
+        "deepseek-v32-grpo.toml",
+    ] {
         assert_round_trip(&Recipe::load(&repo().join("recipes").join(name), &[]).unwrap());
     }
     assert_round_trip(&ok(BASE, &[]));

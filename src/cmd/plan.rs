@@ -32,9 +32,10 @@ pub fn run(args: Args) -> Result<()> {
     let chat = rlvr_trainer::session::chat_renderer(&recipe)?;
     let data = Dataset::load_with(&recipe.data, recipe.run.seed, chat.as_ref()).context("loading the recipe's data")?;
     let device = rlvr_trainer::plan::device_name(recipe.run.device);
-    let resident = rlvr_trainer::plan::idle_peak_bytes().unwrap_or_else(warm_resident_bytes).max(warm_resident_bytes());
+    let warm = warm_resident_bytes();
+    let resident = rlvr_trainer::plan::idle_peak_bytes().map_or(warm, |idle| idle.max(warm));
     let runtime = rlvr_trainer::plan::runtime_bytes(device, resident);
-    let plan = plan(&recipe, args.world as usize, device, runtime, Some(&data))?;
+    let plan = plan(&recipe, args.world as usize, device, runtime, &data)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

@@ -182,10 +182,10 @@ fn longest_texts(data: &Dataset) -> (usize, usize) {
 }
 
 /// The longest sequence a stage trains on: its `seq_len`; for SFT the longest prompt and
-/// reference of the data; for GRPO the longest prompt plus `max_tokens` (prompts at the engine's
-/// limit when the data is not known).
-fn longest(stage: &Stage, recipe: &Recipe, texts: Option<(usize, usize)>) -> usize {
-    let (prompt, text) = texts.map_or((MAX_PROMPT, MAX_PROMPT), |(p, t)| (p.min(MAX_PROMPT), t));
+/// reference of the data; for GRPO the longest prompt (at most the engine's limit) plus
+/// `max_tokens`.
+fn longest(stage: &Stage, recipe: &Recipe, (prompt, text): (usize, usize)) -> usize {
+    let prompt = prompt.min(MAX_PROMPT);
     match stage {
         Stage::Pretrain(s) => s.seq_len,
         Stage::IndexerWarmup(s) => s.seq_len,
@@ -196,9 +196,8 @@ fn longest(stage: &Stage, recipe: &Recipe, texts: Option<(usize, usize)>) -> usi
 }
 
 /// The plan of `recipe` on `world` devices of `device` (`cpu` or `cuda`), with `runtime_bytes`
-/// already resident. `data` (when loaded) gives the longest prompts; without it they are
-/// priced at the engine's limit.
-pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, data: Option<&Dataset>) -> Result<Plan> {
+/// already resident; `data` gives the longest prompts and the held-out problems.
+pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, data: &Dataset) -> Result<Plan> {
     let source = recipe.model.model_config()?;
     let cfg = match &recipe.model.add_indexer {
         Some(add) if source.family() == rlvr_model::Family::V3 => {
@@ -218,7 +217,7 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
     let layers = cfg.num_hidden_layers + if recipe.model.mtp { cfg.num_nextn_predict_layers } else { 0 };
     let r = &recipe.rollout;
     let checkpointing = recipe.run.activation_checkpointing == rlvr_model::Checkpointing::Layer;
-    let texts = data.map(longest_texts);
+    let texts = longest_texts(data);
     let mut phases = Vec::new();
     for stage in &recipe.stages {
         let mut p = Phase { phase: format!("{} ({})", stage.name(), stage.kind()), weights, ..Phase::default() };
@@ -226,7 +225,7 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
         let capacity = (MAX_PROMPT + r.sampling.max_tokens).min(cfg.max_position_embeddings);
         match stage {
             Stage::Eval(e) => {
-                let held_out = data.map_or(512, |d| d.held_out().len());
+                let held_out = data.held_out().len();
                 let problems = e.max_problems.map_or(held_out, |m| m.min(held_out)).div_ceil(world);
                 let slots = crate::stages::eval::eval_slots(problems, e.samples);
                 p.engine_weights = engine_weights;

@@ -164,7 +164,7 @@ impl Session {
         check_stage_data(&recipe, &data, dp.world())?;
         let device_name = crate::plan::device_name(recipe.run.device);
         let runtime = crate::plan::runtime_bytes(device_name, crate::plan::warm_resident_bytes());
-        let plan = crate::plan::plan(&recipe, dp.world(), device_name, runtime, Some(&data))?;
+        let plan = crate::plan::plan(&recipe, dp.world(), device_name, runtime, &data)?;
         let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|n| n.parse().ok()).unwrap_or(dp.world());
         crate::plan::check_fits(&plan, local_ranks)?;
         let verifier = reward.build().context("building the recipe's verifier")?;

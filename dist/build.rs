@@ -1,5 +1,7 @@
 //! Compiles the C++ shim (`shim/`) that binds PyTorch's c10d, and links libtorch.
 //!
+//! * `shim/profile.cpp` (an operator profiler on libtorch's RecordFunction hooks, for benchmarks)
+//!   always;
 //! * `shim/c10d.cpp` (stores, Gloo, the C ABI) always; it needs gloo's headers, which the torch wheel
 //!   lacks: `RLVR_GLOO_INCLUDE`, else `.deps/gloo/usr/include` (Debian's libgloo-dev, unpacked there by
 //!   `scripts/dist-deps.sh`).
@@ -9,7 +11,7 @@
 //!   `scripts/dist-deps.sh`). Otherwise a cargo warning says why, and creating an NCCL group fails
 //!   with an error at run time.
 //!
-//! The two translation units compile in parallel into one static library. Like
+//! The translation units compile in parallel into one static library. Like
 //! `build/link_libtorch.rs`, this also gives the package's tests an absolute rpath to libtorch and
 //! keeps `libtorch_cuda.so` linked.
 
@@ -23,7 +25,7 @@ fn main() {
     for var in ["LIBTORCH", "RLVR_GLOO_INCLUDE", "RLVR_CUDA_INCLUDE"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    for file in ["shim/c10d.cpp", "shim/nccl.cpp", "shim/shim.hpp"] {
+    for file in ["shim/c10d.cpp", "shim/nccl.cpp", "shim/profile.cpp", "shim/shim.hpp"] {
         println!("cargo:rerun-if-changed={file}");
     }
 
@@ -87,12 +89,17 @@ fn main() {
     if nccl_unit.is_some() {
         main_unit.define("RLVR_HAVE_NCCL", None);
     }
-    let (main_objects, nccl_objects) = std::thread::scope(|scope| {
+    let (main_objects, nccl_objects, profile_objects) = std::thread::scope(|scope| {
         let nccl = scope.spawn(|| nccl_unit.as_ref().map(|build| build.try_compile_intermediates()));
+        let profile = scope.spawn(|| base("shim/profile.cpp").try_compile_intermediates());
         let main = main_unit.try_compile_intermediates();
-        (main, nccl.join().expect("the NCCL compile thread panicked"))
+        (
+            main,
+            nccl.join().expect("the NCCL compile thread panicked"),
+            profile.join().expect("the profiler compile thread panicked"),
+        )
     });
-    let mut objects = Vec::new();
+    let mut objects = profile_objects.unwrap_or_else(|e| fail(&format!("compiling shim/profile.cpp: {e}")));
     let nccl_reason = match (nccl_objects, nccl_includes) {
         (Some(Ok(nccl)), _) => {
             objects.extend(main_objects.unwrap_or_else(|e| fail(&format!("compiling shim/c10d.cpp: {e}"))));

@@ -6,7 +6,9 @@
 //! `ProcessGroupGloo` (CPU) or `ProcessGroupNCCL` (one GPU per rank) for the collectives. Tensors
 //! cross the C ABI as tch's `C_tensor`, which is an `at::Tensor*`, so nothing is copied on the way.
 //! [`Group`] is the whole API: all_reduce, broadcast, all_gather, reduce_scatter, all_to_all with
-//! uneven splits, barrier, and byte/f64 conveniences built on them.
+//! uneven splits, barrier, and byte/f64 conveniences built on them. The same shim carries two
+//! more calls into libtorch that tch lacks: [`set_deterministic`] and the benchmarks' operator
+//! profiler ([`profile`]).
 //!
 //! # Launching
 //!
@@ -58,6 +60,7 @@ mod error;
 mod ffi;
 mod group;
 mod launch;
+pub mod profile;
 
 pub use error::DistError;
 pub use group::{Backend, Group, ReduceOp};

@@ -1,7 +1,7 @@
 //! `rlvr generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --input prompts.jsonl)
 //! [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--n N] [--seed S]
 //! [--ignore-eos] [--mode dense|sparse] [--device cpu|cuda] [--dtype f32|bf16] [--output FILE]
-//! [--timing] [--repeat N] [--warmup]` (docs/architecture.md §7).
+//! [--timing] [--repeat N] [--warmup] [--profile]` (docs/architecture.md §7).
 //!
 //! Writes one JSON object per completion, prompt-major (all samples of prompt 0, then prompt 1…):
 //! `{"prompt_index", "tokens", "logprobs", "text", "finish_reason"}`. `tokens` are the generated
@@ -21,7 +21,10 @@
 //! For benchmarks (`benches/generate/`): `--warmup` first generates the first prompt alone, untimed;
 //! `--repeat N` generates every prompt N times on the same engine (the last pass is written);
 //! `--timing` prints each pass on stderr as `timing pass=i seconds=… tokens=… tokens_per_s=…
-//! threads=…` (weights loading and engine set-up excluded, prefill included).
+//! threads=…` (weights loading and engine set-up excluded, prefill included); `--profile` runs one
+//! more pass with every libtorch operator counted (`rlvr_dist::profile`) and prints, per decode
+//! step, the operator calls, the top operators by time and the engine's split into prefill, decode
+//! forward, sampling and bookkeeping (`profile …` lines on stderr).
 
 use super::score::{device, load_model, Compute};
 use anyhow::{anyhow, bail, Context, Result};
@@ -89,6 +92,10 @@ pub struct Args {
     /// Generate the first prompt alone once, untimed, before the timed passes.
     #[arg(long)]
     pub warmup: bool,
+    /// After the timed passes, run one more with every libtorch operator counted and print where
+    /// a decode step's time goes on stderr (benchmarks; that pass is slower and not written).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// One line of `--input`.
@@ -259,8 +266,53 @@ fn generate(
             );
         }
     }
+    if args.profile {
+        profile_pass(args, cfg, &mut engine, &prompts)?;
+    }
     out.sort_by_key(|o| o.index);
     Ok((out, secs))
+}
+
+/// `--profile`: one more pass with the operator profiler on; prints per decode step the operator
+/// calls, the top operators by time, and the engine's own split of the pass.
+fn profile_pass(args: &Args, cfg: &ModelConfig, engine: &mut Engine, prompts: &[Vec<i64>]) -> Result<()> {
+    for (i, prompt) in prompts.iter().enumerate() {
+        engine.submit(request(args, cfg, prompt.clone(), i)).with_context(|| format!("prompt {i}"))?;
+    }
+    let before = engine.step_times();
+    let start = Instant::now();
+    let ((), ops) = rlvr_dist::profile::profile_ops(|| {
+        engine.run_until_done();
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let after = engine.step_times();
+    let decode = (after.decode_steps - before.decode_steps).max(1) as f64;
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / decode;
+    eprintln!(
+        "profile steps={} decode_steps={decode} wall_ms_per_decode_step={:.3} ops_per_decode_step={:.1} \
+         ops_all_depths_per_decode_step={:.1} op_ms_per_decode_step={:.3}",
+        after.steps - before.steps,
+        wall * 1e3 / decode,
+        ops.calls() as f64 / decode,
+        ops.all_calls as f64 / decode,
+        ops.seconds() * 1e3 / decode,
+    );
+    eprintln!(
+        "profile split_ms_per_decode_step prefill={:.3} decode_forward={:.3} sampling={:.3} bookkeeping={:.3}",
+        per_step(after.prefill - before.prefill),
+        per_step(after.decode_forward - before.decode_forward),
+        per_step(after.sampling - before.sampling),
+        per_step(after.bookkeeping - before.bookkeeping),
+    );
+    for op in ops.ops.iter().take(25) {
+        eprintln!(
+            "profile op={} calls_per_decode_step={:.2} us_per_decode_step={:.1}",
+            op.name,
+            op.calls as f64 / decode,
+            op.seconds * 1e6 / decode
+        );
+    }
+    Ok(())
 }
 
 /// The JSON line of one completion.

@@ -108,6 +108,24 @@ pub struct Engine {
     update: Option<WeightUpdate>,
     tokens_generated: u64,
     busy: Duration,
+    phases: StepTimes,
+}
+
+/// Where the engine's steps spent their time, summed since it started (benchmarks' split).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    /// Steps run.
+    pub steps: u64,
+    /// Steps that decoded (ran a batched decode forward).
+    pub decode_steps: u64,
+    /// Weight updates, admission and retiring: the engine's own bookkeeping.
+    pub bookkeeping: Duration,
+    /// Prompt chunks' forwards and their first tokens.
+    pub prefill: Duration,
+    /// Decode forwards, up to the logits (and the routing record, when asked for) on the host.
+    pub decode_forward: Duration,
+    /// Drawing each row's token from its logits and recording it.
+    pub sampling: Duration,
 }
 
 impl Engine {
@@ -140,6 +158,7 @@ impl Engine {
             update: None,
             tokens_generated: 0,
             busy: Duration::ZERO,
+            phases: StepTimes::default(),
         }
     }
 
@@ -219,15 +238,21 @@ impl Engine {
         // Samples whose first token comes from this step's prefill wait for the next decode, so
         // every sample gains at most one token per step.
         let rows = self.decode_rows();
+        let before_prefill = Instant::now();
         // The few-row CPU kernel for decode-sized products (rlvr_model::kernel), no autograd.
         kernel::enabled(|| {
             tch::no_grad(|| {
                 self.prefill();
+                self.phases.prefill += before_prefill.elapsed();
                 self.decode(&rows);
             })
         });
+        let before_retire = Instant::now();
         self.retire();
-        self.busy += start.elapsed();
+        let end = Instant::now();
+        self.phases.steps += 1;
+        self.phases.bookkeeping += (before_prefill - start) + (end - before_retire);
+        self.busy += end - start;
         std::mem::take(&mut self.done)
     }
 
@@ -281,6 +306,11 @@ impl Engine {
         self.tokens_generated
     }
 
+    /// Where the steps' time went so far.
+    pub fn step_times(&self) -> StepTimes {
+        self.phases
+    }
+
     /// Tokens generated per second of time spent in [`Engine::step`].
     pub fn tokens_per_second(&self) -> f64 {
         self.tokens_generated as f64 / self.busy.as_secs_f64().max(1e-9)
@@ -316,6 +346,7 @@ impl Engine {
         if rows.is_empty() {
             return;
         }
+        let start = Instant::now();
         let slots: Vec<usize> = rows.iter().map(|r| r.2).collect();
         let ids: Vec<i64> = rows.iter().map(|r| r.3).collect();
         let ids = Tensor::from_slice(&ids).to_device(self.model.embed_tokens.device()).unsqueeze(1); // (B, 1)
@@ -325,11 +356,15 @@ impl Engine {
         let routing = rows.iter().any(|r| self.live[r.0].req.return_routing);
         let all_experts = if routing { experts_by_row(&out) } else { Vec::new() };
         let mut experts = all_experts.into_iter();
+        let forwarded = Instant::now();
         for (b, &(i, j, _, _)) in rows.iter().enumerate() {
             let row_experts = experts.next();
             self.live[i].emit(j, &logits[b * v..(b + 1) * v], self.version, row_experts, self.detokenizer.as_ref());
             self.tokens_generated += 1;
         }
+        self.phases.decode_steps += 1;
+        self.phases.decode_forward += forwarded - start;
+        self.phases.sampling += forwarded.elapsed();
     }
 
     /// Frees the slots of ended samples and outputs the requests whose samples all ended.

@@ -55,7 +55,8 @@ impl MappedWeights {
         let base = 8 + header;
         let mut entries = Vec::new();
         for (name, info) in metadata.tensors() {
-            let kind = kind_of(info.dtype).ok_or_else(|| invalid(format!("`{name}` has dtype {:?}; send floats", info.dtype)))?;
+            let kind = kind_of(info.dtype)
+                .ok_or_else(|| invalid(format!("`{name}` has dtype {:?}; send floats", info.dtype)))?;
             let shape = info.shape.iter().map(|&d| d as i64).collect();
             let (start, end) = info.data_offsets;
             entries.push(Entry { name, kind, shape, bytes: base + start..base + end });

@@ -58,11 +58,11 @@ mod request;
 mod weights;
 
 pub use error::EngineError;
+pub use mapped::MappedWeights;
 pub use request::{
     Experts, FinishReason, Penalties, Progress, Request, RequestId, RequestOutput, Sample, SamplingParams, Token,
     MAX_TOP_LOGPROBS,
 };
-pub use mapped::MappedWeights;
 pub use weights::checksum_of;
 
 use live::Live;

@@ -132,7 +132,8 @@ impl WeightUpdate {
             return Err(EngineError::ChecksumMismatch { expected, actual });
         }
         let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
-        let given: Vec<(&str, &[i64])> = tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
+        let given: Vec<(&str, &[i64])> =
+            tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
         let problems = misfits(&given, vars);
         if !problems.is_empty() {
             return Err(EngineError::WeightMismatch { problems });

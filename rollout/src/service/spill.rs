@@ -81,7 +81,11 @@ mod tests {
     fn a_full_disk_is_507_and_names_the_directory_and_the_error() {
         let full = disk_error(Path::new("/spill"), &std::io::Error::from_raw_os_error(28)); // ENOSPC
         assert_eq!(full.status.as_u16(), 507);
-        assert!(full.message.contains("/spill") && full.message.contains("No space left on device"), "{}", full.message);
+        assert!(
+            full.message.contains("/spill") && full.message.contains("No space left on device"),
+            "{}",
+            full.message
+        );
         let missing = disk_error(Path::new("/spill"), &std::io::Error::from_raw_os_error(2)); // ENOENT
         assert_eq!(missing.status.as_u16(), 500);
         assert!(missing.message.contains("No such file or directory"), "{}", missing.message);

@@ -86,7 +86,8 @@ pub(crate) async fn update(
     hang_if_asked(&state).await;
     let is_json =
         headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    let (weights, checksum) = if is_json { by_path(&state, body).await? } else { by_body(&state, &headers, body).await? };
+    let (weights, checksum) =
+        if is_json { by_path(&state, body).await? } else { by_body(&state, &headers, body).await? };
     let (reply, answer) = tokio::sync::oneshot::channel();
     if !state.worker.send(Command::Weights { weights, reply }) {
         return Err(ApiError::unavailable("the engine thread has stopped"));
@@ -109,9 +110,9 @@ async fn by_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(N
 /// The JSON form: a file mapped and checked, or a model directory read whole.
 async fn by_path(state: &Arc<AppState>, body: Body) -> Result<(NewWeights, u64), ApiError> {
     let limit = state.config.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| ApiError::invalid("body", format!("the JSON body (at most {limit} bytes) could not be read: {e}")))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ApiError::invalid("body", format!("the JSON body (at most {limit} bytes) could not be read: {e}"))
+    })?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
     let req: ByPath = super::api::fields(&value)?;
@@ -130,7 +131,9 @@ async fn by_path(state: &Arc<AppState>, body: Body) -> Result<(NewWeights, u64),
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::unavailable(format!("loading weights failed: {e}")))?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("loading weights failed: {e}")))?
 }
 
 /// [`HANG_ENV`]: waits forever once the pushes it allows have been made.
@@ -170,7 +173,13 @@ fn confine(root: &Path, given: &str) -> Result<PathBuf, ApiError> {
 /// The weights at `path` (`given` by the client): a safetensors file mapped with its checksum
 /// checked (a mismatch is 409 as for bytes), or a model directory's tensors. Every other failure
 /// is the one [`unreadable`] answer, so no answer reveals what a file holds.
-fn read_path(path: &Path, checksum: u64, kind: Kind, served: &ModelConfig, given: &str) -> Result<NewWeights, ApiError> {
+fn read_path(
+    path: &Path,
+    checksum: u64,
+    kind: Kind,
+    served: &ModelConfig,
+    given: &str,
+) -> Result<NewWeights, ApiError> {
     if path.is_dir() {
         let config = ModelConfig::from_path(path).map_err(|_| unreadable(given))?;
         if config.vocab_size != served.vocab_size || config.hidden_size != served.hidden_size {

@@ -63,7 +63,7 @@ pub(crate) async fn spill(body: Body, dir: &Path) -> Result<File, ApiError> {
 }
 
 /// The answer to a disk error while spilling to `dir`: 507 when space ran out, else 500.
-pub(crate) fn disk_error(dir: &Path, e: &std::io::Error) -> ApiError {
+fn disk_error(dir: &Path, e: &std::io::Error) -> ApiError {
     let status = match e.kind() {
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

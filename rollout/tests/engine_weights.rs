@@ -1,14 +1,17 @@
 //! Policy updates: new weights (the tiny-sharded fixture's, same architecture as tiny-sparse) are
 //! refused on a checksum or shape mismatch with nothing changed; a correct update queued
 //! mid-generation lands between steps, bumps the version, is recorded on the tokens after it, and
-//! afterwards the engine samples from exactly the new model.
+//! afterwards the engine samples from exactly the new model. The same weights as a mapped
+//! safetensors file hash as the tensors do (every float dtype) and land the same way.
 
 mod support;
 
 use rlvr_model::AttentionMode;
-use rlvr_rollout::engine::{checksum_of, EngineError, Request};
+use rlvr_rollout::engine::{checksum_of, EngineError, MappedWeights, Request};
+use std::fs::File;
+use std::path::Path;
 use support::{engine, ids, load, max_diff, prompt, reference, request, run_all, sampled, teacher_forced};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// tiny-sharded's weights as the trainer would hand them over: (name, tensor), f32.
 fn new_weights() -> Vec<(String, Tensor)> {
@@ -95,4 +98,56 @@ fn an_update_queued_mid_generation_lands_between_steps() {
     let d = max_diff(&s.logprobs(), &tf[14..]);
     assert!(d <= 1e-4, "engine after the update vs the new model: {d:e}");
     assert!(s.tokens.iter().all(|t| t.version == 1));
+}
+
+/// `tensors` written as the safetensors file `dir/name`, opened.
+fn written(tensors: &[(String, Tensor)], dir: &Path, name: &str) -> File {
+    let path = dir.join(name);
+    Tensor::write_safetensors(tensors, &path).unwrap();
+    File::open(path).unwrap()
+}
+
+#[test]
+fn a_mapped_file_hashes_as_its_tensors_in_every_float_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [Kind::Float, Kind::BFloat16, Kind::Half, Kind::Double] {
+        let w: Vec<(String, Tensor)> = new_weights().into_iter().map(|(n, t)| (n, t.to_kind(kind))).collect();
+        let file = written(&w, dir.path(), &format!("{kind:?}.safetensors"));
+        assert!(MappedWeights::open(&file, checksum_of(&w)).is_ok(), "{kind:?}");
+        match MappedWeights::open(&file, checksum_of(&w) ^ 1) {
+            Err(EngineError::ChecksumMismatch { actual, .. }) => assert_eq!(actual, checksum_of(&w), "{kind:?}"),
+            other => panic!("{kind:?}: {:?}", other.err()),
+        }
+    }
+    let ints = vec![("model.steps".to_string(), Tensor::from_slice(&[1i64, 2]))];
+    let err = MappedWeights::open(&written(&ints, dir.path(), "ints.safetensors"), checksum_of(&ints)).err().unwrap();
+    assert!(matches!(err, EngineError::WeightsFile { .. }) && err.to_string().contains("`model.steps`"), "{err}");
+    std::fs::write(dir.path().join("text"), "not weights").unwrap();
+    let err = MappedWeights::open(&File::open(dir.path().join("text")).unwrap(), 0).err().unwrap();
+    assert!(err.to_string().contains("not safetensors"), "{err}");
+}
+
+#[test]
+fn a_mapped_update_is_checked_and_lands_as_the_tensors_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut eng = engine("tiny-sparse", 2, 512);
+    let w = new_weights();
+    let partial = &w[1..];
+    let mapped = MappedWeights::open(&written(partial, dir.path(), "partial"), checksum_of(partial)).unwrap();
+    let err = eng.update_weights_mapped(mapped).unwrap_err();
+    assert!(err.to_string().contains(&format!("missing `{}`", w[0].0)), "{err}");
+    let (req, want) = greedy("tiny-sparse");
+    assert_eq!(run_all(&mut eng, vec![req])[0].samples[0].ids(), want, "refused: still tiny-sparse");
+    assert_eq!(eng.version(), 0);
+    let as_bf16: Vec<(String, Tensor)> = w.iter().map(|(n, t)| (n.clone(), t.to_kind(Kind::BFloat16))).collect();
+    let mapped = MappedWeights::open(&written(&as_bf16, dir.path(), "bf16"), checksum_of(&as_bf16)).unwrap();
+    eng.update_weights_mapped(mapped).unwrap();
+    let mapped = MappedWeights::open(&written(&w, dir.path(), "f32"), checksum_of(&w)).unwrap();
+    eng.update_weights_mapped(mapped).unwrap();
+    assert_eq!(eng.next_version(), 1, "the second update replaced the first");
+    let (req, want) = greedy("tiny-sharded");
+    let out = run_all(&mut eng, vec![req]);
+    assert_eq!(eng.version(), 1);
+    assert_eq!(out[0].samples[0].ids(), want, "tiny-sharded's greedy tokens, from its f32 file");
+    assert!(out[0].samples[0].tokens.iter().all(|t| t.version == 1));
 }

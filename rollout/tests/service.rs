@@ -1,6 +1,7 @@
 //! The HTTP service end to end: a real server on an ephemeral loopback port over the tiny fixtures,
 //! a real HTTP client. Bad requests, concurrency, the bounded queue, agreement with the engine run
-//! directly, streaming, seeds, weight updates mid-stream, chat, metrics, disconnects, shutdown.
+//! directly, streaming, seeds, weight updates mid-stream and refused pushes, chat, metrics,
+//! disconnects, shutdown.
 
 mod service_support;
 mod support;
@@ -274,6 +275,39 @@ async fn a_weight_update_mid_stream_shows_as_a_new_version() {
         .await
         .unwrap();
     assert_eq!(resp.json::<Value>().await.unwrap()["version"], 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_is_not_safetensors_or_cannot_be_spilled_is_refused_naming_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = tmp.path().join("weights");
+    std::fs::create_dir(&spill).unwrap();
+    let opts = Options { weights_dir: Some(spill.clone()), ..Options::default() };
+    let mut server = Server::start(&fixture("tiny-sparse"), opts).await;
+    let push = |body: &'static str| {
+        service_support::client()
+            .post(format!("{}/v1/weights", server.url))
+            .bearer_auth(service_support::ADMIN_KEY)
+            .header("x-rlvr-checksum", "00")
+            .body(body)
+            .send()
+    };
+    let resp = push("not tensors").await.unwrap();
+    let status = resp.status().as_u16();
+    let answer: Value = resp.json().await.unwrap();
+    assert_error(status, &answer, 400, Some("body"), "not safetensors");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("not safetensors"), "{answer}");
+    std::fs::remove_dir(&spill).unwrap();
+    let resp = push("anything").await.unwrap();
+    assert_eq!(resp.headers()["x-rlvr-policy-version"], "0");
+    let status = resp.status().as_u16();
+    let answer: Value = resp.json().await.unwrap();
+    assert_error(status, &answer, 500, None, "no spill directory");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(spill.to_str().unwrap()) && message.contains("No such file"), "{message}");
+    let (status, _) = server.post("/v1/completions", &json!({"prompt": PROMPT, "max_tokens": 2})).await;
+    assert_eq!(status, 200, "the server goes on");
     server.stop().await.unwrap();
 }
 

@@ -52,7 +52,8 @@ pub struct Args {
     /// without one weight pushes over HTTP are refused.
     #[arg(long)]
     pub admin_key: Option<String>,
-    /// The only directory `POST /v1/weights` may read `{"path": ...}` from.
+    /// The only directory `POST /v1/weights` may read `{"path": ...}` from; raw pushes spill to
+    /// it too (without one, to $TMPDIR or /tmp).
     #[arg(long)]
     pub weights_dir: Option<PathBuf>,
     /// Largest generation request body in MiB; larger ones are answered 413.

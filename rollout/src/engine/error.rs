@@ -27,6 +27,12 @@ pub enum EngineError {
         /// One line per tensor at fault.
         problems: Vec<String>,
     },
+    /// New weights given as a file that is not a usable safetensors file; nothing was changed.
+    #[error("the new weights are not a usable safetensors file: {problem}")]
+    WeightsFile {
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl EngineError {

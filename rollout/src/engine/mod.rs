@@ -27,7 +27,10 @@
 //!
 //! **Weights**: [`Engine::update_weights`] checks a checksum ([`checksum_of`]) and the names and
 //! shapes, snapshots the tensors, and the next `step` copies them into the model's variables before
-//! any forward, then increments [`Engine::version`]. The version is recorded **per token**: a
+//! any forward, then increments [`Engine::version`]. [`Engine::update_weights_mapped`] queues a
+//! memory-mapped safetensors file instead ([`MappedWeights`], checksum checked when it was opened,
+//! off the engine thread), which that step copies in one tensor at a time: the service's route, so
+//! a pushed model is never held twice in memory. The version is recorded **per token**: a
 //! sample in flight across an update has old-version tokens, then new-version ones. Its cached keys
 //! (prompt and earlier tokens) stay those the old weights computed, as in other in-flight updates.
 //!
@@ -49,11 +52,13 @@
 
 mod error;
 mod live;
+mod mapped;
 mod prefill;
 mod request;
 mod weights;
 
 pub use error::EngineError;
+pub use mapped::MappedWeights;
 pub use request::{
     Experts, FinishReason, Penalties, Progress, Request, RequestId, RequestOutput, Sample, SamplingParams, Token,
     MAX_TOP_LOGPROBS,
@@ -287,7 +292,16 @@ impl Engine {
     /// `expected_checksum` or they do not match the model's names and shapes. A second update
     /// queued before the next step replaces the first; the version counts applied updates.
     pub fn update_weights(&mut self, tensors: &[(String, Tensor)], expected_checksum: u64) -> Result<(), EngineError> {
-        self.update = Some(WeightUpdate::new(tensors, expected_checksum, &self.vars)?);
+        self.update = Some(WeightUpdate::snapshot(tensors, expected_checksum, &self.vars)?);
+        Ok(())
+    }
+
+    /// Queues new weights held as a mapped safetensors file, whose checksum
+    /// [`MappedWeights::open`] checked, for the start of the next step, which copies them in one
+    /// tensor at a time. Refused, with nothing changed, when they do not match the model's names and
+    /// shapes. Replaces a queued update, as [`Engine::update_weights`] does.
+    pub fn update_weights_mapped(&mut self, weights: MappedWeights) -> Result<(), EngineError> {
+        self.update = Some(WeightUpdate::mapped(weights, &self.vars)?);
         Ok(())
     }
 

@@ -7,11 +7,18 @@
 //! (the last zero-padded), then the string's length, every word folded in by `h = mix(h ^ w)` with
 //! SplitMix64's finaliser as `mix`. The same tensors in any order, on any device, hash the same;
 //! a changed value, dtype, shape or name changes it. It is a transport check, not a cryptographic
-//! one.
+//! one. [`Hasher`] is that definition over raw parts, so a mapped file's bytes hash as the tensors
+//! they hold do (`mapped.rs`).
+//!
+//! **Two sources** of an update: an in-process caller's tensors are snapshotted into the
+//! variables' dtype and device when queued (the caller may change its own afterwards); a mapped
+//! safetensors file ([`MappedWeights`]) stays the file until the update is applied, then goes in
+//! one tensor at a time, so at most one tensor's transient copy exists beside the model.
 
 use super::error::EngineError;
+use super::mapped::MappedWeights;
 use std::collections::{BTreeMap, HashMap};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// SplitMix64's finaliser.
 fn mix(x: u64) -> u64 {
@@ -45,31 +52,77 @@ fn bytes_of(t: &Tensor) -> Vec<u8> {
     out
 }
 
+/// The checksum's state: tensors are absorbed one by one, in name order.
+pub(crate) struct Hasher(u64);
+
+impl Hasher {
+    /// The state before any tensor.
+    pub(crate) fn new() -> Self {
+        Hasher(0x5EED_C0DE_0000_0001)
+    }
+
+    /// Absorbs one tensor: its name, dtype, shape and raw (contiguous, little-endian) bytes.
+    pub(crate) fn tensor(&mut self, name: &str, kind: Kind, shape: &[i64], bytes: &[u8]) {
+        let mut h = absorb(self.0, name.as_bytes());
+        h = absorb(h, format!("{kind:?}").as_bytes());
+        let shape: Vec<u8> = shape.iter().flat_map(|d| (*d as u64).to_le_bytes()).collect();
+        h = absorb(h, &shape);
+        self.0 = absorb(h, bytes);
+    }
+
+    /// The checksum.
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The checksum of a set of named tensors (see the module notes for its definition).
 pub fn checksum_of(tensors: &[(String, Tensor)]) -> u64 {
     let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut h = 0x5EED_C0DE_0000_0001;
+    let mut hasher = Hasher::new();
     for (name, t) in sorted {
-        h = absorb(h, name.as_bytes());
-        h = absorb(h, format!("{:?}", t.kind()).as_bytes());
-        let shape: Vec<u8> = t.size().iter().flat_map(|d| (*d as u64).to_le_bytes()).collect();
-        h = absorb(h, &shape);
-        h = absorb(h, &bytes_of(t));
+        hasher.tensor(name, t.kind(), &t.size(), &bytes_of(t));
     }
-    h
+    hasher.finish()
 }
 
-/// A checked copy of new weights, waiting to be written into the model.
-pub(crate) struct WeightUpdate {
+/// What is wrong with new weights `given` as (name, shape) for the model's variables `vars`: one
+/// line per problem, none when they fit.
+fn misfits(given: &[(&str, &[i64])], vars: &HashMap<String, Tensor>) -> Vec<String> {
+    let by_name: BTreeMap<&str, &[i64]> = given.iter().copied().collect();
+    let mut problems = Vec::new();
+    if by_name.len() != given.len() {
+        problems.push("a tensor name appears more than once".to_string());
+    }
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let want = vars[name].size();
+        match by_name.get(name.as_str()) {
+            None => problems.push(format!("missing `{name}`")),
+            Some(shape) if *shape != want.as_slice() => {
+                problems.push(format!("`{name}` has shape {shape:?}, the model's is {want:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    problems.extend(by_name.keys().filter(|n| !vars.contains_key(**n)).map(|n| format!("unexpected `{n}`")));
+    problems
+}
+
+/// Checked new weights, waiting to be written into the model.
+pub(crate) enum WeightUpdate {
     /// Each variable's new value, already in the variable's dtype and on its device.
-    values: Vec<(String, Tensor)>,
+    Snapshot(Vec<(String, Tensor)>),
+    /// A mapped file, read when applied.
+    Mapped(MappedWeights),
 }
 
 impl WeightUpdate {
     /// Checks `tensors` against the checksum and the model's variables `vars` (same names, same
     /// shapes), and snapshots them (so the caller may change its tensors afterwards).
-    pub(crate) fn new(
+    pub(crate) fn snapshot(
         tensors: &[(String, Tensor)],
         expected: u64,
         vars: &HashMap<String, Tensor>,
@@ -78,23 +131,10 @@ impl WeightUpdate {
         if actual != expected {
             return Err(EngineError::ChecksumMismatch { expected, actual });
         }
-        let given: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let mut problems = Vec::new();
-        if given.len() != tensors.len() {
-            problems.push("a tensor name appears more than once".to_string());
-        }
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        for name in names {
-            match given.get(name.as_str()) {
-                None => problems.push(format!("missing `{name}`")),
-                Some(t) if t.size() != vars[name].size() => {
-                    problems.push(format!("`{name}` has shape {:?}, the model's is {:?}", t.size(), vars[name].size()))
-                }
-                Some(_) => {}
-            }
-        }
-        problems.extend(given.keys().filter(|n| !vars.contains_key(**n)).map(|n| format!("unexpected `{n}`")));
+        let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
+        let given: Vec<(&str, &[i64])> =
+            tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
+        let problems = misfits(&given, vars);
         if !problems.is_empty() {
             return Err(EngineError::WeightMismatch { problems });
         }
@@ -109,14 +149,35 @@ impl WeightUpdate {
                 })
                 .collect()
         });
-        Ok(WeightUpdate { values })
+        Ok(WeightUpdate::Snapshot(values))
     }
 
-    /// Writes the new values into the model's variables (which share storage with the model).
+    /// Checks a mapped file (its checksum was checked when it was opened) against the model's
+    /// variables `vars` (same names, same shapes); nothing is read but its header.
+    pub(crate) fn mapped(weights: MappedWeights, vars: &HashMap<String, Tensor>) -> Result<Self, EngineError> {
+        let given: Vec<(&str, &[i64])> = weights.tensors().map(|(name, _, shape, _)| (name, shape)).collect();
+        let problems = misfits(&given, vars);
+        if !problems.is_empty() {
+            return Err(EngineError::WeightMismatch { problems });
+        }
+        Ok(WeightUpdate::Mapped(weights))
+    }
+
+    /// Writes the new values into the model's variables (which share storage with the model); a
+    /// mapped file one tensor at a time (its transient host copy dropped before the next).
     pub(crate) fn apply(self, vars: &HashMap<String, Tensor>) {
-        tch::no_grad(|| {
-            for (name, value) in &self.values {
-                vars[name].shallow_clone().copy_(value);
+        tch::no_grad(|| match self {
+            WeightUpdate::Snapshot(values) => {
+                for (name, value) in &values {
+                    vars[name].shallow_clone().copy_(value);
+                }
+            }
+            WeightUpdate::Mapped(weights) => {
+                for (name, kind, shape, bytes) in weights.tensors() {
+                    let value = Tensor::f_from_data_size(bytes, shape, kind)
+                        .unwrap_or_else(|e| panic!("`{name}` was checked when mapped: {e}"));
+                    vars[name].shallow_clone().copy_(&value);
+                }
             }
         });
     }

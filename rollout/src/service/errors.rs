@@ -62,7 +62,9 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     /// A rejected request names the engine's field in the API's terms (`stop_strings` is `stop`);
-    /// a refused weight update blames the checksum (409) or the weights (400).
+    /// a refused weight update blames the checksum (409) or the weights (400), and a pushed file
+    /// that is not usable safetensors the body (400: paths get one answer for every failure,
+    /// `weights.rs`).
     fn from(e: EngineError) -> Self {
         match &e {
             EngineError::BadRequest { field, .. } => {
@@ -73,6 +75,7 @@ impl From<EngineError> for ApiError {
                 ApiError::invalid("checksum", e.to_string()).with_status(StatusCode::CONFLICT)
             }
             EngineError::WeightMismatch { .. } => ApiError::invalid("weights", e.to_string()),
+            EngineError::WeightsFile { .. } => ApiError::invalid("body", e.to_string()),
         }
     }
 }

@@ -34,6 +34,7 @@ mod guard;
 pub mod metrics;
 mod render;
 mod routes;
+mod spill;
 mod stream;
 mod weights;
 mod worker;
@@ -73,7 +74,8 @@ pub struct ServiceConfig {
     /// without one it answers 403 to everyone.
     pub admin_key: Option<String>,
     /// The directory that `/v1/weights`' `{"path": ...}` form may read from (the path, resolved,
-    /// must lie inside it); without one that form is refused.
+    /// must lie inside it); without one that form is refused. Raw pushes spill to it too (else to
+    /// the system's temporary directory).
     pub weights_dir: Option<std::path::PathBuf>,
     /// Largest generation request body in bytes; a larger one is answered 413.
     pub max_body_bytes: usize,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// The service's routes over `state`: client routes behind the API key (when one is set),
 /// generation bodies limited to [`super::ServiceConfig::max_body_bytes`], weight pushes behind the
-/// administrator's key (their size unlimited: safetensors uploads).
+/// administrator's key (their raw bodies unlimited: streamed to disk, `spill.rs`).
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
     let generation = Router::new()
@@ -30,7 +30,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::client_key));
     let admin = Router::new()
         .route("/v1/weights", post(super::weights::update))
-        .layer(DefaultBodyLimit::disable())
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::admin_key));
     client
         .merge(admin)

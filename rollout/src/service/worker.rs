@@ -9,7 +9,7 @@
 //! requires, and a streamed token leaves as soon as the step that drew it ends.
 
 use super::metrics::Metrics;
-use crate::engine::{Engine, EngineError, Progress, Request, RequestId, RequestOutput};
+use crate::engine::{Engine, EngineError, MappedWeights, Progress, Request, RequestId, RequestOutput};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -41,15 +41,22 @@ pub enum Command {
     },
     /// Queue new weights; `reply` gets the version they are applied as, or the refusal.
     Weights {
-        /// Named tensors, names as the checkpoint's.
-        tensors: Vec<(String, Tensor)>,
-        /// The announced [`crate::engine::checksum_of`].
-        checksum: u64,
+        /// The weights.
+        weights: NewWeights,
         /// The outcome.
         reply: oneshot::Sender<Result<u64, EngineError>>,
     },
     /// Abort every request in flight (the shutdown grace period ran out).
     AbortAll,
+}
+
+/// New weights for the engine, in one of its two forms.
+pub enum NewWeights {
+    /// Named tensors (names as the checkpoint's) with their announced
+    /// [`crate::engine::checksum_of`], checked by the engine.
+    Tensors(Vec<(String, Tensor)>, u64),
+    /// A mapped safetensors file, its checksum already checked.
+    Mapped(MappedWeights),
 }
 
 /// The handle of the engine thread; dropping every sender ends it.
@@ -179,12 +186,18 @@ fn handle(
                 }
             }
         }
-        Command::Weights { tensors, checksum, reply } => match engine.update_weights(&tensors, checksum) {
-            Ok(()) => replies.push(reply),
-            Err(e) => {
-                let _ = reply.send(Err(e));
+        Command::Weights { weights, reply } => {
+            let queued = match weights {
+                NewWeights::Tensors(tensors, checksum) => engine.update_weights(&tensors, checksum),
+                NewWeights::Mapped(mapped) => engine.update_weights_mapped(mapped),
+            };
+            match queued {
+                Ok(()) => replies.push(reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
             }
-        },
+        }
         Command::AbortAll => {
             for id in events.keys() {
                 if engine.abort(*id) {

@@ -182,7 +182,9 @@ const BASE_BYTES: f64 = 0.35 * GIB;
 ///
 /// Dense: per layer, the fused attention (`scaled_dot_product_attention`) keeps its (L, H, w) f32
 /// keys, zero-padded values and output (w = the wider head size), and the layer being
-/// differentiated holds their gradients. Sparse
+/// differentiated holds their gradients; besides, ~23k floats per token and layer of what the
+/// step keeps that the shared per-token term below undercounts (fitted to the dense peak RSS at
+/// 4K–16K: 1.71, 2.88, 5.00 GiB; the (H, L, L) blocks the dense path kept before hid it). Sparse
 /// (L > k): the indexer's (L, L) f32 scores, masked copy and mask (no gradient), the gathered
 /// (L, k, C + d_rope) latent per layer kept for backward, and one row block of it and its gradient
 /// in flight. Both: ~2 V-wide rows per token for the logits, ~2k floats per token per layer of other
@@ -194,7 +196,7 @@ fn train_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
     let k = cfg.index_topk as f64;
     let (c, latent) = (cfg.kv_lora_rank as f64, (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64);
     let w = (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim).max(cfg.v_head_dim) as f64;
-    let dense = (n + 1.0) * 4.0 * l * h * 3.0 * w;
+    let dense = (n + 1.0) * 4.0 * l * h * 3.0 * w + n * 4.0 * l * 23_000.0;
     // The masked-dense route of `absorbed_gathered` (S ≤ 4k, H·L² ≤ 2^27) costs what dense does.
     let masked_dense = l <= 4.0 * k && h * l * l <= (1u64 << 27) as f64;
     let attention = match mode {

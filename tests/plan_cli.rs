@@ -149,10 +149,11 @@ fn the_plan_is_within_15_percent_of_a_checkpointed_4k_sparse_steps_peak() {
 fn a_run_that_does_not_fit_is_refused_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("huge.toml");
-    // 64K tokens of dense attention: (8 heads × 64K²) f32 blocks per layer, far over any host.
+    // 64 rows of 64K tokens: ~6 GB of activations (the head's logits alone) per row.
     let huge = SPARSE_4K
         .replace("num_nextn_predict_layers = 0", "num_nextn_predict_layers = 0\nmax_position_embeddings = 65536")
         .replace("kind = \"sparse_train\"", "kind = \"pretrain\"")
+        .replace("batch_size = 1", "batch_size = 64")
         .replace("seq_len = 4096", "seq_len = 65536");
     std::fs::write(&recipe, huge).unwrap();
     let run = tmp.path().join("run");

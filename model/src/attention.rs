@@ -1,14 +1,34 @@
-//! The attention kernels of MLA (docs/model.md §2.5.4, §2.7), in plain tensor ops.
+//! The attention kernels of MLA (docs/model.md §2.5.4, §2.7).
 //!
-//! - [`naive`]: "MHA mode": keys and values up-projected per head, `(B, T, S)` mask. Training and
-//!   short prefills.
+//! - [`naive`]: "MHA mode": keys and values up-projected per head, attention through libtorch's
+//!   `scaled_dot_product_attention` ([`Mask::Causal`], or a `(B, T, S)` mask). Training and
+//!   prefills.
 //! - [`absorbed`]: "MQA mode": `kv_b`'s key half folded into the query and its value half into
 //!   the output, so attention runs over the 512+64 latent directly. Decode over a latent cache.
 //! - [`absorbed_gathered`]: MQA mode over each query's own DSA selection `(B, T, k)`, gathered from
 //!   the latent: memory grows with `T·k`, never `T·S`.
 //!
 //! Scores are `(q_nope·k_nope + q_pe·k_pe) · scale`; softmax in f32. All three give the same result
-//! up to float rounding. Left out: fused kernels (FlashMLA) and FP8 KV.
+//! up to float rounding.
+//!
+//! Why [`naive`] goes through `scaled_dot_product_attention`: training runs in MHA mode, and an
+//! einsum softmax keeps the `(B, H, T, S)` probabilities for backward (8.2 GB per layer for 8 heads
+//! at 16K tokens). libtorch's fused kernels (flash attention on the CPU and CUDA) walk the keys in
+//! blocks with an online softmax and keep only their inputs, the output and one log-sum-exp per
+//! query row and head: O(T) per head. Three details of the kernels shape the call:
+//! - The flash kernels need one head size for queries, keys and values; MLA's differ
+//!   (`d_nope + d_rope` = 192 against `d_v` = 128 for V3.2). With unequal sizes libtorch silently
+//!   takes its math kernel, which materialises and keeps the probabilities, so the values are
+//!   zero-padded to the query size and the output's padding sliced off: zero columns of `v` give
+//!   zero output columns and change neither the other columns nor any gradient.
+//! - bf16: the CPU kernel accumulates `q·k`, the softmax and `p·v` in f32 and rounds the
+//!   probabilities to bf16 for the `p·v` product, which is what the einsum path did (its softmax
+//!   in f32, then back in the input kind); its scores are more exact (accumulated in f32, not
+//!   rounded to bf16 first).
+//! - A query row with no visible key gets zeros (the einsum softmax gave NaN). None occur: a query
+//!   always sees its own key, and a DSA selection always holds one causal key.
+//!
+//! Left out: FlashMLA-style kernels over the latent, FP8 KV.
 
 use tch::{Kind, Tensor};
 
@@ -55,13 +75,44 @@ fn softmax(scores: &Tensor, allowed: &Tensor, kind: Kind) -> Tensor {
     masked.softmax(-1, Kind::Float).to_kind(kind)
 }
 
-/// MHA mode. `k_nope (B, S, H, d_nope)`, `v (B, S, H, d_v)`, `k_pe (B, S, d_rope)`,
-/// `allowed (B, T, S)` → (B, T, H, d_v).
-pub fn naive(q: &Queries, k_nope: &Tensor, k_pe: &Tensor, v: &Tensor, allowed: &Tensor, scale: f64) -> Tensor {
-    let nope = Tensor::einsum("bthd,bshd->bhts", &[&q.nope, k_nope], None::<&[i64]>);
-    let pe = Tensor::einsum("bthr,bsr->bhts", &[&q.pe, k_pe], None::<&[i64]>);
-    let p = softmax(&((nope + pe) * scale), &allowed.unsqueeze(1), v.kind()); // (B, H, T, S)
-    Tensor::einsum("bhts,bshd->bthd", &[&p, v], None::<&[i64]>)
+/// Which keys each query of [`naive`] sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Mask<'a> {
+    /// Queries and keys at positions `0..T` (S = T): key s is visible to query t iff s ≤ t.
+    Causal,
+    /// `true` where key s is visible to query t: (B, T, S) bool.
+    Allowed(&'a Tensor),
+}
+
+/// MHA mode. `k_nope (B, S, H, d_nope)`, `v (B, S, H, d_v)`, `k_pe (B, S, d_rope)` → (B, T, H, d_v).
+pub fn naive(q: &Queries, k_nope: &Tensor, k_pe: &Tensor, v: &Tensor, mask: Mask<'_>, scale: f64) -> Tensor {
+    let (b, s, h, dv) = v.size4().expect("values are (B, S, H, d_v)");
+    let dr = k_pe.size()[2];
+    let query = Tensor::cat(&[&q.nope, &q.pe], -1); // (B, T, H, d_qk)
+    let key = Tensor::cat(&[k_nope, &k_pe.unsqueeze(2).expand([b, s, h, dr], false)], -1); // (B, S, H, d_qk)
+                                                                                           // One head size for all three, or libtorch falls back to its O(T·S) math kernel (module docs).
+    let width = query.size()[3].max(dv);
+    let pad = |x: &Tensor| match width - x.size()[3] {
+        0 => x.shallow_clone(),
+        n => x.constant_pad_nd([0, n]),
+    };
+    let (query, key, value) = (pad(&query), pad(&key), pad(v)); // (B, ·, H, width)
+    let attn_mask = match mask {
+        Mask::Causal => None,
+        Mask::Allowed(allowed) => Some(allowed.unsqueeze(1)), // (B, 1, T, S)
+    };
+    let is_causal = matches!(mask, Mask::Causal);
+    let o = Tensor::scaled_dot_product_attention(
+        &query.transpose(1, 2), // (B, H, T, width)
+        &key.transpose(1, 2),   // (B, H, S, width)
+        &value.transpose(1, 2), // (B, H, S, width)
+        attn_mask,
+        0.0,
+        is_causal,
+        scale,
+        false,
+    ); // (B, H, T, width)
+    o.transpose(1, 2).narrow(-1, 0, dv) // (B, T, H, d_v)
 }
 
 /// MQA mode over all keys `keys (B, S, ·)` with `allowed (B, T, S)` → (B, T, H, d_v).
@@ -103,7 +154,7 @@ pub fn absorbed_gathered(q: &Queries, keys: &Keys, w: &KvB, indices: &Tensor, va
         let allowed = selection_mask(indices, valid, s);
         let k_nope = Tensor::einsum("bsc,hdc->bshd", &[&keys.latent, &w.uk], None::<&[i64]>); // (B, S, H, d_nope)
         let v = Tensor::einsum("bsc,hdc->bshd", &[&keys.latent, &w.uv], None::<&[i64]>); // (B, S, H, d_v)
-        return naive(q, &k_nope, &keys.pe, &v, &allowed, scale);
+        return naive(q, &k_nope, &keys.pe, &v, Mask::Allowed(&allowed), scale);
     }
     let block = (GATHER_BLOCK / (b * k * c).max(1)).clamp(1, t.max(1));
     let mut parts = Vec::new();
@@ -143,6 +194,141 @@ fn gathered_block(q: &Queries, keys: &Keys, w: &KvB, idx: &Tensor, valid: &Tenso
 mod tests {
     use super::*;
     use tch::Device;
+
+    /// The einsum formulation `naive` replaced, as the reference: the (B, H, T, S) scores in the
+    /// inputs' kind, the masked softmax in f32 (f64 for f64 inputs), the probabilities back in the
+    /// inputs' kind.
+    fn einsum_naive(q: &Queries, k_nope: &Tensor, k_pe: &Tensor, v: &Tensor, allowed: &Tensor, scale: f64) -> Tensor {
+        let nope = Tensor::einsum("bthd,bshd->bhts", &[&q.nope, k_nope], None::<&[i64]>);
+        let pe = Tensor::einsum("bthr,bsr->bhts", &[&q.pe, k_pe], None::<&[i64]>);
+        let acc = if v.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+        let scores = ((nope + pe) * scale).to_kind(acc); // (B, H, T, S)
+        let p = scores.masked_fill(&allowed.unsqueeze(1).logical_not(), f64::NEG_INFINITY).softmax(-1, acc);
+        Tensor::einsum("bhts,bshd->bthd", &[&p.to_kind(v.kind()), v], None::<&[i64]>)
+    }
+
+    /// Random inputs of one attention call: queries (B, T, H, ·), keys and values (B, S, H, ·), all
+    /// leaves requiring grad, in f64 (cast per test).
+    struct Inputs {
+        q_nope: Tensor,
+        q_pe: Tensor,
+        k_nope: Tensor,
+        k_pe: Tensor,
+        v: Tensor,
+    }
+
+    impl Inputs {
+        fn new(b: i64, t: i64, s: i64) -> Self {
+            let (h, dn, dr, dv) = (3, 8, 4, 6);
+            let f = (Kind::Double, Device::Cpu);
+            Inputs {
+                q_nope: Tensor::randn([b, t, h, dn], f),
+                q_pe: Tensor::randn([b, t, h, dr], f),
+                k_nope: Tensor::randn([b, s, h, dn], f),
+                k_pe: Tensor::randn([b, s, dr], f),
+                v: Tensor::randn([b, s, h, dv], f),
+            }
+        }
+
+        /// The inputs as fresh leaves in `kind` requiring grad.
+        fn leaves(&self, kind: Kind) -> [Tensor; 5] {
+            [&self.q_nope, &self.q_pe, &self.k_nope, &self.k_pe, &self.v]
+                .map(|x| x.to_kind(kind).detach().set_requires_grad(true))
+        }
+
+        /// Output and input gradients of `attend` under the loss `Σ o · g` for a fixed `g`, all in f64.
+        fn run(&self, kind: Kind, attend: impl Fn(&Queries, &[Tensor; 5]) -> Tensor) -> Vec<Tensor> {
+            let x = self.leaves(kind);
+            let q = Queries { nope: x[0].shallow_clone(), pe: x[1].shallow_clone(), latent: x[0].narrow(-1, 0, 0) };
+            let o = attend(&q, &x); // (B, T, H, d_v)
+            tch::manual_seed(11);
+            let g = Tensor::randn(o.size(), (Kind::Double, Device::Cpu));
+            (o.to_kind(Kind::Double) * g).sum(Kind::Double).backward();
+            std::iter::once(o.detach()).chain(x.iter().map(|x| x.grad())).map(|x| x.to_kind(Kind::Double)).collect()
+        }
+    }
+
+    /// Largest |a − b| of each pair of tensors, relative to the largest |b| of the pair.
+    fn errors(a: &[Tensor], b: &[Tensor]) -> Vec<f64> {
+        let rel = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]);
+        a.iter().zip(b).map(|(a, b)| rel(a, b)).collect()
+    }
+
+    /// Checks `naive` in f32 and bf16 against the einsum path in f64 (output, then the gradients
+    /// of q_nope, q_pe, k_nope, k_pe, v; each relative to the tensor's largest entry): f32 within
+    /// 1e-5 (float rounding over a few hundred terms); bf16 within 2^-6 (a few bf16 roundings,
+    /// where the einsum path in bf16 also lands) and the output no further off than the einsum
+    /// path's.
+    fn check_against_einsum(x: &Inputs, allowed: &Tensor, mask: Mask<'_>) {
+        let exact = x.run(Kind::Double, |q, x| einsum_naive(q, &x[2], &x[3], &x[4], allowed, 0.3));
+        let sdpa = |kind| errors(&x.run(kind, |q, x| naive(q, &x[2], &x[3], &x[4], mask, 0.3)), &exact);
+        let einsum = |kind| errors(&x.run(kind, |q, x| einsum_naive(q, &x[2], &x[3], &x[4], allowed, 0.3)), &exact);
+        let f32 = sdpa(Kind::Float);
+        assert!(f32.iter().all(|&e| e <= 1e-5), "f32: {f32:?}");
+        let (new, old) = (sdpa(Kind::BFloat16), einsum(Kind::BFloat16));
+        eprintln!("f32 {f32:?}\nbf16 {new:?}\nbf16 einsum {old:?}");
+        let bound = 1.0 / 64.0;
+        assert!(new.iter().chain(&old).all(|&e| e <= bound), "bf16: {new:?}, einsum {old:?}");
+        assert!(new[0] <= old[0], "bf16 output: {new:?}, einsum {old:?}");
+    }
+
+    /// Training shapes (T = S, causal), over more than one of the CPU kernel's 512-key blocks:
+    /// values and the gradients of queries, keys and values equal the einsum softmax's
+    /// ([`check_against_einsum`]).
+    #[test]
+    fn causal_sdpa_equals_the_einsum_softmax() {
+        tch::manual_seed(3);
+        let (b, t) = (2, 600);
+        let x = Inputs::new(b, t, t);
+        let q_pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).expand([b, t], true); // (B, T)
+        check_against_einsum(&x, &causal(&q_pos, t), Mask::Causal);
+    }
+
+    /// A cached prefill: 5 new queries per row at different offsets over 40 keys with an arbitrary
+    /// mask (each query sees its own key): the same bounds as the causal case.
+    #[test]
+    fn masked_sdpa_equals_the_einsum_softmax() {
+        tch::manual_seed(4);
+        let (b, t, s) = (2, 5, 40);
+        let x = Inputs::new(b, t, s);
+        let q_pos = Tensor::from_slice(&[30i64, 35]).view([b, 1]) + Tensor::arange(t, (Kind::Int64, Device::Cpu)); // (B, T)
+        let own = Tensor::arange(s, (Kind::Int64, Device::Cpu)).view([1, 1, s]).eq_tensor(&q_pos.unsqueeze(-1));
+        let allowed = Tensor::rand([b, t, s], (Kind::Float, Device::Cpu)).lt(0.5).logical_or(&own); // (B, T, S)
+        check_against_einsum(&x, &allowed, Mask::Allowed(&allowed));
+    }
+
+    /// A query with no visible key gets zeros and finite gradients, where the einsum softmax gave NaN;
+    /// the other rows are unchanged.
+    #[test]
+    fn a_row_without_keys_is_zero_not_nan() {
+        tch::manual_seed(6);
+        let x = Inputs::new(1, 3, 7);
+        let allowed = Tensor::rand([1, 3, 7], (Kind::Float, Device::Cpu)).lt(0.5);
+        let _ = allowed.get(0).get(1).fill_(0);
+        let _ = allowed.get(0).get(0).get(0).fill_(1);
+        let _ = allowed.get(0).get(2).get(6).fill_(1);
+        let sdpa = x.run(Kind::Float, |q, x| naive(q, &x[2], &x[3], &x[4], Mask::Allowed(&allowed), 0.3));
+        let einsum = x.run(Kind::Float, |q, x| einsum_naive(q, &x[2], &x[3], &x[4], &allowed, 0.3));
+        assert!(einsum[0].get(0).get(1).isnan().all().int64_value(&[]) == 1, "the einsum softmax gave NaN");
+        assert!(sdpa.iter().all(|g| g.isfinite().all().int64_value(&[]) == 1));
+        assert_eq!(sdpa[0].get(0).get(1).abs().max().double_value(&[]), 0.0);
+        let rows = Tensor::from_slice(&[0i64, 2]);
+        let d = (sdpa[0].index_select(1, &rows) - einsum[0].index_select(1, &rows)).abs().max().double_value(&[]);
+        assert!(d <= 1e-6, "{d:e}");
+    }
+
+    /// Why `naive` pads the values: with MLA's unequal head sizes libtorch picks its math kernel
+    /// (which keeps the (B, H, T, S) probabilities), with equal ones the flash kernel.
+    #[test]
+    fn padded_values_take_the_flash_kernel() {
+        const MATH: i64 = 0;
+        const FLASH: i64 = 1;
+        let f = (Kind::Float, Device::Cpu);
+        let (q, v) = (Tensor::randn([1, 8, 64, 96], f), Tensor::randn([1, 8, 64, 64], f));
+        let choice = |v: &Tensor| Tensor::internal_fused_sdp_choice(&q, &q, v, None::<Tensor>, 0.0, true, 0.1, false);
+        assert_eq!(choice(&v), MATH);
+        assert_eq!(choice(&v.constant_pad_nd([0, 32])), FLASH);
+    }
 
     /// The masked-dense route of DSA equals gathering the selected keys.
     #[test]

@@ -17,7 +17,7 @@
 //!
 //! Left out: FP8 KV.
 
-use crate::attention::{self, causal, Keys, KvB, Queries};
+use crate::attention::{self, causal, Keys, KvB, Mask, Queries};
 use crate::config::ModelConfig;
 use crate::indexer::{Indexer, Selection};
 use crate::indexer_loss::{self, IndexerStage, LayerIndexerLoss, TargetAttention};
@@ -287,14 +287,18 @@ impl Mla {
         let o = if let Some(sel) = selection {
             attention::absorbed_gathered(q, keys, &self.kv_b(), &sel.indices, &sel.valid, self.scale)
         } else {
-            let allowed = causal(&pos.q_pos, s); // (B, T, S)
             match path {
                 MlaPath::Naive => {
                     let kv = linear(&keys.latent, &self.kv_b_proj).view([b, s, self.heads, self.nope + self.v]); // (B, S, H, d_nope+d_v)
                     let (k_nope, v) = (kv.narrow(-1, 0, self.nope), kv.narrow(-1, self.nope, self.v));
-                    attention::naive(q, &k_nope, &keys.pe, &v, &allowed, self.scale)
+                    // Keys sit at positions 0..S and every query sees its own key; a cache's S is the
+                    // longest slot plus T, so S = T means every query position is 0..T: plain causal,
+                    // no (B, T, S) mask.
+                    let allowed = (s != t).then(|| causal(&pos.q_pos, s)); // (B, T, S)
+                    let mask = allowed.as_ref().map_or(Mask::Causal, Mask::Allowed);
+                    attention::naive(q, &k_nope, &keys.pe, &v, mask, self.scale)
                 }
-                MlaPath::Absorbed => attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale),
+                MlaPath::Absorbed => attention::absorbed(q, keys, &self.kv_b(), &causal(&pos.q_pos, s), self.scale),
             }
         };
         let o = o.reshape([b, t, self.heads * self.v]); // (B, T, H·d_v)

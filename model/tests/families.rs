@@ -145,7 +145,10 @@ fn family_router_choices_match() {
             assert_eq!(row_sets(&routing.experts), row_sets(&r[&format!("router_experts.{l}")]), "{name} layer {l}");
             let (_, order) = routing.experts.sort(-1, false);
             let d = max_abs(&routing.weights.gather(1, &order, false), &r[&format!("router_weights.{l}")]);
-            assert!(d <= 1e-5, "{name} layer {l} router weights: {d:e}");
+            // The weights carry `routed_scaling_factor` (16 for tiny-v2): 1e-5 of the unscaled
+            // probabilities, f32 rounding of a hidden state computed in another order than transformers'.
+            let bound = 1e-5 * cfg.routed_scaling_factor.max(1.0);
+            assert!(d <= bound, "{name} layer {l} router weights: {d:e} (bound {bound:e})");
         }
         assert_eq!(moe, (0..cfg.num_hidden_layers).filter(|&i| cfg.is_moe_layer(i)).count(), "{name}");
     }

@@ -208,6 +208,41 @@ fn absorbed_and_naive_mla_agree() {
     });
 }
 
+/// The layer parameters' gradients of a dense forward agree between the MHA path (fused
+/// `scaled_dot_product_attention`) and the MQA path (einsum softmax over the latent), within 1e-5 of
+/// each tensor's largest gradient: two float roundings of the same sums.
+#[test]
+fn absorbed_and_naive_mla_gradients_agree() {
+    let (_, vs, model) = load("tiny-sparse");
+    let r = reference("tiny-sparse");
+    let tokens = &r["tokens"];
+    let grads = |path: MlaPath| {
+        for mut v in vs.trainable_variables() {
+            v.zero_grad();
+        }
+        let logits = model.forward_with(tokens, None, AttentionMode::Dense, path).0;
+        logprobs_of(&logits, tokens).sum(Kind::Float).backward();
+        // Every trained tensor but the indexers' (dense attention does not run them).
+        let mut out: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, v)| v.grad().defined()).map(|(k, v)| (k, v.grad().copy())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let (naive, absorbed) = (grads(MlaPath::Naive), grads(MlaPath::Absorbed));
+    let names = |g: &[(String, Tensor)]| g.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&naive), names(&absorbed));
+    assert!(naive.iter().any(|(k, _)| k.ends_with("self_attn.kv_b_proj.weight")));
+    let mut worst: f64 = 0.0;
+    for ((name, a), (_, b)) in naive.iter().zip(&absorbed) {
+        let scale = b.abs().max().double_value(&[]);
+        assert!(scale > 0.0, "{name} has no gradient");
+        let d = max_abs(a, b) / scale;
+        assert!(d <= 1e-5, "{name}: {d:e}");
+        worst = worst.max(d);
+    }
+    assert!(worst > 0.0, "0 would mean one path ran twice");
+}
+
 #[test]
 fn routing_replay_reproduces_the_forward() {
     let (_, _, model) = load("tiny-sparse");

@@ -3,13 +3,15 @@
 //!
 //! `cargo run --release -p rlvr-trainer --example dsa_crossover -- [--preset small | --config PATH]
 //!  [--layers 2] [--lengths 1024,2048,4096,8192] [--repeat 3] [--threads 2] [--mode both]
-//!  [--steps 16] [--seed 0] [--mem-gib 12]`
+//!  [--steps 16] [--seed 0] [--mem-gib 12] [--attention both]`
 //!
 //! - train: one step on a (1, L) random token batch = forward with the LM loss + backward (no
 //!   optimizer); the median of `--repeat` timed steps after one warm-up step.
 //! - decode: L random tokens prefilled into a one-slot [`KvCache`] of capacity L + 64 (in chunks of
 //!   [`PREFILL_CHUNK`], so prefill memory stays linear in L), then single-token
 //!   `forward_cached` steps (absorbed MLA); the median ms of `--steps` timed steps after one warm-up.
+//!
+//! `--attention dense` (or `sparse`) runs one side only, the other's cells left empty.
 //!
 //! Dense and sparse steps alternate (dense, sparse, dense, …), so on a shared machine both see the
 //! same load and their ratio stays meaningful when the absolute times do not.
@@ -61,6 +63,8 @@ struct Args {
     steps: usize,
     seed: u64,
     mem_gib: f64,
+    /// The one attention mode to run (`None`: both).
+    attention: Option<AttentionMode>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -74,6 +78,7 @@ fn parse_args() -> Result<Args> {
         steps: 16,
         seed: 0,
         mem_gib: 12.0,
+        attention: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,6 +95,8 @@ fn parse_args() -> Result<Args> {
             "--steps" => a.steps = value.parse().map_err(|e| bad(&e))?,
             "--seed" => a.seed = value.parse().map_err(|e| bad(&e))?,
             "--mem-gib" => a.mem_gib = value.parse().map_err(|e| bad(&e))?,
+            "--attention" if value == "both" => a.attention = None,
+            "--attention" => a.attention = Some(value.parse().map_err(|e: String| bad(&e))?),
             "--mode" => {
                 a.bench = match value.as_str() {
                     "train" => Bench::Train,
@@ -173,8 +180,11 @@ const BASE_BYTES: f64 = 0.35 * GIB;
 
 /// Rough peak bytes of one training step at length `l`, from the shapes the forward materialises.
 ///
-/// Dense: per layer, the (H, L, L) f32 softmax output is kept for backward (with an L² bool mask);
-/// the layer being computed or differentiated holds about three more such blocks at once. Sparse
+/// Dense: per layer, the fused attention (`scaled_dot_product_attention`) keeps its (L, H, w) f32
+/// keys, zero-padded values and output (w = the wider head size), and the layer being
+/// differentiated holds their gradients; besides, ~23k floats per token and layer of what the
+/// step keeps that the shared per-token term below undercounts (fitted to the dense peak RSS at
+/// 4K–16K: 1.71, 2.88, 5.00 GiB; the (H, L, L) blocks the dense path kept before hid it). Sparse
 /// (L > k): the indexer's (L, L) f32 scores, masked copy and mask (no gradient), the gathered
 /// (L, k, C + d_rope) latent per layer kept for backward, and one row block of it and its gradient
 /// in flight. Both: ~2 V-wide rows per token for the logits, ~2k floats per token per layer of other
@@ -185,10 +195,8 @@ fn train_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
     let h = cfg.num_attention_heads as f64;
     let k = cfg.index_topk as f64;
     let (c, latent) = (cfg.kv_lora_rank as f64, (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64);
-    let dense = {
-        let u = 4.0 * h * l * l; // one (H, L, L) f32 block
-        n * (u + l * l) + 3.0 * u
-    };
+    let w = (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim).max(cfg.v_head_dim) as f64;
+    let dense = (n + 1.0) * 4.0 * l * h * 3.0 * w + n * 4.0 * l * 23_000.0;
     // The masked-dense route of `absorbed_gathered` (S ≤ 4k, H·L² ≤ 2^27) costs what dense does.
     let masked_dense = l <= 4.0 * k && h * l * l <= (1u64 << 27) as f64;
     let attention = match mode {
@@ -211,15 +219,19 @@ fn cache_bytes(cfg: &ModelConfig, l: i64) -> f64 {
 }
 
 /// Rough peak bytes of the decode benchmark at context `l` besides its caches: one prefill chunk's
-/// (H, chunk, L) f32 dense score blocks (about ten at the peak: the einsums' outputs and copies,
-/// the masked scores and the softmax; checked against peak RSS at L = 1k–8k), or its indexer
-/// scores and gathered latent.
+/// dense attention (its (chunk, L) causal mask as bool and f32, every key and value up-projected
+/// per head: (L, H, d_nope + d_v) and the fused kernel's (L, H, w) keys and padded values), or
+/// its indexer scores and gathered latent.
 fn decode_bytes(cfg: &ModelConfig, l: i64, mode: AttentionMode) -> f64 {
     let (l, c) = ((l + DECODE_ROOM) as f64, PREFILL_CHUNK as f64);
     let h = cfg.num_attention_heads as f64;
     let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
     let attention = match mode {
-        AttentionMode::Dense => 10.0 * 4.0 * h * c * l,
+        AttentionMode::Dense => {
+            let (dn, dv) = (cfg.qk_nope_head_dim as f64, cfg.v_head_dim as f64);
+            let w = (dn + cfg.qk_rope_head_dim as f64).max(dv);
+            5.0 * c * l + 4.0 * l * h * (dn + dv + 2.0 * w)
+        }
         AttentionMode::Sparse => 9.0 * 4.0 * c * l + 2.0 * c * cfg.index_topk as f64 * latent * 4.0,
     };
     BASE_BYTES + attention + c * 4.0 * 2.0 * cfg.vocab_size as f64 + 4.0 * params(cfg)
@@ -309,8 +321,9 @@ fn bench_pair(
 ) -> [Cell; 2] {
     let modes = [AttentionMode::Dense, AttentionMode::Sparse];
     let names = ["dense", "sparse"];
-    let runs: Vec<usize> = (0..2).filter(|&i| estimates[i] + extra <= args.mem_gib * GIB).collect();
-    for i in (0..2).filter(|i| !runs.contains(i)) {
+    let asked: Vec<usize> = (0..2).filter(|&i| args.attention.is_none_or(|m| m == modes[i])).collect();
+    let runs: Vec<usize> = asked.iter().copied().filter(|&i| estimates[i] + extra <= args.mem_gib * GIB).collect();
+    for i in asked.into_iter().filter(|i| !runs.contains(i)) {
         let need = (estimates[i] + extra) / GIB;
         println!(
             "skip: {what} {} L={l}: needs ~{need:.1} GiB by estimate, over the {} GiB budget (--mem-gib)",

@@ -11,10 +11,11 @@
 //!
 //! The activation model counts what the forward materialises per token and layer (projections,
 //! norms, attention outputs, expert inputs and outputs), twice (kept for backward, and the
-//! gradients in flight of the layer being differentiated), plus the attention blocks: dense keeps
-//! an (H, T, T) f32 block per layer and holds ~3 more in flight; sparse (T > top-k) the gathered
-//! (T, k, C + d_rope) latent per layer, with one row block of the indexer's selection and the
-//! latent's gradient in flight. With layer checkpointing
+//! gradients in flight of the layer being differentiated), plus the attention blocks: dense (fused
+//! `scaled_dot_product_attention`) keeps its keys, padded values and output, O(T) per head, with
+//! their gradients in flight; sparse (T > top-k) the gathered (T, k, C + d_rope) latent per layer,
+//! with one row block of the indexer's selection and the latent's gradient in flight. With layer
+//! checkpointing
 //! only each layer's input is kept, and one layer is recomputed at a time. The figures are
 //! estimates: `docs/architecture.md` lists how far they were from measured peak RSS.
 
@@ -123,7 +124,10 @@ fn activation_bytes(cfg: &ModelConfig, layers: usize, rows: usize, t: usize, mod
     let h = cfg.num_attention_heads as f64;
     let k = cfg.index_topk as f64;
     let latent = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64;
-    let block = 4.0 * h * t * t; // one (H, T, T) f32 block of one row
+    let (dq, dv) = ((cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) as f64, cfg.v_head_dim as f64);
+    // Fused attention keeps its (T, H, w) keys, zero-padded values and output (w = the wider head
+    // size); the backward's query, key and value gradients are in flight.
+    let fused = 4.0 * t * h * 3.0 * dq.max(dv);
     let sparse = mode == AttentionMode::Sparse && cfg.has_indexer() && t > k;
     // Short key sets attend densely under the selection mask (the engine's masked-dense route).
     let masked_dense = sparse && t <= 4.0 * k && h * t * t <= (1u64 << 27) as f64;
@@ -134,8 +138,10 @@ fn activation_bytes(cfg: &ModelConfig, layers: usize, rows: usize, t: usize, mod
     let selection = 4.0 * per_head + 3.0 * 4.0 * per_head / heads;
     // Kept per layer, and in flight for the layer being computed or differentiated.
     let (kept, flight) = match (sparse, masked_dense) {
-        (false, _) => (block + t * t, 3.0 * block),
-        (true, true) => (block + 2.0 * t * t, 3.0 * block + selection),
+        (false, _) => (fused, fused),
+        // The selection mask kept as bool and as the f32 mask the fused kernel reads; its i32
+        // counts in flight.
+        (true, true) => (fused + 5.0 * t * t, fused + 4.0 * t * t + selection),
         // The gathered (T, k, C + d_rope) latent and (T, H, k) scores kept; in flight the
         // selection block and the gathered latent's gradient.
         (true, false) => (4.0 * t * k * (latent + 3.0 * h), selection + 4.0 * t * k * latent),

@@ -95,13 +95,18 @@ fn rows_line_up_with_the_engine_records() {
     }
     assert!(worst < 1e-4, "engine log-probs differ from the recomputed ones by {worst}");
 
-    // Kept sets sit at the response positions, padded with −1.
+    // Kept sets sit at the response positions, each once (no padding); other positions keep
+    // everything.
     let Some(rlvr_model::VocabMask::Kept(kept)) = &batch.vocab_mask else { panic!("kept sets recorded") };
+    assert_eq!(kept.shape(), (rows.len(), l));
+    assert_eq!(kept.total_ids(), rows.iter().flat_map(|r| &r.kept).map(Vec::len).sum::<usize>());
     for (r, row) in rows.iter().enumerate() {
-        for (j, want) in row.kept.iter().enumerate() {
-            let got = Vec::<i64>::try_from(kept.get(r as i64).get((row.prompt_len - 1 + j) as i64)).unwrap();
-            assert_eq!(&got[..want.len()], &want[..], "row {r} token {j}: kept set");
-            assert!(got[want.len()..].iter().all(|&x| x == -1));
+        for i in 0..l {
+            let want: &[i64] = match (i + 1).checked_sub(row.prompt_len) {
+                Some(j) if j < row.kept.len() => &row.kept[j],
+                _ => &[],
+            };
+            assert_eq!(kept.set(r, i), want, "row {r} position {i}: kept set");
         }
     }
 

@@ -155,10 +155,7 @@ fn activation_bytes(cfg: &ModelConfig, layers: usize, rows: usize, t: usize, mod
 
 /// Bytes of the KV caches of `slots` sequences of up to `capacity` tokens.
 fn cache_bytes(cfg: &ModelConfig, slots: usize, capacity: usize, dtype: Dtype) -> f64 {
-    let low = if dtype == Dtype::F32 { 4.0 } else { 2.0 };
-    let index = if cfg.has_indexer() { 4.0 * cfg.index_head_dim as f64 } else { 0.0 };
-    let per_token = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64 * low + index;
-    cfg.num_hidden_layers as f64 * per_token * (slots * capacity) as f64
+    rlvr_model::KvCache::bytes(cfg, slots, capacity, dtype.kind()) as f64
 }
 
 /// Bytes of a GRPO step's kept sets (keep sampling mask), at most: each of the `step_rows` rows'
@@ -514,6 +511,5 @@ pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
 
 /// Bytes the host can still give this process (`MemAvailable`), when known.
 pub fn available_host_bytes() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    kib_field(&text, "MemAvailable").map(|kb| kb * 1024.0)
+    rlvr_model::device::available_bytes(tch::Device::Cpu).map(|b| b as f64)
 }

@@ -4,7 +4,7 @@
 //! with nothing clipped.
 
 use rlvr_model::{AttentionMode, Dtype, ForwardOptions, ModelConfig};
-use rlvr_rollout::engine::SamplingParams;
+use rlvr_rollout::engine::{SamplingParams, Sizing};
 use rlvr_trainer::data::write_arithmetic_tokenizer;
 use rlvr_trainer::grpo::{self, AdvantageMode, LossConfig, LossInputs};
 use rlvr_trainer::policy::{Policy, Source};
@@ -25,7 +25,8 @@ fn policy(dir: &Path) -> Policy {
 /// recorded; rows in prompt order.
 fn sampled_rows(policy: &Policy) -> Vec<Row> {
     let prompts: Vec<Vec<i64>> = vec![vec![0, 5, 9, 12], vec![0, 7, 3, 8, 20, 4, 6], vec![0, 30]];
-    let mut sampler = Sampler::new(policy, 9, 8, AttentionMode::Dense, 0).expect("sampler");
+    let mut sampler =
+        Sampler::new(policy, 9, Sizing::explicit("slots", "max_tokens"), 8, AttentionMode::Dense, 0).expect("sampler");
     let settings = Settings {
         n: 3,
         sampling: SamplingParams { max_tokens: 8, top_p: 0.9, ..SamplingParams::default() },

@@ -62,7 +62,8 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     /// A rejected request names the engine's field in the API's terms (`stop_strings` is `stop`);
-    /// a refused weight update blames the checksum (409) or the weights (400).
+    /// a refused weight update blames the checksum (409) or the weights (400); a cache that does not
+    /// fit is the server's fault (500).
     fn from(e: EngineError) -> Self {
         match &e {
             EngineError::BadRequest { field, .. } => {
@@ -73,6 +74,10 @@ impl From<EngineError> for ApiError {
                 ApiError::invalid("checksum", e.to_string()).with_status(StatusCode::CONFLICT)
             }
             EngineError::WeightMismatch { .. } => ApiError::invalid("weights", e.to_string()),
+            // Raised when an engine is built, before any request: a server fault if it ever reaches one.
+            EngineError::CacheDoesNotFit { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string())
+            }
         }
     }
 }

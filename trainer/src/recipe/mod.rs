@@ -235,7 +235,8 @@ pub struct Rollout {
     pub sampling: SamplingParams,
     /// Attention used while sampling.
     pub attention: AttentionMode,
-    /// Sequences decoded at once (0: `prompts_per_step · group_size`); with `spawn`, each
+    /// Sequences decoded at once (0: `prompts_per_step · group_size`, fewer when their KV cache
+    /// does not fit the device; a value set here that does not fit is refused); with `spawn`, each
     /// server's slots.
     pub slots: usize,
     /// Where GRPO's rollouts are generated: an engine in this process, or `rlvr serve` servers.

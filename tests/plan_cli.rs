@@ -58,7 +58,8 @@ fn check(what: &str, recipe: &str, sets: &[&str]) {
     assert!(!phases.is_empty());
     // The peak is the largest phase on top of the runtime, and each total is its parts' sum.
     let kept = if plan["checkpointing"] == true { "activations_checkpointed" } else { "activations" };
-    let parts = ["weights", "master", "gradients", "optimizer", kept, "engine_weights", "kv_cache", "reference"];
+    let parts =
+        ["weights", "master", "gradients", "optimizer", kept, "engine_weights", "kv_cache", "reference", "kept_sets"];
     for p in phases {
         let sum: f64 = parts.iter().map(|k| p[*k].as_f64().unwrap()).sum();
         assert!((sum - p["total"].as_f64().unwrap()).abs() <= 1e-6 * sum.max(1.0), "{p}");

@@ -1,7 +1,8 @@
 //! Generation caches (docs/model.md §2.5.5): per sequence slot and layer, the normed KV latent
 //! (`kv_lora_rank`), the rotated rope key (`qk_rope_head_dim`) and the indexer key
-//! (`index_head_dim`, f32; none for a model without indexers), allocated once for a fixed number of slots and a maximum length; a step
-//! writes its tokens in place and never re-allocates.
+//! (`index_head_dim`, f32; none for a model without indexers), allocated once for a fixed number
+//! of slots and a maximum length ([`KvCache::bytes`]: the engine sizes the slots from the memory
+//! its device has); a step writes its tokens in place and never re-allocates.
 //!
 //! Each slot keeps its own length, so one call can extend slots of different lengths (prefill on
 //! top of an existing prefix, or one decode step for many sequences). Rows of one call all add the
@@ -34,6 +35,20 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Bytes one cached token takes over all layers: the latent and rope key in `kind`
+    /// (`kv_lora_rank + qk_rope_head_dim` elements per layer), and the indexer key in f32
+    /// (`index_head_dim`) when the model has indexers.
+    pub fn bytes_per_token(cfg: &ModelConfig, kind: Kind) -> u64 {
+        let low = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as u64 * kind.elt_size_in_bytes() as u64;
+        let index = if cfg.has_indexer() { 4 * cfg.index_head_dim as u64 } else { 0 };
+        cfg.num_hidden_layers as u64 * (low + index)
+    }
+
+    /// Bytes [`KvCache::new`] allocates for `slots` sequences of up to `capacity` tokens.
+    pub fn bytes(cfg: &ModelConfig, slots: usize, capacity: usize, kind: Kind) -> u64 {
+        Self::bytes_per_token(cfg, kind) * (slots * capacity) as u64
+    }
+
     /// Room for `slots` sequences of up to `capacity` tokens, latent and rope key in `kind`.
     pub fn new(cfg: &ModelConfig, slots: usize, capacity: usize, kind: Kind, device: Device) -> Self {
         let (n, s) = (slots as i64, capacity as i64);

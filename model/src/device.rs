@@ -53,25 +53,14 @@ fn cuda_version(v: i32) -> String {
     format!("{}.{}", v / 1000, (v % 1000) / 10)
 }
 
-/// Calls `int symbol(int *)` of the shared library `lib` (loaded already with `RTLD_NOLOAD`, or
+/// Calls `int name(int *)` of the shared library `lib` (loaded already with `RTLD_NOLOAD`, or
 /// loaded now): the CUDA version getters' shape. `None` when the library or symbol is absent or
 /// the call fails.
-fn version_from(lib: &str, symbol: &str, noload: bool) -> Option<i32> {
-    let lib = std::ffi::CString::new(lib).ok()?;
-    let symbol = std::ffi::CString::new(symbol).ok()?;
-    let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | if noload { libc::RTLD_NOLOAD } else { 0 };
-    // SAFETY: dlopen/dlsym with valid C strings; the symbol, when found, is the CUDA API's
-    // `cudaError_t f(int *)` / `CUresult f(int *)`, called with a valid out-pointer. The handle is
-    // never closed (the library stays as libtorch or the driver needs it).
+fn version_from(lib: &str, name: &str, noload: bool) -> Option<i32> {
+    let f = symbol(loaded(lib, noload)?, name)?;
+    // SAFETY: the symbol is the CUDA API's `cudaError_t f(int *)` / `CUresult f(int *)`, called
+    // with a valid out-pointer.
     unsafe {
-        let handle = libc::dlopen(lib.as_ptr(), flags);
-        if handle.is_null() {
-            return None;
-        }
-        let f = libc::dlsym(handle, symbol.as_ptr());
-        if f.is_null() {
-            return None;
-        }
         let f: extern "C" fn(*mut i32) -> i32 = std::mem::transmute(f);
         let mut version = 0;
         (f(&mut version) == 0).then_some(version)
@@ -90,6 +79,67 @@ pub fn cuda_runtime_version() -> Option<String> {
 /// without a driver.
 pub fn cuda_driver_version() -> Option<String> {
     version_from("libcuda.so.1", "cuDriverGetVersion", false).map(cuda_version)
+}
+
+/// Bytes `device` can still give: on the CPU the host's `MemAvailable` (`/proc/meminfo`), on CUDA
+/// the device's free memory (`cudaMemGetInfo` of the runtime libtorch loaded; memory libtorch's
+/// caching allocator holds counts as used). `None` when it cannot be read.
+pub fn available_bytes(device: tch::Device) -> Option<u64> {
+    match device {
+        tch::Device::Cuda(index) => cuda_free_bytes(index),
+        _ => {
+            let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+            meminfo_available(&text)
+        }
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo` text, in bytes.
+fn meminfo_available(text: &str) -> Option<u64> {
+    let value = text.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    value.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// Free bytes of CUDA device `index`: `cudaMemGetInfo` with that device current, the caller's
+/// current device restored after. `None` when libtorch loaded no CUDA runtime or a call fails.
+fn cuda_free_bytes(index: usize) -> Option<u64> {
+    let lib = ["libcudart.so.13", "libcudart.so.12"].into_iter().find_map(|lib| loaded(lib, true))?;
+    let get = symbol(lib, "cudaGetDevice")?;
+    let set = symbol(lib, "cudaSetDevice")?;
+    let info = symbol(lib, "cudaMemGetInfo")?;
+    // SAFETY: the CUDA runtime API's `cudaError_t cudaGetDevice(int *)`, `cudaSetDevice(int)` and
+    // `cudaMemGetInfo(size_t *, size_t *)`, called with valid out-pointers; 0 is cudaSuccess.
+    unsafe {
+        let get: extern "C" fn(*mut i32) -> i32 = std::mem::transmute(get);
+        let set: extern "C" fn(i32) -> i32 = std::mem::transmute(set);
+        let info: extern "C" fn(*mut usize, *mut usize) -> i32 = std::mem::transmute(info);
+        let mut current = 0;
+        if get(&mut current) != 0 || set(index as i32) != 0 {
+            return None;
+        }
+        let (mut free, mut total) = (0usize, 0usize);
+        let ok = info(&mut free, &mut total) == 0;
+        set(current);
+        ok.then_some(free as u64)
+    }
+}
+
+/// The handle of the shared library `lib` (already loaded, with `noload`), never closed.
+fn loaded(lib: &str, noload: bool) -> Option<*mut libc::c_void> {
+    let lib = std::ffi::CString::new(lib).ok()?;
+    let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | if noload { libc::RTLD_NOLOAD } else { 0 };
+    // SAFETY: dlopen with a valid C string; the handle stays open (the library stays as libtorch
+    // or the driver needs it).
+    let handle = unsafe { libc::dlopen(lib.as_ptr(), flags) };
+    (!handle.is_null()).then_some(handle)
+}
+
+/// The address of `name` in the library `handle`.
+fn symbol(handle: *mut libc::c_void, name: &str) -> Option<*mut libc::c_void> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: dlsym on a handle from dlopen with a valid C string.
+    let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
+    (!f.is_null()).then_some(f)
 }
 
 /// The CUDA device's name. tch has no binding for it, so ask the driver: its `/proc` entries (in PCI
@@ -232,5 +282,15 @@ impl std::str::FromStr for Dtype {
             "bf16" => Ok(Dtype::Bf16),
             other => Err(format!("must be f32 or bf16, got {other:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let text = "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   12288000 kB\n";
+        assert_eq!(super::meminfo_available(text), Some(12_288_000 * 1024));
+        assert_eq!(super::meminfo_available("MemTotal: 1 kB\n"), None);
     }
 }

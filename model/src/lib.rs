@@ -44,4 +44,4 @@ pub use mla::{AttentionMode, MlaPath};
 pub use model::DeepseekV32;
 pub use params::ParamCounts;
 pub use recompute::{Checkpointing, LossHead, MainHead, Recomputed};
-pub use vocab_mask::VocabMask;
+pub use vocab_mask::{KeptSets, VocabMask};

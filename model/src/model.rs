@@ -176,7 +176,7 @@ impl DeepseekV32 {
         }
         let mut logits = linear(&self.norm.forward(&h), &self.lm_head); // (B, T, V)
         if let Some(mask) = opts.vocab_mask {
-            logits = mask.apply(&logits);
+            logits = mask.apply(logits);
         }
         let mtp_logits = if opts.mtp { self.run_mtp(tokens, &h, &pos, &opts, &mut rec) } else { Vec::new() };
         ForwardOutput { logits, trace: rec.trace, indexer: rec.indexer, mtp_logits }

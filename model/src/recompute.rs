@@ -269,7 +269,7 @@ impl DeepseekV32 {
         let c = h.size()[1];
         let mut logits = linear(&self.norm.forward(h), &self.lm_head); // (B, c, V)
         if let Some(mask) = mask {
-            logits = mask.narrow(from, c).apply(&logits);
+            logits = mask.narrow(from, c).apply(logits);
         }
         let n = c.min(targets.size()[1] - from);
         let logp_all = logits.narrow(1, 0, n).log_softmax(-1, Kind::Float); // (B, c', V)

@@ -98,3 +98,18 @@ fn absorbed_and_naive_decode_agree() {
         assert!(d <= TOL && d > 0.0, "{d:e} (0 would mean one path ran twice)");
     });
 }
+
+/// [`KvCache::bytes`] is what [`KvCache::new`] allocates, with and without indexers, f32 and bf16.
+#[test]
+fn the_cache_allocates_the_bytes_it_states() {
+    for preset in ["tiny", "tiny-v3"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets").join(preset);
+        let cfg = rlvr_model::ModelConfig::from_path(&dir).unwrap();
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let cache = KvCache::new(&cfg, 3, 40, kind, Device::Cpu);
+            let bytes = |t: &Tensor| t.numel() as u64 * t.kind().elt_size_in_bytes() as u64;
+            let allocated: u64 = cache.layers.iter().map(|l| bytes(&l.latent) + bytes(&l.pe) + bytes(&l.index)).sum();
+            assert_eq!(KvCache::bytes(&cfg, 3, 40, kind), allocated, "{preset} {kind:?}");
+        }
+    }
+}

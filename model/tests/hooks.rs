@@ -5,7 +5,7 @@ mod support;
 
 use rlvr_model::mla::Positions;
 use rlvr_model::model::{Ffn, LayerOptions};
-use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KvCache, MlaPath, VocabMask};
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KeptSets, KvCache, MlaPath, VocabMask};
 use support::{load, max_abs, reference, sequence};
 use tch::{Device, Kind, Tensor};
 
@@ -133,16 +133,28 @@ fn replay_works_through_the_cached_forward() {
     });
 }
 
-/// A Kept-ids mask for (1, T, V): position t keeps `(7·t + 3j) mod V` for j < 5, except every
-/// fourth position, which keeps nothing (and so stays unmasked).
-fn kept_mask(t: i64, v: i64) -> Tensor {
-    let mut ids = Vec::new();
-    for p in 0..t {
-        for j in 0..5 {
-            ids.push(if p % 4 == 3 { -1 } else { (7 * p + 3 * j) % v });
+/// Kept sets for (1, T, V): position t keeps `(7·t + 3j) mod V` for j < 5, except every fourth
+/// position, which keeps nothing (and so stays unmasked).
+fn kept_sets(t: i64, v: i64) -> Vec<Vec<i64>> {
+    (0..t).map(|p| if p % 4 == 3 { Vec::new() } else { (0..5).map(|j| (7 * p + 3 * j) % v).collect() }).collect()
+}
+
+/// The sets as a mask.
+fn kept_mask(sets: &[Vec<i64>]) -> VocabMask {
+    VocabMask::Kept(KeptSets::new(1, sets.len(), sets.iter().enumerate().map(|(p, s)| ((0, p), s.as_slice()))))
+}
+
+/// The sets as a (1, T, V) bool tensor, built by hand (an empty set keeps everything).
+fn kept_bool(sets: &[Vec<i64>], v: i64) -> Tensor {
+    let mut keep = vec![false; sets.len() * v as usize];
+    for (p, set) in sets.iter().enumerate() {
+        let row = &mut keep[p * v as usize..(p + 1) * v as usize];
+        match set.is_empty() {
+            true => row.fill(true),
+            false => set.iter().for_each(|&id| row[id as usize] = true),
         }
     }
-    Tensor::from_slice(&ids).view([1, t, 5])
+    Tensor::from_slice(&keep).view([1, sets.len() as i64, v])
 }
 
 #[test]
@@ -150,21 +162,23 @@ fn vocab_mask_renormalises_over_the_kept_tokens() {
     let (cfg, _, model) = load("tiny-sparse");
     let seq = tokens();
     let (t, v) = (seq.size()[1], cfg.vocab_size as i64);
-    let kept = VocabMask::Kept(kept_mask(t, v));
+    let sets = kept_sets(t, v);
+    let kept = kept_mask(&sets);
     let plain = tch::no_grad(|| model.forward(&seq, SPARSE));
     let masked = tch::no_grad(|| {
         model.run(&seq, ForwardOptions { vocab_mask: Some(&kept), ..ForwardOptions::new(SPARSE) }).logits
     });
-    assert!(masked.equal(&kept.apply(&plain)), "the forward masks its logits");
-    let dense = VocabMask::Dense(kept.keep(v, Device::Cpu));
-    assert!(dense.apply(&plain).equal(&masked), "both mask forms agree");
+    assert!(masked.equal(&kept.apply(plain.copy())), "the forward masks its logits");
+    let by_hand = plain.masked_fill(&kept_bool(&sets, v).logical_not(), f64::NEG_INFINITY);
+    assert!(by_hand.equal(&masked), "the mask drops exactly the ids outside each set");
+    let dense = VocabMask::Dense(kept_bool(&sets, v));
+    assert!(dense.apply(plain.copy()).equal(&masked), "both mask forms agree");
     let logp = masked.log_softmax(-1, Kind::Float);
-    let ids = kept_mask(t, v);
     for p in 0..t {
-        let row_ids = ids.get(0).get(p);
         let (want, got) = if p % 4 == 3 {
             (plain.get(0).get(p).log_softmax(-1, Kind::Float), logp.get(0).get(p))
         } else {
+            let row_ids = Tensor::from_slice(&sets[p as usize]);
             let by_hand = plain.get(0).get(p).index_select(0, &row_ids).log_softmax(-1, Kind::Float);
             (by_hand, logp.get(0).get(p).index_select(0, &row_ids))
         };
@@ -181,13 +195,15 @@ fn vocab_mask_gradients_flow_only_through_kept_logits() {
     let (t, v) = (8, 32);
     tch::manual_seed(3);
     let logits = Tensor::randn([1, t, v], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let mask = VocabMask::Kept(kept_mask(t, v));
-    let logp = mask.apply(&logits).log_softmax(-1, Kind::Float);
-    // A kept token per position; unmasked rows (−1 padding) take id 0.
-    let target = kept_mask(t, v).select(2, 0).clamp_min(0); // (1, T)
+    let sets = kept_sets(t, v);
+    // The mask is applied in place, so to a copy of the leaf.
+    let logp = kept_mask(&sets).apply(&logits * 1.0).log_softmax(-1, Kind::Float);
+    // A kept token per position; unmasked positions take id 0.
+    let target: Vec<i64> = sets.iter().map(|s| s.first().copied().unwrap_or(0)).collect();
+    let target = Tensor::from_slice(&target).view([1, t]);
     logp.gather(-1, &target.unsqueeze(-1), false).sum(Kind::Float).backward();
     let g = logits.grad();
-    let keep = mask.keep(v, Device::Cpu);
+    let keep = kept_bool(&sets, v);
     assert_eq!(g.masked_select(&keep.logical_not()).abs().max().double_value(&[]), 0.0);
     assert!(g.masked_select(&keep).abs().min().double_value(&[]) > 0.0, "every kept logit gets gradient");
 }

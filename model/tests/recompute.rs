@@ -7,7 +7,7 @@ mod common;
 
 use rlvr_model::indexer_loss::LayerIndexerLoss;
 use rlvr_model::recompute::{token_entropy, LossHead, MainHead};
-use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage, ModelConfig, VocabMask};
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, IndexerStage, KeptSets, ModelConfig, VocabMask};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -37,10 +37,19 @@ fn inputs(model: &DeepseekV32) -> Inputs {
     let replay = tch::no_grad(|| {
         model.run(&tokens, ForwardOptions { mtp: true, ..ForwardOptions::new(AttentionMode::Sparse) }).expert_ids()
     });
-    // Positions 10.. keep the target and 7 more ids; earlier ones keep everything (−1 padding).
-    let kept = Tensor::randint_low(0, 512, [2, 40, 8], (Kind::Int64, Device::Cpu));
-    kept.narrow(2, 0, 1).narrow(1, 0, 39).copy_(&targets.unsqueeze(-1));
-    let _ = kept.narrow(1, 0, 10).fill_(-1);
+    // Positions 10.. keep the target and 7 more ids; earlier ones keep everything (no set).
+    let kept = Tensor::randint_low(0, 512, [2, 40, 7], (Kind::Int64, Device::Cpu));
+    let kept = Vec::<i64>::try_from(kept.flatten(0, -1)).unwrap();
+    let target = Vec::<i64>::try_from(targets.flatten(0, -1)).unwrap();
+    let sets: Vec<((usize, usize), Vec<i64>)> = (0..2)
+        .flat_map(|b| (10..40).map(move |t| (b, t)))
+        .map(|(b, t)| {
+            let mut set = vec![if t < 39 { target[b * 39 + t] } else { 0 }];
+            set.extend_from_slice(&kept[(b * 40 + t) * 7..(b * 40 + t + 1) * 7]);
+            ((b, t), set)
+        })
+        .collect();
+    let kept = KeptSets::new(2, 40, sets.iter().map(|(at, s)| (*at, s.as_slice())));
     Inputs { tokens, targets, replay, mask: VocabMask::Kept(kept) }
 }
 

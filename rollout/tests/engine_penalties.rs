@@ -17,7 +17,7 @@ use support::{load, prompt, request, run_all, sampled};
 fn engine(name: &str, slots: usize, chunk: usize) -> Engine {
     let (model, vs) = load(name);
     let config = EngineConfig { prefill_chunk: chunk, mode: AttentionMode::Dense, ..EngineConfig::new(slots, 96) };
-    Engine::new(model, &vs, config)
+    Engine::new(model, &vs, config).expect("the test cache fits")
 }
 use tch::Tensor;
 

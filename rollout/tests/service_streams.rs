@@ -46,7 +46,7 @@ async fn served_records_equal_the_local_engines_bit_for_bit() {
 
     // The local engine, sized as the server below (4 slots of 96 tokens).
     let (model, vs) = support::load("tiny-sparse");
-    let mut engine = Engine::new(model, &vs, EngineConfig::new(4, 96));
+    let mut engine = Engine::new(model, &vs, EngineConfig::new(4, 96)).expect("the test cache fits");
     let local: Vec<RequestOutput> = support::run_all(
         &mut engine,
         PROMPTS

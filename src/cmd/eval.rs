@@ -18,7 +18,7 @@
 use super::score::{device, Compute};
 use anyhow::{bail, Context, Result};
 use rlvr_model::AttentionMode;
-use rlvr_rollout::engine::SamplingParams;
+use rlvr_rollout::engine::{SamplingParams, Sizing};
 use rlvr_rollout::template::ChatRenderer;
 use rlvr_trainer::checkpoint::Checkpoints;
 use rlvr_trainer::data::{DataSpec, Dataset};
@@ -145,8 +145,14 @@ pub fn run(args: Args) -> Result<()> {
     if problems.is_empty() {
         bail!("there are no problems to evaluate");
     }
-    let slots = args.slots.unwrap_or_else(|| eval_slots(problems.len(), plan.settings.n));
-    let mut sampler = Sampler::new(&policy, slots, plan.settings.sampling.max_tokens, plan.mode, 0)?;
+    let (slots, sizing) = match args.slots {
+        Some(n) => (n, Sizing::explicit("--slots", "--max-tokens")),
+        None => (
+            eval_slots(problems.len(), plan.settings.n),
+            Sizing::default_slots(plan.settings.n, "--slots", "--max-tokens"),
+        ),
+    };
+    let mut sampler = Sampler::new(&policy, slots, sizing, plan.settings.sampling.max_tokens, plan.mode, 0)?;
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let eval_args = (
         &policy,

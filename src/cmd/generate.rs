@@ -29,7 +29,9 @@
 use super::score::{device, load_model, Compute};
 use anyhow::{anyhow, bail, Context, Result};
 use rlvr_model::ModelConfig;
-use rlvr_rollout::engine::{Engine, EngineConfig, FinishReason, Request, RequestOutput, Sample, SamplingParams};
+use rlvr_rollout::engine::{
+    Engine, EngineConfig, EngineError, FinishReason, Request, RequestOutput, Sample, SamplingParams, Sizing,
+};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::{BufRead, BufWriter, Write};
@@ -238,13 +240,17 @@ fn request(args: &Args, cfg: &ModelConfig, prompt: Vec<i64>, index: usize) -> Re
 fn generate(
     args: &Args,
     cfg: &ModelConfig,
-    engine_of: impl FnOnce(EngineConfig) -> Engine,
+    engine_of: impl FnOnce(EngineConfig) -> Result<Engine, EngineError>,
     prompts: Vec<Vec<i64>>,
 ) -> Result<(Vec<RequestOutput>, f64)> {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let slots = (prompts.len() * args.n).min(args.n.max(64));
-    let config = EngineConfig { mode: args.compute.mode, ..EngineConfig::new(slots, longest + args.max_new_tokens) };
-    let mut engine = engine_of(config);
+    // Every sample at once, at most 64 (fewer when their cache does not fit the device; one
+    // prompt's `--n` samples need their slots together).
+    let sizing = Sizing::default_slots(args.n, "the batch (prompts × --n, at most 64)", "--max-new-tokens");
+    let config =
+        EngineConfig { mode: args.compute.mode, sizing, ..EngineConfig::new(slots, longest + args.max_new_tokens) };
+    let mut engine = engine_of(config)?;
     if args.warmup {
         engine.submit(request(args, cfg, prompts[0].clone(), 0)).context("warm-up prompt")?;
         engine.run_until_done();

@@ -10,7 +10,7 @@
 use super::score::{device, load_model, Compute};
 use anyhow::{bail, Context, Result};
 use rlvr_model::ModelConfig;
-use rlvr_rollout::engine::EngineConfig;
+use rlvr_rollout::engine::{EngineConfig, Sizing};
 use rlvr_rollout::service::{run_blocking, Service, ServiceConfig};
 use rlvr_rollout::tokenizer::Tokenizer;
 use std::path::PathBuf;
@@ -28,9 +28,10 @@ pub struct Args {
     /// Port to bind (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Engine sequence slots (samples generated at once; the largest `n`).
-    #[arg(long, default_value_t = 16)]
-    pub slots: usize,
+    /// Engine sequence slots (samples generated at once; the largest `n`). Refused when their KV
+    /// cache does not fit the device; without it, 16 or as many as fit.
+    #[arg(long)]
+    pub slots: Option<usize>,
     /// Requests that may wait beyond the slots; more are answered 429.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
@@ -64,6 +65,9 @@ pub struct Args {
     pub compute: Compute,
 }
 
+/// Engine slots without `--slots` (fewer when their cache does not fit the device).
+pub const DEFAULT_SLOTS: usize = 16;
+
 /// The environment variable holding the administrator's key when `--admin-key` is not given.
 pub const ADMIN_KEY_ENV: &str = "RLVR_SERVE_ADMIN_KEY";
 
@@ -75,7 +79,7 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     let cfg = ModelConfig::from_path(&args.model)?;
     args.compute.mode = args.compute.mode_for(&args.model)?;
-    if args.slots == 0 {
+    if args.slots == Some(0) {
         bail!("--slots must be ≥ 1");
     }
     let max_seq_len = args.max_seq_len.unwrap_or(cfg.max_position_embeddings.min(4096));
@@ -103,7 +107,12 @@ pub fn run(mut args: Args) -> Result<()> {
         dir.file_name().map_or("rlvr".into(), |n| n.to_string_lossy().into_owned())
     });
     let (model, vs) = load_model(&args.model, device, args.compute.dtype)?;
-    let engine = EngineConfig { mode: args.compute.mode, ..EngineConfig::new(args.slots, max_seq_len) };
+    let sizing = match args.slots {
+        Some(_) => Sizing::explicit("--slots", "--max-seq-len"),
+        None => Sizing::default_slots(1, "--slots", "--max-seq-len"),
+    };
+    let slots = args.slots.unwrap_or(DEFAULT_SLOTS);
+    let engine = EngineConfig { mode: args.compute.mode, sizing, ..EngineConfig::new(slots, max_seq_len) };
     let config = ServiceConfig {
         max_queue: args.max_queue,
         grace: Duration::from_secs(args.grace_secs),
@@ -114,7 +123,7 @@ pub fn run(mut args: Args) -> Result<()> {
         chat_template: chat_template(&args.model)?,
         ..ServiceConfig::new(name)
     };
-    let service = Service::new(model, &vs, engine, tokenizer, config);
+    let service = Service::new(model, &vs, engine, tokenizer, config)?;
     run_blocking(service, &format!("{}:{}", args.host, args.port)).context("rlvr serve")?;
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! AdamW's two moments and the f32 master copies (a 1/world slice each when the optimizer is
 //! sharded), the activations of one micro-batch at the stage's longest sequence, and for GRPO the
 //! rollout engine beside it (its copy of the main model and its KV caches, held through the stage:
-//! the train ↔ generate switch) and the KL reference. An eval is its engine. The peak is the
+//! the train ↔ generate switch), the KL reference, and the keep-sampling-mask records (their upper
+//! bound: see [`kept_set_bytes`]). An eval is its engine. The peak is the
 //! largest phase plus the runtime (libtorch as loaded, and on CUDA its context).
 //!
 //! The activation model counts what the forward materialises per token and layer (projections,
@@ -52,6 +53,9 @@ pub struct Phase {
     pub kv_cache: f64,
     /// The KL reference model of a GRPO stage.
     pub reference: f64,
+    /// A GRPO stage's keep-sampling-mask records, at most: every token's kept set in the step's
+    /// rollout rows, the micro-batch's compressed copy, and one chunk of the mask on the device.
+    pub kept_sets: f64,
     /// The sum, with the activations the run keeps (checkpointed or not).
     pub total: f64,
 }
@@ -157,10 +161,26 @@ fn activation_bytes(cfg: &ModelConfig, layers: usize, rows: usize, t: usize, mod
 
 /// Bytes of the KV caches of `slots` sequences of up to `capacity` tokens.
 fn cache_bytes(cfg: &ModelConfig, slots: usize, capacity: usize, dtype: Dtype) -> f64 {
+    rlvr_model::KvCache::bytes(cfg, slots, capacity, dtype.kind()) as f64
+}
+
+/// Bytes of a GRPO step's kept sets (keep sampling mask), at most: each of the `step_rows` rows'
+/// `max_tokens` completion tokens keeps `min(top_k, V)` ids, or up to the whole vocabulary under
+/// top-p or min-p alone (8 bytes an id); a micro-batch of `rows` rows of `t` positions holds a
+/// compressed copy (its ids and an offset per position), and the loss head one (rows, V) chunk of
+/// the mask in the logits' dtype ([`rlvr_model::vocab_mask::MASK_CHUNK_ELEMENTS`]). None when the
+/// mask is off or nothing is truncated.
+fn kept_set_bytes(cfg: &ModelConfig, recipe: &Recipe, step_rows: usize, rows: usize, t: usize, dtype: Dtype) -> f64 {
+    let s = &recipe.rollout.sampling;
+    if !recipe.algorithm.keep_sampling_mask || s.temperature <= 0.0 || s.truncation().is_off() {
+        return 0.0;
+    }
+    let v = cfg.vocab_size as f64;
+    let width = if s.top_k > 0 { v.min(s.top_k as f64) } else { v };
+    let tokens = |rows: usize| (rows * s.max_tokens) as f64;
     let low = if dtype == Dtype::F32 { 4.0 } else { 2.0 };
-    let index = if cfg.has_indexer() { 4.0 * cfg.index_head_dim as f64 } else { 0.0 };
-    let per_token = (cfg.kv_lora_rank + cfg.qk_rope_head_dim) as f64 * low + index;
-    cfg.num_hidden_layers as f64 * per_token * (slots * capacity) as f64
+    let chunk = (rlvr_model::vocab_mask::MASK_CHUNK_ELEMENTS as f64).min((rows * t) as f64 * v);
+    8.0 * width * (tokens(step_rows) + tokens(rows)) + 8.0 * (rows * t + 1) as f64 + low * chunk
 }
 
 /// The tensors a stage trains.
@@ -268,11 +288,21 @@ pub fn plan(recipe: &Recipe, world: usize, device: &str, runtime_bytes: f64, dat
                     if recipe.algorithm.loss.kl().is_some() {
                         p.reference = engine_weights;
                     }
+                    let step_rows = (r.prompts_per_step * r.group_size).div_ceil(world);
+                    p.kept_sets = kept_set_bytes(&cfg, recipe, step_rows, rows, t, dtype);
                 }
             }
         }
         let kept = if checkpointing { p.activations_checkpointed } else { p.activations };
-        p.total = p.weights + p.master + p.gradients + p.optimizer + kept + p.engine_weights + p.kv_cache + p.reference;
+        p.total = p.weights
+            + p.master
+            + p.gradients
+            + p.optimizer
+            + kept
+            + p.engine_weights
+            + p.kv_cache
+            + p.reference
+            + p.kept_sets;
         phases.push(p);
     }
     let (peak_phase, top) = phases.iter().map(|p| (p.phase.clone(), p.total)).fold((String::new(), 0.0), |best, x| {
@@ -343,6 +373,7 @@ impl Plan {
             "engine",
             "kv cache",
             "reference",
+            "kept sets",
             "total",
         ];
         let width = self.phases.iter().map(|p| p.phase.len()).max().unwrap_or(5).max(5);
@@ -363,6 +394,7 @@ impl Plan {
                 p.engine_weights,
                 p.kv_cache,
                 p.reference,
+                p.kept_sets,
                 p.total,
             ];
             for c in cells {
@@ -485,6 +517,5 @@ pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
 
 /// Bytes the host can still give this process (`MemAvailable`), when known.
 pub fn available_host_bytes() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    kib_field(&text, "MemAvailable").map(|kb| kb * 1024.0)
+    rlvr_model::device::available_bytes(tch::Device::Cpu).map(|b| b as f64)
 }

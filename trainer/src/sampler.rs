@@ -8,7 +8,7 @@ use crate::parallel::Dp;
 use crate::policy::Policy;
 use anyhow::{bail, Context, Result};
 use rlvr_model::AttentionMode;
-use rlvr_rollout::engine::{checksum_of, Engine, EngineConfig, Request, RequestOutput, SamplingParams};
+use rlvr_rollout::engine::{checksum_of, Engine, EngineConfig, Request, RequestOutput, SamplingParams, Sizing};
 use rlvr_verifiers::{score_batch, Verdict, Verifier};
 use std::time::Instant;
 
@@ -62,12 +62,20 @@ pub struct Sampler {
 
 impl Sampler {
     /// An engine of `slots` slots over a copy of `policy`'s current weights, attention `mode`, at
-    /// policy version `version`.
-    pub fn new(policy: &Policy, slots: usize, max_tokens: usize, mode: AttentionMode, version: u64) -> Result<Self> {
+    /// policy version `version`; `sizing` says whether the slots are the user's setting (refused
+    /// when their cache does not fit the device) or a default (lowered to what fits).
+    pub fn new(
+        policy: &Policy,
+        slots: usize,
+        sizing: Sizing,
+        max_tokens: usize,
+        mode: AttentionMode,
+        version: u64,
+    ) -> Result<Self> {
         let (model, vs) = policy.engine_copy()?;
         let capacity = (MAX_PROMPT_TOKENS + max_tokens).min(policy.config.max_position_embeddings);
-        let config = EngineConfig { mode, ..EngineConfig::new(slots.max(1), capacity) };
-        let engine = Engine::new(model, &vs, config).with_version(version);
+        let config = EngineConfig { mode, sizing, ..EngineConfig::new(slots.max(1), capacity) };
+        let engine = Engine::new(model, &vs, config)?.with_version(version);
         let mut eos = policy.config.eos_ids();
         if eos.is_empty() {
             eos.push(policy.eos());

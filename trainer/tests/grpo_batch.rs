@@ -4,7 +4,7 @@
 //! with nothing clipped.
 
 use rlvr_model::{AttentionMode, Dtype, ForwardOptions, ModelConfig};
-use rlvr_rollout::engine::SamplingParams;
+use rlvr_rollout::engine::{SamplingParams, Sizing};
 use rlvr_trainer::data::write_arithmetic_tokenizer;
 use rlvr_trainer::grpo::{self, AdvantageMode, LossConfig, LossInputs};
 use rlvr_trainer::policy::{Policy, Source};
@@ -25,7 +25,8 @@ fn policy(dir: &Path) -> Policy {
 /// recorded; rows in prompt order.
 fn sampled_rows(policy: &Policy) -> Vec<Row> {
     let prompts: Vec<Vec<i64>> = vec![vec![0, 5, 9, 12], vec![0, 7, 3, 8, 20, 4, 6], vec![0, 30]];
-    let mut sampler = Sampler::new(policy, 9, 8, AttentionMode::Dense, 0).expect("sampler");
+    let mut sampler =
+        Sampler::new(policy, 9, Sizing::explicit("slots", "max_tokens"), 8, AttentionMode::Dense, 0).expect("sampler");
     let settings = Settings {
         n: 3,
         sampling: SamplingParams { max_tokens: 8, top_p: 0.9, ..SamplingParams::default() },
@@ -95,13 +96,18 @@ fn rows_line_up_with_the_engine_records() {
     }
     assert!(worst < 1e-4, "engine log-probs differ from the recomputed ones by {worst}");
 
-    // Kept sets sit at the response positions, padded with −1.
+    // Kept sets sit at the response positions, each once (no padding); other positions keep
+    // everything.
     let Some(rlvr_model::VocabMask::Kept(kept)) = &batch.vocab_mask else { panic!("kept sets recorded") };
+    assert_eq!(kept.shape(), (rows.len(), l));
+    assert_eq!(kept.total_ids(), rows.iter().flat_map(|r| &r.kept).map(Vec::len).sum::<usize>());
     for (r, row) in rows.iter().enumerate() {
-        for (j, want) in row.kept.iter().enumerate() {
-            let got = Vec::<i64>::try_from(kept.get(r as i64).get((row.prompt_len - 1 + j) as i64)).unwrap();
-            assert_eq!(&got[..want.len()], &want[..], "row {r} token {j}: kept set");
-            assert!(got[want.len()..].iter().all(|&x| x == -1));
+        for i in 0..l {
+            let want: &[i64] = match (i + 1).checked_sub(row.prompt_len) {
+                Some(j) if j < row.kept.len() => &row.kept[j],
+                _ => &[],
+            };
+            assert_eq!(kept.set(r, i), want, "row {r} position {i}: kept set");
         }
     }
 

@@ -12,7 +12,7 @@
 //! tensor's largest entry; the bound is 4e-6 (f32 eps 1.2e-7).
 
 use rlvr_model::{AttentionMode, Checkpointing, Dtype, ModelConfig};
-use rlvr_rollout::engine::SamplingParams;
+use rlvr_rollout::engine::{SamplingParams, Sizing};
 use rlvr_trainer::data::write_arithmetic_tokenizer;
 use rlvr_trainer::grpo::{AdvantageMode, LossConfig};
 use rlvr_trainer::parallel::Dp;
@@ -124,7 +124,8 @@ fn dsa_stage_losses() {
 /// routing recorded.
 fn sampled_rows(policy: &Policy) -> Vec<Row> {
     let prompts: Vec<Vec<i64>> = vec![(0..24).map(|i| 3 + (i * 7) % 40).collect(), (0..19).map(|i| 5 + i).collect()];
-    let mut sampler = Sampler::new(policy, 4, 8, AttentionMode::Sparse, 0).expect("sampler");
+    let mut sampler =
+        Sampler::new(policy, 4, Sizing::explicit("slots", "max_tokens"), 8, AttentionMode::Sparse, 0).expect("sampler");
     let settings = Settings {
         n: 2,
         sampling: SamplingParams { max_tokens: 8, top_p: 0.9, ..SamplingParams::default() },

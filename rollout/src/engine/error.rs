@@ -1,9 +1,30 @@
-//! The engine's errors: a request it cannot serve, or new weights it refuses. Each message names
-//! the field or tensor at fault.
+//! The engine's errors: a cache its device cannot hold, a request it cannot serve, or new weights
+//! it refuses. Each message names the setting, field or tensor at fault.
+
+use super::memory::show;
 
 /// Errors of [`crate::engine::Engine`]'s calls.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The KV cache of the configured slots does not fit the device's memory (module `memory`).
+    #[error(
+        "the rollout engine's KV cache of {slots} slot(s) × {length} tokens needs {}, but {} of the {} free on the device are left for it (a tenth is kept as a working margin): {fix}",
+        show(*need), show(*budget), show(*available)
+    )]
+    CacheDoesNotFit {
+        /// Slots asked for.
+        slots: usize,
+        /// Tokens per slot.
+        length: usize,
+        /// Bytes their cache needs.
+        need: u64,
+        /// Bytes left for the cache.
+        budget: u64,
+        /// Bytes the device could still give.
+        available: u64,
+        /// What to change, naming the settings.
+        fix: String,
+    },
     /// A submitted request is invalid for this engine (the field and why).
     #[error("request field `{field}`: {problem}")]
     BadRequest {

@@ -41,6 +41,10 @@
 //! **Stop strings** need a detokenizer ([`Engine::with_detokenizer`]): after each token the
 //! sample's whole completion is decoded and searched for each stop string.
 //!
+//! **Memory**: the cache holds every slot at full length from the start, so it is sized against
+//! what the device can still give before it is allocated (`memory.rs`, [`Sizing`]): slots the user
+//! set that do not fit are refused, a default is lowered to what fits.
+//!
 //! The attention mode ([`EngineConfig::mode`]) is one for the engine, since one decode forward
 //! serves every slot. The engine runs on the model's device and owns the model, so it can move to a
 //! serving thread (`tch::Tensor` is `Send` but not `Sync`, so an `Arc`-shared model could not); a
@@ -53,12 +57,14 @@
 mod error;
 mod live;
 mod mapped;
+mod memory;
 mod prefill;
 mod request;
 mod weights;
 
 pub use error::EngineError;
 pub use mapped::MappedWeights;
+pub use memory::{fit_slots, Sizing, MARGIN_DIVISOR};
 pub use request::{
     Experts, FinishReason, Penalties, Progress, Request, RequestId, RequestOutput, Sample, SamplingParams, Token,
     MAX_TOP_LOGPROBS,
@@ -79,7 +85,8 @@ pub type Detokenizer = Arc<dyn Fn(&[i64]) -> String + Send + Sync>;
 /// Size and behaviour of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Sequence slots (the most samples in flight at once).
+    /// Sequence slots (the most samples in flight at once); fewer when they do not fit the device
+    /// and `sizing` says they are a default.
     pub slots: usize,
     /// Tokens one slot holds: prompt + generated.
     pub max_seq_len: usize,
@@ -87,12 +94,16 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Attention mode of every forward (sparse DSA by default).
     pub mode: AttentionMode,
+    /// How `slots` meets the device's memory (`memory.rs`).
+    pub sizing: Sizing,
 }
 
 impl EngineConfig {
-    /// `slots` slots of `max_seq_len` tokens, prefill chunks of 512, sparse attention.
+    /// `slots` slots of `max_seq_len` tokens, prefill chunks of 512, sparse attention; the slots
+    /// are refused when their cache does not fit the device.
     pub fn new(slots: usize, max_seq_len: usize) -> Self {
-        EngineConfig { slots, max_seq_len, prefill_chunk: 512, mode: AttentionMode::Sparse }
+        let sizing = Sizing::explicit("slots", "max_seq_len");
+        EngineConfig { slots, max_seq_len, prefill_chunk: 512, mode: AttentionMode::Sparse, sizing }
     }
 }
 
@@ -136,18 +147,22 @@ pub struct StepTimes {
 impl Engine {
     /// An engine over `model`, whose variables live in `vars` (the store it was built in and
     /// loaded into; updates are written there), with a cache of `config.slots` slots on the
-    /// model's device and in its dtype. Starts at policy version 0. The model's routed experts are
-    /// packed for grouped compute ([`DeepseekV32::pack_experts`]), so its dtype and device must be
-    /// final; updates then write into the packed storage.
-    pub fn new(mut model: DeepseekV32, vars: &VarStore, config: EngineConfig) -> Self {
+    /// model's device and in its dtype — fewer for a default that does not fit the device, an
+    /// error for a setting that does not (`memory.rs`). Starts at policy version 0. The model's
+    /// routed experts are packed for grouped compute ([`DeepseekV32::pack_experts`]), so its dtype
+    /// and device must be final; updates then write into the packed storage.
+    pub fn new(mut model: DeepseekV32, vars: &VarStore, mut config: EngineConfig) -> Result<Self, EngineError> {
         assert!(config.slots > 0, "an engine needs at least one slot");
         assert!(config.prefill_chunk > 0, "prefill_chunk must be ≥ 1");
         let max = model.config.max_position_embeddings;
         assert!(config.max_seq_len <= max, "max_seq_len {} > max_position_embeddings {max}", config.max_seq_len);
         let (kind, device) = (model.embed_tokens.kind(), model.embed_tokens.device());
-        let cache = KvCache::new(&model.config, config.slots, config.max_seq_len, kind, device);
+        // Packed first, so the memory the cache is sized against is what is left after it.
         model.pack_experts();
-        Engine {
+        let available = config.sizing.available.or_else(|| rlvr_model::device::available_bytes(device));
+        config.slots = fit_slots(&model.config, kind, config.slots, config.max_seq_len, &config.sizing, available)?;
+        let cache = KvCache::new(&model.config, config.slots, config.max_seq_len, kind, device);
+        Ok(Engine {
             vars: vars.variables(),
             cache,
             free: (0..config.slots).rev().collect(),
@@ -164,7 +179,12 @@ impl Engine {
             tokens_generated: 0,
             busy: Duration::ZERO,
             phases: StepTimes::default(),
-        }
+        })
+    }
+
+    /// Sequence slots the engine has (its config's, or fewer that fit the device).
+    pub fn slots(&self) -> usize {
+        self.config.slots
     }
 
     /// The same engine, decoding completions with `detokenizer` to check stop strings.

@@ -64,7 +64,7 @@ impl From<EngineError> for ApiError {
     /// A rejected request names the engine's field in the API's terms (`stop_strings` is `stop`);
     /// a refused weight update blames the checksum (409) or the weights (400), and a pushed file
     /// that is not usable safetensors the body (400: paths get one answer for every failure,
-    /// `weights.rs`).
+    /// `weights.rs`); a cache that does not fit is the server's fault (500).
     fn from(e: EngineError) -> Self {
         match &e {
             EngineError::BadRequest { field, .. } => {
@@ -76,6 +76,10 @@ impl From<EngineError> for ApiError {
             }
             EngineError::WeightMismatch { .. } => ApiError::invalid("weights", e.to_string()),
             EngineError::WeightsFile { .. } => ApiError::invalid("body", e.to_string()),
+            // Raised when an engine is built, before any request: a server fault if it ever reaches one.
+            EngineError::CacheDoesNotFit { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string())
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ mod worker;
 pub use errors::{ApiError, ServiceError};
 pub use weights::{CHECKSUM_HEADER, HANG_ENV};
 
-use crate::engine::{Engine, EngineConfig, RequestOutput};
+use crate::engine::{Engine, EngineConfig, EngineError, RequestOutput};
 use crate::tokenizer::Tokenizer;
 use api::Limits;
 use metrics::Metrics;
@@ -126,26 +126,28 @@ pub struct Service {
 
 impl Service {
     /// Starts the engine thread over `model` (its variables in `vars`) with `engine` slots and
-    /// context; `tokenizer` enables text prompts, chat and stop strings.
+    /// context (an error when its cache cannot fit the device, see [`Engine::new`]); `tokenizer`
+    /// enables text prompts, chat and stop strings.
     pub fn new(
         model: DeepseekV32,
         vars: &VarStore,
         engine: EngineConfig,
         tokenizer: Option<Tokenizer>,
         config: ServiceConfig,
-    ) -> Self {
+    ) -> Result<Self, EngineError> {
         let model_config = model.config.clone();
         let kind = model.embed_tokens.kind();
+        let context = engine.max_seq_len;
+        let tokenizer = tokenizer.map(Arc::new);
+        let mut built = Engine::new(model, vars, engine)?;
         let limits = Limits {
             model: config.model_name.clone(),
             vocab: model_config.vocab_size,
-            slots: engine.slots,
-            context: engine.max_seq_len,
+            slots: built.slots(),
+            context,
             eos_ids: model_config.eos_ids(),
             has_tokenizer: tokenizer.is_some(),
         };
-        let tokenizer = tokenizer.map(Arc::new);
-        let mut built = Engine::new(model, vars, engine);
         if let Some(tok) = tokenizer.clone() {
             built = built.with_detokenizer(Arc::new(move |ids: &[i64]| tok.decode(ids, false).unwrap_or_default()));
         }
@@ -164,7 +166,7 @@ impl Service {
             counter: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
         };
-        Service { state: Arc::new(state) }
+        Ok(Service { state: Arc::new(state) })
     }
 
     /// The service's routes.

@@ -111,7 +111,7 @@ impl Server {
             max_body_bytes: opts.max_body_bytes,
             ..ServiceConfig::new("test")
         };
-        let service = Service::new(model, &vs, engine, tokenizer, config);
+        let service = Service::new(model, &vs, engine, tokenizer, config).expect("the test cache fits");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();

@@ -28,7 +28,7 @@ pub fn load(name: &str) -> (DeepseekV32, VarStore) {
 pub fn engine(name: &str, slots: usize, chunk: usize) -> Engine {
     let (model, vs) = load(name);
     let config = EngineConfig { prefill_chunk: chunk, ..EngineConfig::new(slots, 96) };
-    Engine::new(model, &vs, config)
+    Engine::new(model, &vs, config).expect("the test cache fits")
 }
 
 /// `reference.safetensors` of a fixture, by name.

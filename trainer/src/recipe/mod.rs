@@ -32,7 +32,7 @@ use crate::grpo::{AdvantageMode, LossConfig};
 use crate::metrics::WandbMode;
 use crate::optim::Schedule;
 use rlvr_model::{AttentionMode, Checkpointing, DeviceSpec, Dtype};
-use rlvr_rollout::engine::SamplingParams;
+use rlvr_rollout::engine::{SamplingParams, Sizing};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -235,7 +235,8 @@ pub struct Rollout {
     pub sampling: SamplingParams,
     /// Attention used while sampling.
     pub attention: AttentionMode,
-    /// Sequences decoded at once (0: `prompts_per_step · group_size`); with `spawn`, each
+    /// Sequences decoded at once (0: `prompts_per_step · group_size`, fewer when their KV cache
+    /// does not fit the device; a value set here that does not fit is refused); with `spawn`, each
     /// server's slots.
     pub slots: usize,
     /// Where GRPO's rollouts are generated: an engine in this process, or `rlvr serve` servers.
@@ -301,6 +302,15 @@ impl Rollout {
             self.prompts_per_step * self.group_size
         } else {
             self.slots
+        }
+    }
+
+    /// How the engine's slots meet the device: `slots` as set is refused when its cache does not
+    /// fit; the default (0) is lowered to what fits, down to one group.
+    pub fn sizing(&self) -> Sizing {
+        match self.slots {
+            0 => Sizing::default_slots(self.group_size, "rollout.slots", "rollout.max_tokens"),
+            _ => Sizing::explicit("rollout.slots", "rollout.max_tokens"),
         }
     }
 }

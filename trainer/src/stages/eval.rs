@@ -13,7 +13,7 @@ use crate::recipe::EvalStage;
 use crate::sampler::{sample_and_judge, Sampler, Settings};
 use crate::session::{parallelism, Session};
 use anyhow::{bail, Result};
-use rlvr_rollout::engine::SamplingParams;
+use rlvr_rollout::engine::{SamplingParams, Sizing};
 use rlvr_verifiers::{Outcome, Verifier};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -189,7 +189,9 @@ pub(crate) fn run(session: &mut Session, name: &str, stage: &EvalStage) -> Resul
     let settings = stage_settings(&r.sampling, stage);
     let slots = eval_slots(session.dp.share(problems.len()).len(), stage.samples);
     let version = session.state.policy_version;
-    let mut sampler = Sampler::new(&session.policy, slots, r.sampling.max_tokens, r.attention, version)?;
+    let sizing =
+        Sizing::default_slots(stage.samples, "the eval's slots (problems × samples, ≤ 512)", "rollout.max_tokens");
+    let mut sampler = Sampler::new(&session.policy, slots, sizing, r.sampling.max_tokens, r.attention, version)?;
     let start = std::time::Instant::now();
     let verifier = session.verifier.as_ref();
     let seed = session.state.seeds.run;

@@ -129,6 +129,7 @@ impl GrpoRunner {
             RolloutBackend::Local => Rollouts::Local(Box::new(Sampler::new(
                 policy,
                 r.effective_slots(),
+                r.sizing(),
                 r.sampling.max_tokens,
                 r.attention,
                 version,

@@ -12,7 +12,7 @@
 
 use crate::batch::pad_rows;
 use crate::grpo;
-use rlvr_model::{DeepseekV32, VocabMask};
+use rlvr_model::{DeepseekV32, KeptSets, VocabMask};
 use rlvr_rollout::engine::RequestOutput;
 use tch::{Device, Kind, Tensor};
 
@@ -73,7 +73,8 @@ pub struct Batch {
     pub logp_old: Tensor,
     /// One advantage per row (B) f32.
     pub advantages: Tensor,
-    /// The kept sets at the completion positions; `None` when nothing was truncated.
+    /// The kept sets at the completion positions (compressed rows, on the host); `None` when
+    /// nothing was truncated.
     pub vocab_mask: Option<VocabMask>,
     /// The recorded routing per main layer (B, L, K); `None` when it was not recorded.
     pub replay: Option<Vec<Option<Tensor>>>,
@@ -105,7 +106,7 @@ impl Batch {
             mask: Tensor::from_slice(&mask).view([b, l]).to_device(device),
             logp_old: Tensor::from_slice(&old).view([b, l]).to_device(device),
             advantages: Tensor::from_slice(&adv).to_device(device),
-            vocab_mask: kept_mask(rows, l, device),
+            vocab_mask: kept_mask(rows, l),
             replay: replay_of(rows, l, experts_per_token, device),
             real: Tensor::from_slice(&real_positions(rows, l)).view([b, l]).to_device(device),
         }
@@ -132,22 +133,17 @@ fn real_positions(rows: &[&Row], l: i64) -> Vec<bool> {
     rows.iter().flat_map(|r| (0..l as usize).map(move |i| i + 1 < r.tokens.len())).collect()
 }
 
-/// The rows' kept sets as a vocabulary mask over (B, L) positions; `None` when nothing was truncated.
-fn kept_mask(rows: &[&Row], l: i64, device: Device) -> Option<VocabMask> {
-    let widest = rows.iter().flat_map(|r| r.kept.iter().map(Vec::len)).max().unwrap_or(0);
-    if widest == 0 {
+/// The rows' kept sets as a vocabulary mask over (B, L) positions, compressed (one offset per
+/// position, the ids of each set once; on the host until the loss head reads a chunk of rows);
+/// `None` when nothing was truncated.
+fn kept_mask(rows: &[&Row], l: i64) -> Option<VocabMask> {
+    if rows.iter().all(|r| r.kept.iter().all(Vec::is_empty)) {
         return None;
     }
-    let b = rows.len();
-    let mut ids = vec![-1i64; b * l as usize * widest];
-    for (r, row) in rows.iter().enumerate() {
-        for (j, kept) in row.kept.iter().enumerate() {
-            let at = (r * l as usize + row.prompt_len - 1 + j) * widest;
-            ids[at..at + kept.len()].copy_from_slice(kept);
-        }
-    }
-    let ids = Tensor::from_slice(&ids).view([b as i64, l, widest as i64]).to_device(device); // (B, L, K)
-    Some(VocabMask::Kept(ids))
+    let sets = rows.iter().enumerate().flat_map(|(b, row)| {
+        row.kept.iter().enumerate().map(move |(j, kept)| ((b, row.prompt_len - 1 + j), kept.as_slice()))
+    });
+    Some(VocabMask::Kept(KeptSets::new(rows.len(), l as usize, sets)))
 }
 
 /// The rows' recorded routings stacked per layer, padded to L positions with experts 0..K.

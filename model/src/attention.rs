@@ -116,13 +116,24 @@ pub fn naive(q: &Queries, k_nope: &Tensor, k_pe: &Tensor, v: &Tensor, mask: Mask
 }
 
 /// MQA mode over all keys `keys (B, S, ·)` with `allowed (B, T, S)` → (B, T, H, d_v).
+///
+/// Every product is one `bmm` over explicit shapes: per head for the two `kv_b` halves, per
+/// sequence for the scores and the latent output. The same contractions as einsum's
+/// (`bthd,hdc->bthc`, `bthc,bsc->bths`, `bths,bsc->bthc`, `bthc,hdc->bthd`), without its
+/// per-call planning, which cost a decode step more than the products themselves at batch 1.
 pub fn absorbed(q: &Queries, keys: &Keys, w: &KvB, allowed: &Tensor, scale: f64) -> Tensor {
-    let q_abs = Tensor::einsum("bthd,hdc->bthc", &[&q.nope, &w.uk], None::<&[i64]>); // (B, T, H, C)
-    let nope = Tensor::einsum("bthc,bsc->bths", &[&q_abs, &keys.latent], None::<&[i64]>);
-    let pe = Tensor::einsum("bthr,bsr->bths", &[&q.pe, &keys.pe], None::<&[i64]>);
-    let p = softmax(&((nope + pe) * scale), &allowed.unsqueeze(2), keys.latent.kind()); // (B, T, H, S)
-    let o_lat = Tensor::einsum("bths,bsc->bthc", &[&p, &keys.latent], None::<&[i64]>); // (B, T, H, C)
-    Tensor::einsum("bthc,hdc->bthd", &[&o_lat, &w.uv], None::<&[i64]>)
+    let (b, t, h, d) = q.nope.size4().expect("query nope part is (B, T, H, d_nope)");
+    let (r, c, dv) = (q.pe.size()[3], w.uk.size()[2], w.uv.size()[1]);
+    let s = keys.latent.size()[1];
+    let q_abs = q.nope.reshape([b * t, h, d]).transpose(0, 1).bmm(&w.uk); // (H, B·T, C)
+    let q_abs = q_abs.transpose(0, 1).reshape([b, t * h, c]); // (B, T·H, C)
+    let nope = q_abs.bmm(&keys.latent.transpose(1, 2)); // (B, T·H, S)
+    let pe = q.pe.reshape([b, t * h, r]).bmm(&keys.pe.transpose(1, 2)); // (B, T·H, S)
+    let scores = ((nope + pe) * scale).view([b, t, h, s]);
+    let p = softmax(&scores, &allowed.unsqueeze(2), keys.latent.kind()); // (B, T, H, S)
+    let o_lat = p.view([b, t * h, s]).bmm(&keys.latent); // (B, T·H, C)
+    let o = o_lat.view([b * t, h, c]).transpose(0, 1).bmm(&w.uv.transpose(1, 2)); // (H, B·T, d_v)
+    o.transpose(0, 1).reshape([b, t, h, dv])
 }
 
 /// Upper bound on gathered latent elements held at once (rows × k × C).

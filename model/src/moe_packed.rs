@@ -32,6 +32,9 @@ pub struct PackedExperts {
     gate_up: Tensor,
     /// (E, d, I): expert e's `down_proj`.
     down: Tensor,
+    /// Where each expert's `gate_proj`, `up_proj` and `down_proj` slice starts, and the dtype:
+    /// what [`Self::is_current`] compares the variables with, with no tensor op per forward.
+    slots: Vec<[usize; 3]>,
 }
 
 impl PackedExperts {
@@ -44,16 +47,22 @@ impl PackedExperts {
         let opts = (experts[0].gate_proj.kind(), experts[0].gate_proj.device());
         let gate_up = Tensor::empty([e, 2 * inter, d], opts); // (E, 2I, d)
         let down = Tensor::empty([e, d, inter], opts); // (E, d, I)
-        tch::no_grad(|| {
-            for (j, m) in experts.iter().enumerate() {
-                let (gate, up, dn) = Self::slices(&gate_up, &down, j as i64, inter);
-                for (var, slot) in [(&m.gate_proj, gate), (&m.up_proj, up), (&m.down_proj, dn)] {
-                    slot.shallow_clone().copy_(var);
-                    var.shallow_clone().set_data(&slot);
-                }
-            }
+        let slots = tch::no_grad(|| {
+            experts
+                .iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    let (gate, up, dn) = Self::slices(&gate_up, &down, j as i64, inter);
+                    let starts = [gate.data_ptr() as usize, up.data_ptr() as usize, dn.data_ptr() as usize];
+                    for (var, slot) in [(&m.gate_proj, gate), (&m.up_proj, up), (&m.down_proj, dn)] {
+                        slot.shallow_clone().copy_(var);
+                        var.shallow_clone().set_data(&slot);
+                    }
+                    starts
+                })
+                .collect()
         });
-        PackedExperts { gate_up, down }
+        PackedExperts { gate_up, down, slots }
     }
 
     /// Expert `j`'s `gate_proj` (I, d), `up_proj` (I, d) and `down_proj` (d, I) slices.
@@ -72,13 +81,13 @@ impl PackedExperts {
 
     /// Whether every expert variable still points into the packed storage (nothing re-pointed it).
     pub fn is_current(&self, experts: &[Mlp]) -> bool {
-        let inter = self.down.size()[2];
-        experts.len() as i64 == self.gate_up.size()[0]
-            && experts.iter().enumerate().all(|(j, m)| {
-                let (gate, up, dn) = Self::slices(&self.gate_up, &self.down, j as i64, inter);
-                [(&m.gate_proj, gate), (&m.up_proj, up), (&m.down_proj, dn)]
+        let kind = self.down.kind();
+        experts.len() == self.slots.len()
+            && experts.iter().zip(&self.slots).all(|(m, starts)| {
+                [&m.gate_proj, &m.up_proj, &m.down_proj]
                     .iter()
-                    .all(|(var, slot)| var.data_ptr() == slot.data_ptr() && var.kind() == slot.kind())
+                    .zip(starts)
+                    .all(|(var, &start)| var.data_ptr() as usize == start && var.kind() == kind)
             })
     }
 

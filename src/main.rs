@@ -2,8 +2,9 @@
 //! costs ~0.4 s before `main`, longer than scoring thousands of answers, and a verifier needs none.
 //! So `rlvr verify` runs here, and every other command (and `--help`, `--version`) runs in
 //! `rlvr-torch`, the binary beside this one, exec'd with the same arguments. Commands that run the
-//! generation engine get `OMP_WAIT_POLICY=PASSIVE` when it is unset (see `rlvr-torch`): set here,
-//! before libtorch is loaded, so libtorch is loaded once.
+//! generation engine get `OMP_WAIT_POLICY=PASSIVE` with a short spin (`GOMP_SPINCOUNT`) when the
+//! policy is unset (see `rlvr-torch`): set here, before libtorch is loaded, so libtorch is loaded
+//! once.
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -55,6 +56,10 @@ fn exec_torch(args: &[OsString], engine: bool) -> anyhow::Error {
     command.args(args);
     if engine && std::env::var_os("OMP_WAIT_POLICY").is_none() {
         command.env("OMP_WAIT_POLICY", "PASSIVE");
+        if std::env::var_os("GOMP_SPINCOUNT").is_none() {
+            // The same short spin as `rlvr-torch`'s re-run (its `ENGINE_SPINCOUNT`).
+            command.env("GOMP_SPINCOUNT", "30000");
+        }
     }
     #[cfg(unix)]
     {

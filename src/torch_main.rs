@@ -67,13 +67,23 @@ fn runs_engine(command: &Command) -> bool {
     matches!(command, Command::Generate(_) | Command::Serve(_) | Command::Train(_) | Command::Eval(_))
 }
 
-/// Re-runs this process with `OMP_WAIT_POLICY=PASSIVE` when the variable is unset.
+/// How long an idle OpenMP worker spins before it sleeps, in libgomp's spin iterations: a few tens
+/// of microseconds, enough to catch the next op of a decode step without a futex wake.
+const ENGINE_SPINCOUNT: &str = "30000";
+
+/// Re-runs this process with `OMP_WAIT_POLICY=PASSIVE` and `GOMP_SPINCOUNT=30000` when the policy
+/// is unset.
 ///
 /// By default an OpenMP worker spins for milliseconds after each parallel region; a decode step
 /// runs thousands of small ops, so libtorch's workers hold every core almost all the time and the
 /// kernel's threads have to fight them for it (measured: the `small` preset's batch-16 decode took
-/// ~1.5× as long). libgomp reads the policy once, when it is loaded before `main`, so it cannot be
-/// changed in-process. A policy the user set is kept.
+/// ~1.5× as long). Fully passive workers cost the other way: every threaded op then wakes a
+/// sleeping thread (tens of microseconds), which at batch 1 was about half of a decode step. A short
+/// spin ([`ENGINE_SPINCOUNT`]; libgomp takes an explicit `GOMP_SPINCOUNT` over the policy's) keeps
+/// the worker awake between the ops of a step and asleep while the kernel runs: 1.15–2× faster
+/// decode than passive on the benchmark configs (benches/generate/README.md). libgomp reads both
+/// once, when it is loaded before `main`, so they cannot be changed in-process. A policy or spin
+/// count the user set is kept.
 fn rerun_with_passive_openmp() {
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
         return;
@@ -83,7 +93,12 @@ fn rerun_with_passive_openmp() {
         use std::os::unix::process::CommandExt;
         let Ok(exe) = std::env::current_exe() else { return };
         let args = std::env::args_os().skip(1);
-        let err = std::process::Command::new(exe).args(args).env("OMP_WAIT_POLICY", "PASSIVE").exec();
+        let mut command = std::process::Command::new(exe);
+        command.args(args).env("OMP_WAIT_POLICY", "PASSIVE");
+        if std::env::var_os("GOMP_SPINCOUNT").is_none() {
+            command.env("GOMP_SPINCOUNT", ENGINE_SPINCOUNT);
+        }
+        let err = command.exec();
         eprintln!("rlvr: warning: could not re-run with OMP_WAIT_POLICY=PASSIVE ({err}); going on without");
     }
 }

@@ -5,28 +5,16 @@
 
 mod common;
 
-use common::{fixture, root};
+use common::{fixture, root, Server};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A DeepSeek-V3-like template: a system prompt gathered with `namespace`, `loop.last`, string
 /// methods, `raise_exception` on a bad role, the generation prompt.
 const TEMPLATE: &str = "{% set ns = namespace(system='') %}{% for m in messages %}{% if m['role'] == 'system' %}{% set ns.system = m['content'] %}{% endif %}{% endfor %}{{ bos_token }}{{ ns.system }}{% for m in messages %}{% if m['role'] == 'user' %}<U>{{ m['content'] | trim }}{% elif m['role'] == 'assistant' %}<A>{{ m['content'].strip() }}{% if not loop.last %}{{ eos_token }}{% endif %}{% elif m['role'] != 'system' %}{{ raise_exception('unknown role ' + m['role']) }}{% endif %}{% endfor %}{% if add_generation_prompt %}<A>{% endif %}";
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn request(port: u16, body: &str) -> (u16, String) {
     common::http(port, "POST", "/v1/chat/completions", None, body)

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{fixture, http};
+use common::{fixture, http, Server};
 use rlvr_model::checkpoint::{init_tensors, save, SaveOptions};
 use rlvr_model::ModelConfig;
 use rlvr_rollout::engine::checksum_of;
@@ -21,24 +21,11 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tch::Kind;
 
 const ADMIN: &str = "admin-key";
-
-/// The server, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// tiny-dense widened to 4 dense layers of width 1024 (MLP 4096) over 8192 tokens: 67M f32
 /// parameters, the largest tensor (embedding, head) 33.5 MB.

@@ -46,7 +46,7 @@ def rlvr_side(model):
             "optimizer_steps": r["updates"],
         })
     inspect = json.load(open(os.path.join(a.work, f"inspect-{model}.json")))
-    return {"steps": steps, "parameters": inspect, "settings": "OMP_WAIT_POLICY as the launcher sets it (PASSIVE)"}
+    return {"steps": steps, "parameters": inspect, "settings": "OpenMP as the launcher sets it (OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=30000)"}
 
 
 def trl_side(model, policy):

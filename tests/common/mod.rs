@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 /// Runs the built `rlvr` binary from the repository root.
 pub fn rlvr(args: &[&str]) -> Output {
@@ -83,5 +83,18 @@ pub fn transformers_or_skip(what: &str) -> Option<PathBuf> {
             eprintln!("{what} skipped: {why}");
             None
         }
+    }
+}
+
+/// A spawned `rlvr serve` and its port, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

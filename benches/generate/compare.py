@@ -2,6 +2,10 @@
 
 `prompts`: writes BATCH prompts of LENGTH random ids (seed 0) as `rlvr generate --input` JSONL.
 
+`once`: the whole-process side of the comparison: loads the model and generates every prompt once,
+exactly as `transformers` does but untimed and without a warm-up, and writes the ids as JSONL
+(`{"tokens": [...]}` per prompt); run.sh times the process from outside.
+
 `transformers`: times transformers' `generate` on the same prompts and prints one markdown table
 row against rlvr's numbers. One padded batch (left padding, attention_mask), greedy, use_cache=True
 with its default cache, exactly NEW new tokens (min_new_tokens = max_new_tokens, no EOS stop),
@@ -31,6 +35,12 @@ hf.add_argument("--rlvr-rss-kb", type=int, required=True)
 hf.add_argument("--new", type=int, default=128)
 hf.add_argument("--threads", type=int, default=2)
 hf.add_argument("--runs", type=int, default=1)
+once = sub.add_parser("once")
+once.add_argument("--model", required=True)
+once.add_argument("--input", required=True)
+once.add_argument("--out", required=True)
+once.add_argument("--new", type=int, default=128)
+once.add_argument("--threads", type=int, default=2)
 a = p.parse_args()
 
 if a.cmd == "prompts":
@@ -60,6 +70,14 @@ settings = dict(max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False, use
 def generate(x, m):
     return model.generate(input_ids=x, attention_mask=m, **settings)[:, x.shape[1]:]  # (B, NEW)
 
+
+if a.cmd == "once":
+    with torch.inference_mode():
+        ours = generate(ids, mask)
+    with open(a.out, "w") as f:
+        for row in ours.tolist():
+            f.write(json.dumps({"tokens": row}) + "\n")
+    raise SystemExit
 
 times = []
 with torch.inference_mode():

@@ -9,7 +9,9 @@
 # HF_WAIT_POLICY=PASSIVE (run the script once each way to report both).
 # Usage: bash benches/generate/run.sh [RUNS] (default 1); THREADS=n, BATCHES="1 16 64" and
 # CONFIG=small|4layer (4layer: the small preset with 4 layers, hidden 256, 8 experts top-2, vocab
-# 2048) override.
+# 2048) override. WHOLE=B also times both sides as whole processes at batch B (start-up, loading and
+# one generation of the same prompts, median of 3 runs each after a warm-up; rlvr through the
+# launcher as a user runs it).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -59,3 +61,27 @@ for b in $batches; do
     --input "$work/p$b.jsonl" --rlvr-output "$work/o$b.jsonl" --rlvr-seconds "${secs%,}" \
     --rlvr-rss-kb "$(tail -n 1 "$work/rss$b")" --new "$new" --threads "$threads" --runs "$runs"
 done
+
+if [ -n "${WHOLE:-}" ]; then
+  b=$WHOLE
+  .venv/bin/python benches/generate/compare.py prompts --out "$work/w.jsonl" --batch "$b" \
+    --length "$prompt_len" --vocab "$vocab"
+  # Seconds of one whole process, median of 3 after a warm-up.
+  whole() {
+    local t=()
+    for i in 0 1 2 3; do
+      /usr/bin/time -f "%e" -o "$work/t" "$@" >/dev/null 2>"$work/wlog" || { cat "$work/wlog" >&2; exit 1; }
+      [ "$i" -gt 0 ] && t+=("$(cat "$work/t")")
+    done
+    printf '%s\n' "${t[@]}" | sort -n | sed -n 2p
+  }
+  r=$(whole target/release/rlvr generate --model "$work/model" --input "$work/w.jsonl" \
+    --max-new-tokens "$new" --temperature 0 --ignore-eos --output "$work/wo.jsonl")
+  h=$(whole "${hf_env[@]}" .venv/bin/python benches/generate/compare.py once --model "$work/model" \
+    --input "$work/w.jsonl" --out "$work/wh.jsonl" --new "$new" --threads "$threads")
+  same=$(.venv/bin/python -c "import json,sys; a=[json.loads(l)['tokens'] for l in open(sys.argv[1])]; b=[json.loads(l)['tokens'] for l in open(sys.argv[2])]; print(sum(x==y for x,y in zip(a,b)))" "$work/wo.jsonl" "$work/wh.jsonl")
+  echo
+  echo "| whole process, batch $b | rlvr s | transformers s | transformers / rlvr | identical completions |"
+  echo "|---|---|---|---|---|"
+  echo "| $config | $r | $h | $(.venv/bin/python -c "print(f'{$h / $r:.2f}')") | $same/$b |"
+fi

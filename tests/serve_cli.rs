@@ -5,18 +5,12 @@
 mod common;
 
 use common::{fixture, Server};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn start(weights_dir: &std::path::Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tiny = fixture("tiny-dense");
     let args = [
-        "serve",
         "--model",
-        fixture("tiny-dense").to_str().unwrap(),
-        "--port",
-        &port.to_string(),
+        tiny.to_str().unwrap(),
         "--slots",
         "2",
         "--api-key",
@@ -27,22 +21,8 @@ fn start(weights_dir: &std::path::Path) -> Server {
         weights_dir.to_str().unwrap(),
         "--max-body-mb",
         "1",
-    ]
-    .map(String::from);
-    let child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting rlvr serve");
-    let mut server = Server { child, port };
-    let started = Instant::now();
-    while request(&server, "GET", "/health", None, "").0 != 200 {
-        assert!(server.child.try_wait().unwrap().is_none(), "rlvr serve exited");
-        assert!(started.elapsed() < Duration::from_secs(60), "rlvr serve did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
+    ];
+    Server::start(&args)
 }
 
 /// One HTTP/1.1 request; (status, body). Status 0 when nothing answered.

@@ -8,9 +8,7 @@ mod common;
 use common::{fixture, root, Server};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A DeepSeek-V3-like template: a system prompt gathered with `namespace`, `loop.last`, string
 /// methods, `raise_exception` on a bad role, the generation prompt.
@@ -18,10 +16,6 @@ const TEMPLATE: &str = "{% set ns = namespace(system='') %}{% for m in messages 
 
 fn request(port: u16, body: &str) -> (u16, String) {
     common::http(port, "POST", "/v1/chat/completions", None, body)
-}
-
-fn health(port: u16) -> bool {
-    common::http(port, "GET", "/health", None, "").0 == 200
 }
 
 #[test]
@@ -40,20 +34,7 @@ fn chat_prompts_follow_the_models_template() {
     config["eos_token"] = json!("<eos>");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(["serve", "--model", model.to_str().unwrap(), "--port", &port.to_string(), "--slots", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child, port };
-    let started = Instant::now();
-    while !health(server.port) {
-        assert!(server.child.try_wait().unwrap().is_none(), "rlvr serve exited");
-        assert!(started.elapsed() < Duration::from_secs(60), "rlvr serve did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--slots", "2"]);
     let conversations = json!([
         [{"role": "user", "content": "  1+2=  "}],
         [{"role": "system", "content": "Add."}, {"role": "user", "content": "3+4="}, {"role": "assistant", "content": " 7 "}, {"role": "user", "content": "5+6="}],

@@ -19,10 +19,9 @@ use rlvr_model::ModelConfig;
 use rlvr_rollout::engine::checksum_of;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tch::Kind;
 
 const ADMIN: &str = "admin-key";
@@ -54,23 +53,19 @@ fn model_dir(root: &Path, name: &str, cfg: &ModelConfig, seed: u64) -> (PathBuf,
 }
 
 fn start(model: &Path, weights_dir: &Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let args = ["serve", "--model", model.to_str().unwrap(), "--port", &port.to_string(), "--slots", "1"];
-    let child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
-        .args(args)
-        .args(["--max-seq-len", "64", "--admin-key", ADMIN, "--weights-dir", weights_dir.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting rlvr serve");
-    let mut server = Server { child, port };
-    let started = Instant::now();
-    while http(port, "GET", "/health", None, "").0 != 200 {
-        assert!(server.child.try_wait().unwrap().is_none(), "rlvr serve exited");
-        assert!(started.elapsed() < Duration::from_secs(60), "rlvr serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    let (model, weights_dir) = (model.to_str().unwrap(), weights_dir.to_str().unwrap());
+    Server::start(&[
+        "--model",
+        model,
+        "--slots",
+        "1",
+        "--max-seq-len",
+        "64",
+        "--admin-key",
+        ADMIN,
+        "--weights-dir",
+        weights_dir,
+    ])
 }
 
 /// A greedy completion's choice (token ids and log-probs) and the policy version of each token.

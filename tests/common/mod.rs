@@ -92,6 +92,31 @@ pub struct Server {
     pub port: u16,
 }
 
+impl Server {
+    /// `rlvr serve ARGS --port P` on a free port P, once `/health` answers 200 (at most 60 s; a
+    /// server that exits first fails the test).
+    pub fn start(args: &[&str]) -> Server {
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_rlvr"))
+            .arg("serve")
+            .args(args)
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting rlvr serve");
+        let mut server = Server { child, port };
+        let started = Instant::now();
+        while http(port, "GET", "/health", None, "").0 != 200 {
+            assert!(server.child.try_wait().unwrap().is_none(), "rlvr serve exited");
+            assert!(started.elapsed() < Duration::from_secs(60), "rlvr serve did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -2,7 +2,8 @@
 //! refused on a checksum or shape mismatch with nothing changed; a correct update queued
 //! mid-generation lands between steps, bumps the version, is recorded on the tokens after it, and
 //! afterwards the engine samples from exactly the new model. The same weights as a mapped
-//! safetensors file hash as the tensors do (every float dtype) and land the same way.
+//! safetensors file hash as the tensors do (every float dtype) and land the same way. In-process
+//! weights (`set_weights`, no checksum) go straight in when the engine is idle, else queue.
 
 mod support;
 
@@ -150,4 +151,41 @@ fn a_mapped_update_is_checked_and_lands_as_the_tensors_would() {
     assert_eq!(eng.version(), 1);
     assert_eq!(out[0].samples[0].ids(), want, "tiny-sharded's greedy tokens, from its f32 file");
     assert!(out[0].samples[0].tokens.iter().all(|t| t.version == 1));
+}
+
+#[test]
+fn in_process_weights_go_straight_in_when_idle_and_queue_when_busy() {
+    // Refused on a shape or name mismatch, nothing changed.
+    let mut eng = engine("tiny-sparse", 3, 512);
+    let w = new_weights();
+    let err = eng.set_weights(&w[1..]).unwrap_err();
+    assert!(err.to_string().contains(&format!("missing `{}`", w[0].0)), "{err}");
+    let (req, want) = greedy("tiny-sparse");
+    assert_eq!(run_all(&mut eng, vec![req])[0].samples[0].ids(), want, "refused: still tiny-sparse");
+    assert_eq!(eng.version(), 0);
+
+    // Idle: copied in at once, the version advances now, the caller's tensors may change after.
+    let mut w = new_weights();
+    eng.set_weights(&w).unwrap();
+    assert_eq!((eng.version(), eng.next_version()), (1, 1));
+    tch::no_grad(|| w.iter().for_each(|(_, t)| drop(t.shallow_clone().fill_(0.0))));
+    w.clear();
+    let (req, want) = greedy("tiny-sharded");
+    assert_eq!(run_all(&mut eng, vec![req])[0].samples[0].ids(), want, "tiny-sharded's greedy tokens");
+
+    // Busy: queued for the next step, as `update_weights` is.
+    let mut eng = engine("tiny-sparse", 3, 512);
+    let running = eng.submit(request(&prompt(7, 2), 20, 3, 0)).unwrap();
+    for _ in 0..5 {
+        eng.step();
+    }
+    eng.set_weights(&new_weights()).unwrap();
+    assert_eq!((eng.version(), eng.next_version()), (0, 1), "queued, not applied");
+    let mut outs = eng.step();
+    outs.extend(eng.run_until_done());
+    let sample = &outs.iter().find(|o| o.id == running).unwrap().samples[0];
+    let versions: Vec<u64> = sample.tokens.iter().map(|t| t.version).collect();
+    assert_eq!(versions, [vec![0; 5], vec![1; 15]].concat(), "five tokens before the update");
+    let (req, want) = greedy("tiny-sharded");
+    assert_eq!(run_all(&mut eng, vec![req])[0].samples[0].ids(), want, "then tiny-sharded's greedy tokens");
 }

@@ -8,7 +8,7 @@ use crate::parallel::Dp;
 use crate::policy::Policy;
 use anyhow::{bail, Context, Result};
 use rlvr_model::AttentionMode;
-use rlvr_rollout::engine::{checksum_of, Engine, EngineConfig, Request, RequestOutput, SamplingParams, Sizing};
+use rlvr_rollout::engine::{Engine, EngineConfig, Request, RequestOutput, SamplingParams, Sizing};
 use rlvr_verifiers::{score_batch, Verdict, Verifier};
 use std::time::Instant;
 
@@ -87,8 +87,7 @@ impl Sampler {
     /// engine's version then advances by one.
     pub fn sync(&mut self, policy: &Policy) -> Result<()> {
         let tensors = policy.engine_tensors();
-        let sum = checksum_of(&tensors);
-        self.engine.update_weights(&tensors, sum).context("publishing weights to the rollout engine")?;
+        self.engine.set_weights(&tensors).context("publishing weights to the rollout engine")?;
         Ok(())
     }
 

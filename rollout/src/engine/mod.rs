@@ -316,6 +316,24 @@ impl Engine {
         Ok(())
     }
 
+    /// New weights from this process (the trainer's named tensors, names as the checkpoint's), with
+    /// no checksum: nothing travelled, so there is nothing to check but names and shapes (refused,
+    /// with nothing changed, when they differ from the model's). An idle engine (no request running
+    /// or waiting) copies them straight into its variables and its version advances now; a busy one
+    /// snapshots them and queues the update for the start of its next step, as
+    /// [`Engine::update_weights`] does. Either way a queued update is replaced.
+    pub fn set_weights(&mut self, tensors: &[(String, Tensor)]) -> Result<(), EngineError> {
+        if self.active_slots() == 0 && self.waiting.is_empty() {
+            weights::check_fit(tensors, &self.vars)?;
+            weights::copy_into(tensors, &self.vars);
+            self.update = None;
+            self.version += 1;
+        } else {
+            self.update = Some(WeightUpdate::unchecked_snapshot(tensors, &self.vars)?);
+        }
+        Ok(())
+    }
+
     /// Queues new weights held as a mapped safetensors file, whose checksum
     /// [`MappedWeights::open`] checked, for the start of the next step, which copies them in one
     /// tensor at a time. Refused, with nothing changed, when they do not match the model's names and

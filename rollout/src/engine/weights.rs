@@ -111,6 +111,28 @@ fn misfits(given: &[(&str, &[i64])], vars: &HashMap<String, Tensor>) -> Vec<Stri
     problems
 }
 
+/// Refuses `tensors` unless they are the model's variables `vars` by name and shape.
+pub(crate) fn check_fit(tensors: &[(String, Tensor)], vars: &HashMap<String, Tensor>) -> Result<(), EngineError> {
+    let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
+    let given: Vec<(&str, &[i64])> = tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
+    let problems = misfits(&given, vars);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::WeightMismatch { problems })
+    }
+}
+
+/// Copies `tensors` (checked by [`check_fit`]) into the model's variables `vars`, each converted
+/// to its variable's dtype and device.
+pub(crate) fn copy_into(tensors: &[(String, Tensor)], vars: &HashMap<String, Tensor>) {
+    tch::no_grad(|| {
+        for (name, value) in tensors {
+            vars[name].shallow_clone().copy_(value);
+        }
+    });
+}
+
 /// Checked new weights, waiting to be written into the model.
 pub(crate) enum WeightUpdate {
     /// Each variable's new value, already in the variable's dtype and on its device.
@@ -131,13 +153,15 @@ impl WeightUpdate {
         if actual != expected {
             return Err(EngineError::ChecksumMismatch { expected, actual });
         }
-        let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
-        let given: Vec<(&str, &[i64])> =
-            tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
-        let problems = misfits(&given, vars);
-        if !problems.is_empty() {
-            return Err(EngineError::WeightMismatch { problems });
-        }
+        Self::unchecked_snapshot(tensors, vars)
+    }
+
+    /// [`Self::snapshot`] without the checksum: for tensors handed over in this process.
+    pub(crate) fn unchecked_snapshot(
+        tensors: &[(String, Tensor)],
+        vars: &HashMap<String, Tensor>,
+    ) -> Result<Self, EngineError> {
+        check_fit(tensors, vars)?;
         let values = tch::no_grad(|| {
             tensors
                 .iter()
@@ -167,11 +191,7 @@ impl WeightUpdate {
     /// mapped file one tensor at a time (its transient host copy dropped before the next).
     pub(crate) fn apply(self, vars: &HashMap<String, Tensor>) {
         tch::no_grad(|| match self {
-            WeightUpdate::Snapshot(values) => {
-                for (name, value) in &values {
-                    vars[name].shallow_clone().copy_(value);
-                }
-            }
+            WeightUpdate::Snapshot(values) => copy_into(&values, vars),
             WeightUpdate::Mapped(weights) => {
                 for (name, kind, shape, bytes) in weights.tensors() {
                     let value = Tensor::f_from_data_size(bytes, shape, kind)

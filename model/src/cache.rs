@@ -134,12 +134,12 @@ impl KvCache {
         let t = q_pos.size()[1];
         let s = slots.iter().map(|&slot| self.lengths[slot]).max().unwrap_or(0) + t;
         // Slots `a, a+1, …` in order (the engine's usual batch) are a view of the cache; any other
-        // set is gathered. Either way row b holds slot `slots[b]`'s keys.
+        // set is gathered, its first S positions only. Either way row b holds slot `slots[b]`'s keys.
         let run = !slots.is_empty() && slots.windows(2).all(|w| w[1] == w[0] + 1);
         let rows = (!run).then(|| Self::slot_index(slots, q_pos.device()));
         let take = |x: &Tensor| match &rows {
             None => x.narrow(0, slots[0] as i64, slots.len() as i64).narrow(1, 0, s), // (B, S, ·)
-            Some(rows) => x.index_select(0, rows).narrow(1, 0, s),                    // (B, S, ·)
+            Some(rows) => x.narrow(1, 0, s).index_select(0, rows),                    // (B, S, ·)
         };
         let index = (c.index.size()[2] > 0).then(|| take(&c.index));
         Keys { latent: take(&c.latent), pe: take(&c.pe), index }

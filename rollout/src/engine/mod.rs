@@ -431,6 +431,9 @@ impl Engine {
                 }
             }
         }
+        // Highest first, so `admit` hands out the lowest free slots in ascending order: a batch of
+        // consecutive slots reads the cache as a view, any other set is gathered (`KvCache::read`).
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
         let (ended, running): (Vec<Live>, Vec<Live>) =
             std::mem::take(&mut self.live).into_iter().partition(Live::finished);
         self.live = running;

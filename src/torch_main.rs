@@ -68,23 +68,28 @@ fn runs_engine(command: &Command) -> bool {
     matches!(command, Command::Generate(_) | Command::Serve(_) | Command::Train(_) | Command::Eval(_))
 }
 
+/// The largest block glibc's allocator serves from its heap (the most `mallopt` takes: 32 MiB on
+/// 64-bit); larger ones get their own `mmap`.
+const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+
 /// Tells glibc's allocator to keep the memory a step frees for the next step instead of handing
 /// it back to the kernel; each setting only where its `MALLOC_*` variable is unset (glibc has
 /// already read those).
 ///
-/// libtorch allocates every tensor through `malloc`. By default glibc serves blocks of 32 MiB and
-/// more (the logits of a GRPO update, an MoE layer's activations) with a fresh `mmap` and unmaps
-/// them on free, trims the heap top past 128 KiB, and gives threads their own arenas; so each
-/// training step faulted its whole working set in again, page by page, the kernel zeroing every
-/// page. On the `small` preset's GRPO step (256 completions, benches/grpo) that was 3.9 M page
-/// faults and 13.5 s of system time in three steps; with these settings the faults stop after the
-/// first step (1.5 M in all, the peak once) and the update and generation are 1.2–2× faster. The
-/// cost: a process keeps its peak heap until it exits, which a trainer or an engine reaches every
-/// step anyway.
+/// libtorch allocates every tensor through `malloc`. By default glibc serves blocks above a
+/// threshold that starts at 128 KiB with a fresh `mmap`, unmapped on free, trims the heap top
+/// past twice that threshold, and gives threads their own arenas; so each training step faulted
+/// much of its working set in again, page by page, the kernel zeroing every page. Here blocks up
+/// to [`MMAP_THRESHOLD`] come from one heap that is never trimmed. Not further: serving every
+/// block from the heap (`MALLOC_MMAP_MAX_=0`) stops the faults of the larger ones too (a GRPO
+/// update on the `small` preset ~10 % faster again) but fragments the heap — a 4K-token sparse
+/// step's peak grew by a third — which a run sized by `rlvr plan` cannot afford; a user with
+/// memory to spare can set it. The cost of these settings: a process keeps its peak heap until it
+/// exits, which a trainer or an engine reaches every step anyway.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (variable, param, value) in [
-        ("MALLOC_MMAP_MAX_", libc::M_MMAP_MAX, 0),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
         ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
         ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 1),
     ] {

@@ -25,6 +25,11 @@ pub struct ForwardOptions<'a> {
     pub vocab_mask: Option<&'a VocabMask>,
     /// Run the MTP modules too (the model must have been built with them; no cache).
     pub mtp: bool,
+    /// The main head covers positions `head_from..T` only: logits (B, T − head_from, V), the
+    /// vocabulary mask over those positions. What a caller scores or samples from is often the
+    /// tail (a completion after its prompt, a prefill's last position), and the head's
+    /// `T × d × V` product and its (B, T, V) logits are then mostly waste. 0: every position.
+    pub head_from: i64,
 }
 
 impl<'a> ForwardOptions<'a> {
@@ -38,6 +43,7 @@ impl<'a> ForwardOptions<'a> {
             replay: None,
             vocab_mask: None,
             mtp: false,
+            head_from: 0,
         }
     }
 
@@ -50,7 +56,8 @@ impl<'a> ForwardOptions<'a> {
 /// What one forward returns.
 #[derive(Debug)]
 pub struct ForwardOutput {
-    /// Main head logits: (B, T, V); −∞ outside the vocabulary mask when one was given.
+    /// Main head logits: (B, T − head_from, V) (see [`ForwardOptions::head_from`]); −∞ outside
+    /// the vocabulary mask when one was given.
     pub logits: Tensor,
     /// Selections and routings of the main layers, then of the MTP layers when they ran.
     pub trace: Trace,

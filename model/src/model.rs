@@ -174,7 +174,11 @@ impl DeepseekV32 {
         if let Some(c) = cache {
             c.cache.advance(c.slots, t);
         }
-        let mut logits = linear(&self.norm.forward(&h), &self.lm_head); // (B, T, V)
+        let head = match opts.head_from {
+            0 => h.shallow_clone(),
+            f => h.narrow(1, f, t - f), // (B, T − f, d)
+        };
+        let mut logits = linear(&self.norm.forward(&head), &self.lm_head); // (B, T − f, V)
         if let Some(mask) = opts.vocab_mask {
             logits = mask.apply(logits);
         }
@@ -238,6 +242,7 @@ pub(crate) fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool, cfg: &Mode
         assert_eq!(stage.mode(), opts.mode, "indexer loss {stage:?} needs attention mode {:?}", stage.mode());
         assert!(opts.cache.is_none(), "indexer losses are computed without a cache");
     }
+    assert!(opts.head_from >= 0, "head_from must be ≥ 0, got {}", opts.head_from);
     if opts.mtp {
         assert!(has_mtp, "MTP asked for, but the model was built without it (DeepseekV32::with_mtp)");
         assert!(opts.cache.is_none(), "MTP runs without a cache");

@@ -148,7 +148,9 @@ impl DeepseekV32 {
         };
         let (logp, entropy) = match main {
             Some(main) => {
-                let (logp, entropy) = self.main_head(&h_last, main, opts.vocab_mask, mtp_terms);
+                let from = opts.head_from;
+                let (logp, entropy) =
+                    self.main_head(&h_last.narrow(1, from, t - from), main, opts.vocab_mask, mtp_terms);
                 (Some(logp), entropy)
             }
             None => {
@@ -207,6 +209,7 @@ impl DeepseekV32 {
             for (i, layer) in self.layers.iter().enumerate() {
                 h = layer.forward(&h, &pos, None, &self.layer_options(&opts, i)).hidden;
             }
+            let (h, t) = (h.narrow(1, opts.head_from, t - opts.head_from), t - opts.head_from);
             let chunk = chunk.max(1);
             let parts: Vec<Tensor> = (0..targets.size()[1])
                 .step_by(chunk as usize)

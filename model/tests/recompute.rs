@@ -204,3 +204,73 @@ fn chunked_reference_logprobs_equal_the_plain_ones() {
     assert!((&chunked - &want).abs().max().double_value(&[]) <= 1e-6 * scale);
     assert!(!whole.requires_grad() && !chunked.requires_grad());
 }
+
+/// `head_from = 10`: the head over positions 10.. only. Its logits are the full forward's rows
+/// 10.. (the same hidden states, the lm_head GEMM over fewer rows: equal to rounding, 1e-6 of the
+/// largest); a loss on those positions gives the gradients the full head gives it (1e-5 relative,
+/// the lm_head and norm gradients summed over fewer rows, no terms at rows < 10 either way); the
+/// checkpointed backward and the chunked reference take the same offset.
+#[test]
+fn a_head_from_an_offset_scores_only_the_tail() {
+    let (vs, model) = tiny();
+    let x = inputs(&model);
+    let from = 10;
+    let targets = x.targets.narrow(1, from, 39 - from); // (B, 29): target of position from + i
+    let tail_mask = x.mask.narrow(from, 40 - from);
+    let full_opts = || ForwardOptions {
+        replay: Some(&x.replay),
+        vocab_mask: Some(&x.mask),
+        ..ForwardOptions::new(AttentionMode::Sparse)
+    };
+    let tail_opts = || ForwardOptions {
+        replay: Some(&x.replay),
+        vocab_mask: Some(&tail_mask),
+        head_from: from,
+        ..ForwardOptions::new(AttentionMode::Sparse)
+    };
+    let close = |a: &Tensor, b: &Tensor| {
+        let scale = a.abs().max().double_value(&[]).max(1e-30);
+        (a - b).abs().max().double_value(&[]) / scale
+    };
+    let score = |logits: &Tensor| {
+        let n = targets.size()[1];
+        logits.narrow(1, 0, n).log_softmax(-1, Kind::Float).gather(-1, &targets.unsqueeze(-1), false).squeeze_dim(-1)
+    };
+    let run = |opts: ForwardOptions<'_>, skip: i64| {
+        zero_grads(&vs);
+        let logits = model.run(&x.tokens, opts).logits;
+        let logp = score(&logits.narrow(1, skip, logits.size()[1] - skip));
+        main_loss(&logp).backward();
+        (logits.detach(), logp.detach(), grads(&vs))
+    };
+    let (full_logits, want_logp, want) = run(full_opts(), from);
+    let (tail_logits, logp, got) = run(tail_opts(), 0);
+    assert_eq!(tail_logits.size(), [2, 40 - from, full_logits.size()[2]]);
+    let finite = |t: &Tensor| t.masked_fill(&t.isinf(), 0.0);
+    assert!(close(&finite(&full_logits.narrow(1, from, 40 - from)), &finite(&tail_logits)) <= 1e-6);
+    assert!(close(&want_logp, &logp) <= 1e-6);
+    for ((name, a), (_, b)) in want.iter().zip(&got) {
+        assert_eq!(a.defined(), b.defined(), "{name}");
+        if a.defined() {
+            assert!(close(a, b) <= 1e-5, "{name}: max |Δ| / max |g| = {:e}", close(a, b));
+        }
+    }
+    // Checkpointed, the same offset: the same log-probs and gradients as the plain trimmed head.
+    zero_grads(&vs);
+    let mut main = main_loss;
+    let head = LossHead {
+        main: Some(MainHead { targets: &targets, chunk: 1000, entropy: false, loss: &mut main }),
+        mtp: None,
+        indexer: None,
+    };
+    let out = model.backward_checkpointed(&x.tokens, tail_opts(), head);
+    assert!(close(&logp, &out.logp.unwrap()) <= 1e-6);
+    for ((name, a), (_, b)) in got.iter().zip(&grads(&vs)) {
+        if a.defined() {
+            assert!(close(a, b) <= 4e-6, "{name}: checkpointed max |Δ| / max |g| = {:e}", close(a, b));
+        }
+    }
+    // The frozen reference in chunks of 7 from the same offset.
+    let chunked = model.target_logprobs_chunked(&x.tokens, tail_opts(), &targets, 7);
+    assert!(close(&logp, &chunked) <= 1e-6);
+}

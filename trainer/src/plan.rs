@@ -493,17 +493,23 @@ pub fn device_name(spec: rlvr_model::DeviceSpec) -> &'static str {
     }
 }
 
+/// Bytes a run with `plan` still needs beyond what this process holds: the peak less this
+/// process's runtime (resident already) times the ranks on this host, and the rollout servers it
+/// spawns.
+fn needed_bytes(plan: &Plan, local_ranks: usize) -> f64 {
+    (plan.peak_bytes - plan.runtime_bytes) * local_ranks as f64 + plan.servers as f64 * plan.server_bytes
+}
+
 /// Refuses, before any work, a CPU run whose planned peak (times the ranks on this host) exceeds
-/// the memory the host has available, with the plan's table. On CUDA the device's capacity is not
-/// read (libtorch's Rust binding has no memory query): the plan is only printed by `rlvr plan`.
+/// the memory the host has available, with the plan's table. On CUDA nothing is refused here: the
+/// plan prices the device's memory but that has not been measured against a GPU run yet, so
+/// `rlvr plan` only prints it.
 pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
     if plan.device != "cpu" {
         return Ok(());
     }
     let Some(available) = available_host_bytes() else { return Ok(()) };
-    // This process's runtime is resident already: what it still needs is the rest, and the
-    // rollout servers it spawns.
-    let need = (plan.peak_bytes - plan.runtime_bytes) * local_ranks as f64 + plan.servers as f64 * plan.server_bytes;
+    let need = needed_bytes(plan, local_ranks);
     if need > available {
         anyhow::bail!(
             "the run does not fit this machine: its planned peak needs {} more per rank × {local_ranks} rank(s), and the host has {} available (MemAvailable); shrink a batch or micro_batch, use fewer slots, or turn on layer checkpointing\n{}",
@@ -513,6 +519,51 @@ pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The micro-batch GRPO runs with, and the plan with it. A recipe's `algorithm.micro_batch` > 0 is
+/// kept. 0 (the default) means: the whole minibatch share when the plan fits `available` bytes
+/// (or when nothing is known about them, or the run has no GRPO stage, or it runs on CUDA, whose
+/// memory the plan has not been checked against yet); else the largest of share/2, share/4, …, 1
+/// that fits, said on stderr. When none fits, 0 and the plan at the whole share, which
+/// [`check_fits`] then refuses with its table. The micro-batch changes memory and time only: a
+/// minibatch's gradient is the same sum however it is split.
+pub fn fit_micro_batch(
+    recipe: &Recipe,
+    world: usize,
+    device: &str,
+    runtime_bytes: f64,
+    data: &Dataset,
+    local_ranks: usize,
+    available: Option<f64>,
+) -> Result<(usize, Plan)> {
+    let whole = plan(recipe, world, device, runtime_bytes, data)?;
+    let a = &recipe.algorithm;
+    let has_grpo = recipe.stages.iter().any(|s| matches!(s, Stage::Grpo(_)));
+    let Some(available) = available.filter(|_| a.micro_batch == 0 && has_grpo && device == "cpu") else {
+        return Ok((a.micro_batch, whole));
+    };
+    if needed_bytes(&whole, local_ranks) <= available {
+        return Ok((0, whole));
+    }
+    let r = &recipe.rollout;
+    let share = (r.prompts_per_step * r.group_size).div_ceil(a.minibatches.max(1)).div_ceil(world);
+    let mut micro = share / 2;
+    while micro >= 1 {
+        let mut smaller = recipe.clone();
+        smaller.algorithm.micro_batch = micro;
+        let p = plan(&smaller, world, device, runtime_bytes, data)?;
+        if needed_bytes(&p, local_ranks) <= available {
+            eprintln!(
+                "algorithm.micro_batch: {micro} sequences per backward (the whole minibatch share of {share} would need {}, {} available)",
+                show_bytes(needed_bytes(&whole, local_ranks) / local_ranks as f64),
+                show_bytes(available)
+            );
+            return Ok((micro, p));
+        }
+        micro /= 2;
+    }
+    Ok((0, whole))
 }
 
 /// Bytes the host can still give this process (`MemAvailable`), when known.

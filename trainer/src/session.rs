@@ -106,6 +106,9 @@ pub(crate) struct Session {
     pub resumed_from: Option<PathBuf>,
     /// `--max-steps`.
     pub max_steps: Option<u64>,
+    /// Sequences per GRPO backward: the recipe's `algorithm.micro_batch`, or with 0 there what fits
+    /// the host (`plan::fit_micro_batch`; 0 = the whole minibatch share).
+    pub micro_batch: usize,
     /// The ranks of a multi-process run (one process: world 1).
     pub dp: Dp,
     /// Set by the first SIGINT/SIGTERM: the running step finishes, a checkpoint is written and
@@ -164,8 +167,10 @@ impl Session {
         check_stage_data(&recipe, &data, dp.world())?;
         let device_name = crate::plan::device_name(recipe.run.device);
         let runtime = crate::plan::runtime_bytes(device_name, crate::plan::warm_resident_bytes());
-        let plan = crate::plan::plan(&recipe, dp.world(), device_name, runtime, &data)?;
         let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|n| n.parse().ok()).unwrap_or(dp.world());
+        let available = crate::plan::available_host_bytes();
+        let (micro_batch, plan) =
+            crate::plan::fit_micro_batch(&recipe, dp.world(), device_name, runtime, &data, local_ranks, available)?;
         crate::plan::check_fits(&plan, local_ranks)?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         check_task_fields(verifier.as_ref(), &data)?;
@@ -200,6 +205,7 @@ impl Session {
             checkpoints,
             resumed_from,
             max_steps: args.max_steps,
+            micro_batch,
             dp,
             interrupt: install_interrupt()?,
         };

@@ -51,6 +51,11 @@ fn rows_line_up_with_the_engine_records() {
     let batch = Batch::new(&refs, k, Device::Cpu);
     let l = batch.inputs.size()[1] as usize;
     assert_eq!(l, rows.iter().map(|r| r.tokens.len()).max().unwrap() - 1);
+    // The head starts where the earliest completion token is predicted.
+    let from = rows.iter().map(|r| r.prompt_len).min().unwrap() - 1;
+    assert_eq!(batch.head_from, from as i64);
+    let hl = l - from; // the head's positions
+    assert_eq!(batch.targets.size(), [rows.len() as i64, hl as i64]);
 
     let mask = Vec::<f32>::try_from(batch.mask.flatten(0, -1)).unwrap();
     let old = Vec::<f32>::try_from(batch.logp_old.flatten(0, -1)).unwrap();
@@ -62,10 +67,14 @@ fn rows_line_up_with_the_engine_records() {
         let (p, c) = (row.prompt_len, row.logp_old.len());
         assert_eq!(row.tokens.len(), p + c);
         for i in 0..l {
-            let at = r * l + i;
+            assert_eq!(real[r * l + i], i + 1 < p + c, "row {r} position {i}: real");
             let response = i + 1 >= p && i + 1 < p + c;
+            if i < from {
+                assert!(!response, "row {r} position {i}: a response before the head's first position");
+                continue;
+            }
+            let at = r * hl + i - from;
             assert_eq!(mask[at] == 1.0, response, "row {r} position {i}: mask");
-            assert_eq!(real[at], i + 1 < p + c, "row {r} position {i}: real");
             if response {
                 let j = i + 1 - p;
                 assert_eq!(targets[at], row.tokens[p + j], "row {r}: target of completion token {j}");
@@ -99,15 +108,15 @@ fn rows_line_up_with_the_engine_records() {
     // Kept sets sit at the response positions, each once (no padding); other positions keep
     // everything.
     let Some(rlvr_model::VocabMask::Kept(kept)) = &batch.vocab_mask else { panic!("kept sets recorded") };
-    assert_eq!(kept.shape(), (rows.len(), l));
+    assert_eq!(kept.shape(), (rows.len(), hl));
     assert_eq!(kept.total_ids(), rows.iter().flat_map(|r| &r.kept).map(Vec::len).sum::<usize>());
     for (r, row) in rows.iter().enumerate() {
-        for i in 0..l {
+        for i in from..l {
             let want: &[i64] = match (i + 1).checked_sub(row.prompt_len) {
                 Some(j) if j < row.kept.len() => &row.kept[j],
                 _ => &[],
             };
-            assert_eq!(kept.set(r, i), want, "row {r} position {i}: kept set");
+            assert_eq!(kept.set(r, i - from), want, "row {r} position {i}: kept set");
         }
     }
 
@@ -146,6 +155,7 @@ fn first_minibatch_is_on_policy() {
     let opts = ForwardOptions {
         vocab_mask: batch.vocab_mask.as_ref(),
         replay: batch.replay.as_deref(),
+        head_from: batch.head_from,
         ..ForwardOptions::new(AttentionMode::Dense)
     };
     let logits = policy.model.run(&batch.inputs, opts).logits;

@@ -159,6 +159,7 @@ fn grpo_loss_with_keep_routing_and_sparse_attention() {
         policy: &policy,
         reference: Some(&policy.model),
         algorithm: &algorithm,
+        micro_batch: 0,
         mode: AttentionMode::Sparse,
         checkpointing,
         dp: &dp,

@@ -406,7 +406,7 @@ impl Engine {
         let logits = host_rows(&out.logits.squeeze_dim(1)); // (B, V) on the host
         let v = logits.len() / rows.len();
         let routing = rows.iter().any(|r| self.live[r.0].req.return_routing);
-        let all_experts = if routing { experts_by_row(&out) } else { Vec::new() };
+        let all_experts = if routing { experts_by_row(&out, rows.len()) } else { Vec::new() };
         let mut experts = all_experts.into_iter();
         let forwarded = Instant::now();
         for (b, &(i, j, _, _)) in rows.iter().enumerate() {
@@ -449,9 +449,8 @@ fn host_rows(logits: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).expect("f32 logits")
 }
 
-/// The routed experts of every row (B·T order) of a forward, per MoE layer.
-fn experts_by_row(out: &ForwardOutput) -> Vec<Experts> {
-    let rows = (out.logits.size()[0] * out.logits.size()[1]) as usize;
+/// The routed experts of each of the `rows` rows (B·T order) of a forward, per MoE layer.
+fn experts_by_row(out: &ForwardOutput, rows: usize) -> Vec<Experts> {
     let layers: Vec<(Vec<i64>, usize)> = out
         .trace
         .routings

@@ -11,7 +11,7 @@
 
 use super::{experts_by_row, host_rows, Engine};
 use rlvr_model::sample::copy_slot;
-use rlvr_model::DeepseekV32;
+use rlvr_model::{DeepseekV32, ForwardOptions};
 use tch::Tensor;
 
 impl Engine {
@@ -47,10 +47,11 @@ impl Engine {
         }
         let ids = Tensor::from_slice(&ids).view([group.len() as i64, len as i64]).to_device(device); // (G, c)
         let opts = DeepseekV32::cached_options(&ids, &mut self.cache, &slots, self.config.mode);
-        let out = self.model.run(&ids, opts);
+        // Only the chunk's last position is sampled from.
+        let out = self.model.run(&ids, ForwardOptions { head_from: len as i64 - 1, ..opts });
         let routing = group.iter().any(|&i| self.live[i].req.return_routing);
-        let mut experts = if routing { experts_by_row(&out) } else { Vec::new() }.into_iter();
-        let logits = host_rows(&out.logits.narrow(1, len as i64 - 1, 1).squeeze_dim(1)); // (G, V) on the host
+        let mut experts = if routing { experts_by_row(&out, group.len() * len) } else { Vec::new() }.into_iter();
+        let logits = host_rows(&out.logits.squeeze_dim(1)); // (G, V) on the host
         let v = logits.len() / group.len();
         for (b, &i) in group.iter().enumerate() {
             let rows: Vec<_> = experts.by_ref().take(len).collect();

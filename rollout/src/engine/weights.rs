@@ -114,7 +114,8 @@ fn misfits(given: &[(&str, &[i64])], vars: &HashMap<String, Tensor>) -> Vec<Stri
 /// Refuses `tensors` unless they are the model's variables `vars` by name and shape.
 pub(crate) fn check_fit(tensors: &[(String, Tensor)], vars: &HashMap<String, Tensor>) -> Result<(), EngineError> {
     let shapes: Vec<Vec<i64>> = tensors.iter().map(|(_, t)| t.size()).collect();
-    let given: Vec<(&str, &[i64])> = tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
+    let given: Vec<(&str, &[i64])> =
+        tensors.iter().zip(&shapes).map(|((n, _), s)| (n.as_str(), s.as_slice())).collect();
     let problems = misfits(&given, vars);
     if problems.is_empty() {
         Ok(())

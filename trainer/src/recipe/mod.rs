@@ -341,7 +341,8 @@ pub struct Algorithm {
     pub minibatches: usize,
     /// Passes over each rollout batch.
     pub epochs: usize,
-    /// Sequences per micro-batch for gradient accumulation (0: the whole minibatch).
+    /// Sequences per micro-batch for gradient accumulation (0: the whole minibatch, or the largest
+    /// halving of it whose memory plan fits the host: `plan::fit_micro_batch`).
     pub micro_batch: usize,
 }
 

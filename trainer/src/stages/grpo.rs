@@ -220,6 +220,7 @@ impl GrpoRunner {
             policy: &session.policy,
             reference: self.reference.as_ref().map(|(m, _)| m),
             algorithm,
+            micro_batch: session.micro_batch,
             mode: rollout.attention,
             checkpointing: session.recipe.run.activation_checkpointing,
             dp: &session.dp,
@@ -430,6 +431,8 @@ pub struct Update<'a> {
     pub reference: Option<&'a DeepseekV32>,
     /// The loss and its update schedule.
     pub algorithm: &'a Algorithm,
+    /// Sequences per backward (0: the whole minibatch share); the session's resolved value.
+    pub micro_batch: usize,
     /// The training forward's attention (the rollout's).
     pub mode: AttentionMode,
     /// What the backward keeps (`run.activation_checkpointing`).
@@ -466,7 +469,7 @@ impl Update<'_> {
                 let whole =
                     Share { loss: weight(&idx).max(1e-12), tokens: tokens(&idx).max(1.0), rows: idx.len() as f64 };
                 let mine = &idx[dp.share(idx.len())];
-                let chunk = if a.micro_batch == 0 { mine.len().max(1) } else { a.micro_batch };
+                let chunk = if self.micro_batch == 0 { mine.len().max(1) } else { self.micro_batch };
                 opt.zero_grad();
                 let mut finite = true;
                 for part in mine.chunks(chunk) {
@@ -512,6 +515,7 @@ impl Update<'_> {
             vocab_mask: batch.vocab_mask.as_ref(),
             replay: batch.replay.as_deref(),
             indexer_loss: stage,
+            head_from: batch.head_from,
             ..ForwardOptions::new(self.mode)
         };
         let chunk = head_chunk(batch.inputs.size()[0], self.policy.config.vocab_size as i64);
@@ -519,6 +523,7 @@ impl Update<'_> {
             let opts = ForwardOptions {
                 vocab_mask: batch.vocab_mask.as_ref(),
                 replay: batch.replay.as_deref(),
+                head_from: batch.head_from,
                 ..ForwardOptions::new(self.mode)
             };
             match self.checkpointing {

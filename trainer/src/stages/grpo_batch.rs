@@ -8,7 +8,10 @@
 //! (keep sampling mask) all sit at that position; the routing replay covers input positions
 //! `0..P+C−1` in order (the engine records the experts of the position each token was sampled
 //! from). Rows are right-padded to the longest; padding is masked out of the loss and, for the
-//! indexer loss, out of the real positions.
+//! indexer loss, out of the real positions. No row's completion starts before input position
+//! `f` = the shortest prompt − 1, so the head runs on positions `f..L` only
+//! (`ForwardOptions::head_from`): the targets, response mask, π_old and kept sets are over those
+//! L − f positions, position `f + i` at column i.
 
 use crate::batch::pad_rows;
 use crate::grpo;
@@ -61,20 +64,24 @@ pub fn group_rows(
         .collect()
 }
 
-/// The tensors of one forward over a set of rows. (B, L): B rows, L = longest row − 1.
+/// The tensors of one forward over a set of rows. (B, L): B rows, L = longest row − 1; the head's
+/// positions are `head_from..L`, (B, L') with L' = L − head_from.
 pub struct Batch {
     /// Input ids (B, L), right-padded with 0.
     pub inputs: Tensor,
-    /// Target ids (B, L): each row shifted by one.
+    /// The first input position any row's completion is predicted at (the shortest prompt − 1):
+    /// `ForwardOptions::head_from` of the batch's forward.
+    pub head_from: i64,
+    /// Target ids (B, L'): each row shifted by one, from position `head_from`.
     pub targets: Tensor,
-    /// 1 at the positions that predict a completion token (B, L) f32.
+    /// 1 at the head positions that predict a completion token (B, L') f32.
     pub mask: Tensor,
-    /// π_old of the completion tokens at those positions, 0 elsewhere (B, L) f32.
+    /// π_old of the completion tokens at those positions, 0 elsewhere (B, L') f32.
     pub logp_old: Tensor,
     /// One advantage per row (B) f32.
     pub advantages: Tensor,
-    /// The kept sets at the completion positions (compressed rows, on the host); `None` when
-    /// nothing was truncated.
+    /// The kept sets at the completion positions, over the head's L' positions (compressed rows, on
+    /// the host); `None` when nothing was truncated.
     pub vocab_mask: Option<VocabMask>,
     /// The recorded routing per main layer (B, L, K); `None` when it was not recorded.
     pub replay: Option<Vec<Option<Tensor>>>,
@@ -90,11 +97,13 @@ impl Batch {
         let (x, _) = pad_rows(&inputs, 0, device); // (B, L)
         let (y, _) = pad_rows(&targets, 0, device); // (B, L)
         let (b, l) = (x.size()[0], x.size()[1]);
-        let mut mask = vec![0f32; (b * l) as usize];
-        let mut old = vec![0f32; (b * l) as usize];
+        let from = rows.iter().map(|r| r.prompt_len.max(1) - 1).min().unwrap_or(0).min(l.max(1) as usize - 1);
+        let width = l - from as i64; // L'
+        let mut mask = vec![0f32; (b * width) as usize];
+        let mut old = vec![0f32; (b * width) as usize];
         for (r, row) in rows.iter().enumerate() {
             for (j, lp) in row.logp_old.iter().enumerate() {
-                let at = r * l as usize + row.prompt_len - 1 + j;
+                let at = r * width as usize + row.prompt_len - 1 + j - from;
                 mask[at] = 1.0;
                 old[at] = *lp;
             }
@@ -102,17 +111,18 @@ impl Batch {
         let adv: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
         Batch {
             inputs: x,
-            targets: y,
-            mask: Tensor::from_slice(&mask).view([b, l]).to_device(device),
-            logp_old: Tensor::from_slice(&old).view([b, l]).to_device(device),
+            head_from: from as i64,
+            targets: y.narrow(1, from as i64, width),
+            mask: Tensor::from_slice(&mask).view([b, width]).to_device(device),
+            logp_old: Tensor::from_slice(&old).view([b, width]).to_device(device),
             advantages: Tensor::from_slice(&adv).to_device(device),
-            vocab_mask: kept_mask(rows, l),
+            vocab_mask: kept_mask(rows, from, width),
             replay: replay_of(rows, l, experts_per_token, device),
             real: Tensor::from_slice(&real_positions(rows, l)).view([b, l]).to_device(device),
         }
     }
 
-    /// log π of each target under `logits (B, L, V)`, (B, L) f32, and the full log-softmax.
+    /// log π of each target under `logits (B, L', V)`, (B, L') f32, and the full log-softmax.
     pub fn target_logprobs(&self, logits: &Tensor) -> (Tensor, Tensor) {
         let logp_all = logits.log_softmax(-1, Kind::Float); // (B, L, V)
         let logp = logp_all.gather(-1, &self.targets.unsqueeze(-1), false).squeeze_dim(-1); // (B, L)
@@ -133,17 +143,18 @@ fn real_positions(rows: &[&Row], l: i64) -> Vec<bool> {
     rows.iter().flat_map(|r| (0..l as usize).map(move |i| i + 1 < r.tokens.len())).collect()
 }
 
-/// The rows' kept sets as a vocabulary mask over (B, L) positions, compressed (one offset per
+/// The rows' kept sets as a vocabulary mask over the head's (B, `width`) positions (input position
+/// `from + i` at column i), compressed (one offset per
 /// position, the ids of each set once; on the host until the loss head reads a chunk of rows);
 /// `None` when nothing was truncated.
-fn kept_mask(rows: &[&Row], l: i64) -> Option<VocabMask> {
+fn kept_mask(rows: &[&Row], from: usize, width: i64) -> Option<VocabMask> {
     if rows.iter().all(|r| r.kept.iter().all(Vec::is_empty)) {
         return None;
     }
     let sets = rows.iter().enumerate().flat_map(|(b, row)| {
-        row.kept.iter().enumerate().map(move |(j, kept)| ((b, row.prompt_len - 1 + j), kept.as_slice()))
+        row.kept.iter().enumerate().map(move |(j, kept)| ((b, row.prompt_len - 1 + j - from), kept.as_slice()))
     });
-    Some(VocabMask::Kept(KeptSets::new(rows.len(), l as usize, sets)))
+    Some(VocabMask::Kept(KeptSets::new(rows.len(), width as usize, sets)))
 }
 
 /// The rows' recorded routings stacked per layer, padded to L positions with experts 0..K.

@@ -55,3 +55,24 @@ fn access_flags_guard_the_routes() {
     assert_eq!(request(&server, "POST", "/v1/completions", Some("client-key"), &big).0, 413);
     assert_eq!(request(&server, "GET", "/health", None, "").0, 200, "the server still answers");
 }
+
+/// `--min-slots` needs `--slots` and must be in 1..=it; refused before the model is served.
+#[test]
+fn min_slots_is_checked_against_slots() {
+    let tiny = fixture("tiny-dense");
+    let serve = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlvr"))
+            .args(["serve", "--model", tiny.to_str().unwrap(), "--port", "0"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&["--slots", "2", "--min-slots", "3"]);
+    assert!(err.contains("--min-slots 3 must be in 1..=--slots (2)"), "{err}");
+    let err = serve(&["--slots", "2", "--min-slots", "0"]);
+    assert!(err.contains("--min-slots 0"), "{err}");
+    let err = serve(&["--min-slots", "1"]);
+    assert!(err.contains("--slots"), "{err}");
+}

@@ -32,6 +32,10 @@ pub struct Args {
     /// cache does not fit the device; without it, 16 or as many as fit.
     #[arg(long)]
     pub slots: Option<usize>,
+    /// With `--slots N`: lower N to the slots whose KV cache fits the device, down to this many,
+    /// instead of refusing (a rollout pool's servers get it: at least one group's samples).
+    #[arg(long, requires = "slots")]
+    pub min_slots: Option<usize>,
     /// Requests that may wait beyond the slots; more are answered 429.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
@@ -82,6 +86,11 @@ pub fn run(mut args: Args) -> Result<()> {
     if args.slots == Some(0) {
         bail!("--slots must be ≥ 1");
     }
+    if let (Some(slots), Some(min)) = (args.slots, args.min_slots) {
+        if min == 0 || min > slots {
+            bail!("--min-slots {min} must be in 1..=--slots ({slots})");
+        }
+    }
     let max_seq_len = args.max_seq_len.unwrap_or(cfg.max_position_embeddings.min(4096));
     if max_seq_len < 2 || max_seq_len > cfg.max_position_embeddings {
         bail!("--max-seq-len {max_seq_len} must be in 2..={} (max_position_embeddings)", cfg.max_position_embeddings);
@@ -107,9 +116,10 @@ pub fn run(mut args: Args) -> Result<()> {
         dir.file_name().map_or("rlvr".into(), |n| n.to_string_lossy().into_owned())
     });
     let (model, vs) = load_model(&args.model, device, args.compute.dtype)?;
-    let sizing = match args.slots {
-        Some(_) => Sizing::explicit("--slots", "--max-seq-len"),
-        None => Sizing::default_slots(1, "--slots", "--max-seq-len"),
+    let sizing = match (args.slots, args.min_slots) {
+        (Some(_), Some(min)) => Sizing::default_slots(min, "--slots", "--max-seq-len"),
+        (Some(_), None) => Sizing::explicit("--slots", "--max-seq-len"),
+        (None, _) => Sizing::default_slots(1, "--slots", "--max-seq-len"),
     };
     let slots = args.slots.unwrap_or(DEFAULT_SLOTS);
     let engine = EngineConfig { mode: args.compute.mode, sizing, ..EngineConfig::new(slots, max_seq_len) };

@@ -800,3 +800,15 @@ python = "/usr/bin/python3"
     assert_eq!(r.model.model_config().unwrap().vocab_size, 64);
     assert_round_trip(&r);
 }
+
+/// Spawned rollout servers get `--min-slots` (one group) with the default `rollout.slots = 0`, so
+/// they lower their slots to what fits as the colocated engine does; a count the recipe sets is
+/// passed alone (a server it does not fit refuses it).
+#[test]
+fn spawned_servers_lower_default_slots_down_to_one_group() {
+    let mut rollout = rlvr_trainer::recipe::Rollout { group_size: 8, prompts_per_step: 32, ..Default::default() };
+    assert_eq!(rollout.slots, 0);
+    assert_eq!(rlvr_trainer::pool::spawn::slot_floor(&rollout), ["--min-slots", "8"]);
+    rollout.slots = 64;
+    assert!(rlvr_trainer::pool::spawn::slot_floor(&rollout).is_empty());
+}

@@ -13,7 +13,7 @@
 
 use super::client::Client;
 use crate::policy::Policy;
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, Rollout};
 use crate::sampler::MAX_PROMPT_TOKENS;
 use anyhow::{bail, Context, Result};
 use rlvr_model::checkpoint::{save, SaveOptions};
@@ -72,6 +72,16 @@ pub fn write_model(policy: &Policy, stop_ids: &[i64], dir: &Path) -> Result<()> 
     Ok(())
 }
 
+/// `rollout.slots = 0` (the default): the servers lower their slots to what fits their device,
+/// down to one group's samples (`--min-slots`), as the colocated engine does; a count the recipe
+/// sets is refused by a server it does not fit.
+pub fn slot_floor(r: &Rollout) -> Vec<String> {
+    match r.slots {
+        0 => vec!["--min-slots".to_string(), r.group_size.to_string()],
+        _ => Vec::new(),
+    }
+}
+
 /// Starts `n` servers over the model in `model_dir` with `key`, logs in `run_dir`, and waits (up
 /// to `rollout.startup_timeout_s`) until every one answers `/health`.
 pub fn start(recipe: &Recipe, model_dir: &Path, run_dir: &Path, n: usize, key: &str) -> Result<Vec<(Child, String)>> {
@@ -96,6 +106,7 @@ pub fn start(recipe: &Recipe, model_dir: &Path, run_dir: &Path, n: usize, key: &
             .arg("--model")
             .arg(model_dir)
             .args(["--port", &port.to_string(), "--slots", &r.effective_slots().to_string()])
+            .args(slot_floor(r))
             .args(["--max-seq-len", &context.to_string()])
             .args(["--served-model-name", "rlvr-rollout", "--grace-secs", "1"])
             .args(["--mode", &cli_name(&r.attention), "--device", &recipe.run.device.to_string()])

@@ -501,14 +501,14 @@ fn needed_bytes(plan: &Plan, local_ranks: usize) -> f64 {
 }
 
 /// Refuses, before any work, a CPU run whose planned peak (times the ranks on this host) exceeds
-/// the memory the host has available, with the plan's table. On CUDA nothing is refused here: the
-/// plan prices the device's memory but that has not been measured against a GPU run yet, so
-/// `rlvr plan` only prints it.
-pub fn check_fits(plan: &Plan, local_ranks: usize) -> Result<()> {
+/// the memory the host has `available` ([`available_host_bytes`]), with the plan's table. On CUDA
+/// nothing is refused here: the plan prices the device's memory but that has not been measured
+/// against a GPU run yet, so `rlvr plan` only prints it.
+pub fn check_fits(plan: &Plan, local_ranks: usize, available: Option<f64>) -> Result<()> {
     if plan.device != "cpu" {
         return Ok(());
     }
-    let Some(available) = available_host_bytes() else { return Ok(()) };
+    let Some(available) = available else { return Ok(()) };
     let need = needed_bytes(plan, local_ranks);
     if need > available {
         anyhow::bail!(

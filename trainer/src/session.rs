@@ -171,7 +171,7 @@ impl Session {
         let available = crate::plan::available_host_bytes();
         let (micro_batch, plan) =
             crate::plan::fit_micro_batch(&recipe, dp.world(), device_name, runtime, &data, local_ranks, available)?;
-        crate::plan::check_fits(&plan, local_ranks)?;
+        crate::plan::check_fits(&plan, local_ranks, available)?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         check_task_fields(verifier.as_ref(), &data)?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;

@@ -421,6 +421,7 @@ impl Engine {
 
     /// Frees the slots of ended samples and outputs the requests whose samples all ended.
     fn retire(&mut self) {
+        let free_before = self.free.len();
         for live in &mut self.live {
             for s in &mut live.samples {
                 if s.finish.is_some() {
@@ -431,9 +432,12 @@ impl Engine {
                 }
             }
         }
-        // Highest first, so `admit` hands out the lowest free slots in ascending order: a batch of
-        // consecutive slots reads the cache as a view, any other set is gathered (`KvCache::read`).
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        if self.free.len() > free_before {
+            // Highest first, so `admit` hands out the lowest free slots in ascending order: a batch
+            // of consecutive slots reads the cache as a view, any other set is gathered
+            // (`KvCache::read`).
+            self.free.sort_unstable_by(|a, b| b.cmp(a));
+        }
         let (ended, running): (Vec<Live>, Vec<Live>) =
             std::mem::take(&mut self.live).into_iter().partition(Live::finished);
         self.live = running;

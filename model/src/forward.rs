@@ -5,6 +5,7 @@
 use crate::indexer_loss::{IndexerLosses, IndexerStage};
 use crate::mla::{AttentionMode, MlaPath};
 use crate::model::{logprobs_of, CacheSlots, Trace};
+use crate::packing::Packing;
 use crate::vocab_mask::VocabMask;
 use tch::{Kind, Tensor};
 
@@ -30,6 +31,11 @@ pub struct ForwardOptions<'a> {
     /// tail (a completion after its prompt, a prefill's last position), and the head's
     /// `T × d × V` product and its (B, T, V) logits are then mostly waste. 0: every position.
     pub head_from: i64,
+    /// Run the tokens as prefix trees ([`crate::packing`]): the tokens are the packed (N, T) ids,
+    /// positions and mask come from the packing, and the head reads the row layout back, so the
+    /// logits are (B, L') as [`Packing::head_rows`] says. `head_from` must be 0 (the head rows
+    /// say where the head starts).
+    pub packing: Option<&'a Packing>,
 }
 
 impl<'a> ForwardOptions<'a> {
@@ -44,6 +50,7 @@ impl<'a> ForwardOptions<'a> {
             vocab_mask: None,
             mtp: false,
             head_from: 0,
+            packing: None,
         }
     }
 
@@ -61,6 +68,8 @@ pub struct ForwardOutput {
     pub logits: Tensor,
     /// Selections and routings of the main layers, then of the MTP layers when they ran.
     pub trace: Trace,
+    /// The rows the trace's routings are in (the call's B, or a packing's N).
+    pub trace_rows: i64,
     /// Indexer losses (same layer order as `trace`) when a stage was asked for.
     pub indexer: Option<IndexerLosses>,
     /// Per MTP depth k = 1, 2, …: logits (B, T−k, V); row i predicts token i+k+1.
@@ -71,7 +80,7 @@ impl ForwardOutput {
     /// The recorded expert ids per layer, each (B, T', K) for the layer's T' rows (`None` for dense
     /// layers): what [`ForwardOptions::replay`] takes back.
     pub fn expert_ids(&self) -> Vec<Option<Tensor>> {
-        let b = self.logits.size()[0];
+        let b = self.trace_rows;
         self.trace
             .routings
             .iter()

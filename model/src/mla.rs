@@ -67,13 +67,21 @@ pub struct Positions {
     pub cos: Tensor,
     /// sin at `q_pos`: (B, T, d_rope/2).
     pub sin: Tensor,
+    /// Which keys each query sees, when not the causal order of the call's own positions: a
+    /// packed forward's tree mask (B, T, T) bool ([`crate::packing`]).
+    pub allowed: Option<Tensor>,
 }
 
 impl Positions {
     /// Tables for positions `q_pos (B, T)`.
     pub fn new(rope: &RopeTables, q_pos: Tensor) -> Self {
         let (cos, sin) = rope.cos_sin(&q_pos);
-        Positions { q_pos, cos, sin }
+        Positions { q_pos, cos, sin, allowed: None }
+    }
+
+    /// Tables for a packed forward: its positions and its tree mask.
+    pub fn packed(rope: &RopeTables, packing: &crate::packing::Packing) -> Self {
+        Positions { allowed: Some(packing.allowed.shallow_clone()), ..Self::new(rope, packing.positions.shallow_clone()) }
     }
 }
 
@@ -294,11 +302,17 @@ impl Mla {
                     // Keys sit at positions 0..S and every query sees its own key; a cache's S is the
                     // longest slot plus T, so S = T means every query position is 0..T: plain causal,
                     // no (B, T, S) mask.
-                    let allowed = (s != t).then(|| causal(&pos.q_pos, s)); // (B, T, S)
+                    let allowed = match &pos.allowed {
+                        Some(tree) => Some(tree.shallow_clone()),
+                        None => (s != t).then(|| causal(&pos.q_pos, s)), // (B, T, S)
+                    };
                     let mask = allowed.as_ref().map_or(Mask::Causal, Mask::Allowed);
                     attention::naive(q, &k_nope, &keys.pe, &v, mask, self.scale)
                 }
-                MlaPath::Absorbed => attention::absorbed(q, keys, &self.kv_b(), &causal(&pos.q_pos, s), self.scale),
+                MlaPath::Absorbed => {
+                    let allowed = pos.allowed.as_ref().map_or_else(|| causal(&pos.q_pos, s), Tensor::shallow_clone);
+                    attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
+                }
             }
         };
         let o = o.reshape([b, t, self.heads * self.v]); // (B, T, H·d_v)

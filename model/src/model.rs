@@ -159,11 +159,11 @@ impl DeepseekV32 {
         let (b, t) = (size[0], size[1]);
         check_options(&opts, !self.mtp.is_empty(), &self.config);
         let mut cache = opts.cache.take();
-        let q_pos = match &cache {
-            None => Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true), // (B, T)
-            Some(c) => c.cache.positions(c.slots, t, tokens.device()),
+        let pos = match (&cache, opts.packing) {
+            (Some(c), _) => Positions::new(&self.rope, c.cache.positions(c.slots, t, tokens.device())),
+            (None, None) => self.positions(b, t, tokens.device()),
+            (None, Some(packing)) => Positions::packed(&self.rope, packing),
         };
-        let pos = Positions::new(&self.rope, q_pos);
         let mut h = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false); // (B, T, d)
         let mut rec = Recorder::new(opts.indexer_loss.is_some());
         for (i, layer) in self.layers.iter().enumerate() {
@@ -174,16 +174,25 @@ impl DeepseekV32 {
         if let Some(c) = cache {
             c.cache.advance(c.slots, t);
         }
-        let head = match opts.head_from {
-            0 => h.shallow_clone(),
-            f => h.narrow(1, f, t - f), // (B, T − f, d)
-        };
-        let mut logits = linear(&self.norm.forward(&head), &self.lm_head); // (B, T − f, V)
+        let mut logits = linear(&self.norm.forward(&head_input(&h, &opts)), &self.lm_head); // (B, T − f, V)
         if let Some(mask) = opts.vocab_mask {
             logits = mask.apply(logits);
         }
         let mtp_logits = if opts.mtp { self.run_mtp(tokens, &h, &pos, &opts, &mut rec) } else { Vec::new() };
-        ForwardOutput { logits, trace: rec.trace, indexer: rec.indexer, mtp_logits }
+        ForwardOutput { logits, trace: rec.trace, trace_rows: b, indexer: rec.indexer, mtp_logits }
+    }
+
+    /// Positions `0..T` for every one of `b` rows.
+    pub(crate) fn positions(&self, b: i64, t: i64, device: tch::Device) -> Positions {
+        Positions::new(&self.rope, Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0).expand([b, t], true))
+    }
+
+    /// The positions of a forward without a cache under `opts`: `0..T`, or the packing's.
+    pub(crate) fn positions_of(&self, tokens: &Tensor, opts: &ForwardOptions<'_>) -> Positions {
+        match opts.packing {
+            Some(packing) => Positions::packed(&self.rope, packing),
+            None => self.positions(tokens.size()[0], tokens.size()[1], tokens.device()),
+        }
     }
 
     /// The MTP depths over the main model's pre-norm hidden state `h (B, T, d)`.
@@ -243,6 +252,18 @@ pub(crate) fn check_options(opts: &ForwardOptions<'_>, has_mtp: bool, cfg: &Mode
         assert!(opts.cache.is_none(), "indexer losses are computed without a cache");
     }
     assert!(opts.head_from >= 0, "head_from must be ≥ 0, got {}", opts.head_from);
+    if let Some(p) = opts.packing {
+        assert!(opts.head_from == 0, "a packed forward's head rows say where the head starts (head_from must be 0)");
+        assert!(
+            opts.cache.is_none() && opts.indexer_loss.is_none() && !opts.mtp,
+            "a packed forward runs without a cache, indexer losses or MTP"
+        );
+        let t = p.positions.size()[1];
+        assert!(
+            opts.mode == AttentionMode::Dense || t <= cfg.index_topk as i64,
+            "a packed forward with the indexer selecting keys (sparse attention over {t} > index_topk keys)"
+        );
+    }
     if opts.mtp {
         assert!(has_mtp, "MTP asked for, but the model was built without it (DeepseekV32::with_mtp)");
         assert!(opts.cache.is_none(), "MTP runs without a cache");
@@ -268,6 +289,16 @@ impl Recorder {
             all.layers.push(loss);
         }
         out.hidden
+    }
+}
+
+/// The main head's input from the last hidden state `h`: the positions `head_from..`, or a
+/// packing's rows read back into the row layout.
+pub(crate) fn head_input(h: &Tensor, opts: &ForwardOptions<'_>) -> Tensor {
+    match (opts.packing, opts.head_from) {
+        (Some(packing), _) => packing.head_input(h), // (B, L', d)
+        (None, 0) => h.shallow_clone(),
+        (None, f) => h.narrow(1, f, h.size()[1] - f), // (B, T − f, d)
     }
 }
 

@@ -34,9 +34,8 @@
 
 use crate::forward::ForwardOptions;
 use crate::indexer_loss::{IndexerLosses, LayerIndexerLoss};
-use crate::mla::Positions;
 use crate::mlp::linear;
-use crate::model::{check_options, DeepseekV32, Recorder, Trace};
+use crate::model::{check_options, head_input, DeepseekV32, Recorder, Trace};
 use crate::vocab_mask::VocabMask;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -110,13 +109,11 @@ impl DeepseekV32 {
     pub fn backward_checkpointed(&self, tokens: &Tensor, opts: ForwardOptions<'_>, head: LossHead<'_>) -> Recomputed {
         let size = tokens.size();
         assert_eq!(size.len(), 2, "tokens must be (B, T), got {size:?}");
-        let (b, t) = (size[0], size[1]);
         check_options(&opts, !self.mtp.is_empty(), &self.config);
         assert!(opts.cache.is_none(), "a checkpointed backward runs without a cache");
         assert!(head.mtp.is_none() || opts.mtp, "an MTP loss needs ForwardOptions::mtp");
         let LossHead { main, mtp, mut indexer } = head;
-        let q_pos = Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true); // (B, T)
-        let pos = Positions::new(&self.rope, q_pos);
+        let pos = self.positions_of(tokens, &opts);
 
         // 1. The forward without autograd, keeping each layer's input.
         let mut rec = Recorder::new(opts.indexer_loss.is_some());
@@ -148,9 +145,19 @@ impl DeepseekV32 {
         };
         let (logp, entropy) = match main {
             Some(main) => {
-                let from = opts.head_from;
-                let (logp, entropy) =
-                    self.main_head(&h_last.narrow(1, from, t - from), main, opts.vocab_mask, mtp_terms);
+                let (logp, entropy) = match opts.packing {
+                    None => self.main_head(&head_input(&h_last, &opts), main, opts.vocab_mask, mtp_terms),
+                    // The head's chunks each backpropagate on their own, so the read-back of the
+                    // packed rows is a leaf of its own, its gradient carried to h_L after them.
+                    Some(packing) => {
+                        let rows = packing.head_input(&h_last.detach()).set_requires_grad(true); // (B, L', d)
+                        let out = self.main_head(&rows, main, opts.vocab_mask, mtp_terms);
+                        if let Some(g) = defined(rows.grad()) {
+                            backward_sum(vec![(packing.head_input(&h_last) * g).sum(Kind::Float)]);
+                        }
+                        out
+                    }
+                };
                 (Some(logp), entropy)
             }
             None => {
@@ -199,17 +206,16 @@ impl DeepseekV32 {
         targets: &Tensor,
         chunk: i64,
     ) -> Tensor {
-        let (b, t) = (tokens.size()[0], tokens.size()[1]);
         check_options(&opts, !self.mtp.is_empty(), &self.config);
         assert!(opts.cache.is_none() && opts.indexer_loss.is_none() && !opts.mtp, "a plain forward only");
         tch::no_grad(|| {
-            let q_pos = Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true); // (B, T)
-            let pos = Positions::new(&self.rope, q_pos);
+            let pos = self.positions_of(tokens, &opts);
             let mut h = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false); // (B, T, d)
             for (i, layer) in self.layers.iter().enumerate() {
                 h = layer.forward(&h, &pos, None, &self.layer_options(&opts, i)).hidden;
             }
-            let (h, t) = (h.narrow(1, opts.head_from, t - opts.head_from), t - opts.head_from);
+            let h = head_input(&h, &opts); // (B, T', d)
+            let t = h.size()[1];
             let chunk = chunk.max(1);
             let parts: Vec<Tensor> = (0..targets.size()[1])
                 .step_by(chunk as usize)

@@ -1,7 +1,7 @@
 //! The batch phase of a GRPO step checked against the engine's own records: completions sampled
 //! by the colocated engine become rows whose response offsets, kept sets and routing replay line
 //! up with what the engine recorded, and the first (on-policy) minibatch's importance ratio is 1
-//! with nothing clipped.
+//! with nothing clipped — with the rows as rows and with each group's prompt shared in a tree.
 
 use rlvr_model::{AttentionMode, Dtype, ForwardOptions, ModelConfig};
 use rlvr_rollout::engine::{SamplingParams, Sizing};
@@ -9,7 +9,7 @@ use rlvr_trainer::data::write_arithmetic_tokenizer;
 use rlvr_trainer::grpo::{self, AdvantageMode, LossConfig, LossInputs};
 use rlvr_trainer::policy::{Policy, Source};
 use rlvr_trainer::sampler::{Sampler, Settings};
-use rlvr_trainer::stages::grpo_batch::{group_rows, Batch, Row};
+use rlvr_trainer::stages::grpo_batch::{group_rows, Batch, Layout, Row};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -48,7 +48,7 @@ fn rows_line_up_with_the_engine_records() {
     let rows = sampled_rows(&policy);
     let refs: Vec<&Row> = rows.iter().collect();
     let k = policy.config.num_experts_per_tok as i64;
-    let batch = Batch::new(&refs, k, Device::Cpu);
+    let batch = Batch::new(&refs, k, Device::Cpu, Layout::Rows);
     let l = batch.inputs.size()[1] as usize;
     assert_eq!(l, rows.iter().map(|r| r.tokens.len()).max().unwrap() - 1);
     // The head starts where the earliest completion token is predicted.
@@ -151,14 +151,19 @@ fn first_minibatch_is_on_policy() {
     let policy = policy(dir.path());
     let rows = sampled_rows(&policy);
     let refs: Vec<&Row> = rows.iter().collect();
-    let batch = Batch::new(&refs, policy.config.num_experts_per_tok as i64, Device::Cpu);
-    let opts = ForwardOptions {
-        vocab_mask: batch.vocab_mask.as_ref(),
-        replay: batch.replay.as_deref(),
-        head_from: batch.head_from,
-        ..ForwardOptions::new(AttentionMode::Dense)
-    };
-    let logits = policy.model.run(&batch.inputs, opts).logits;
+    for layout in [Layout::Rows, Layout::Trees] {
+        let batch = Batch::new(&refs, policy.config.num_experts_per_tok as i64, Device::Cpu, layout);
+        assert_eq!(batch.packing.is_some(), layout == Layout::Trees, "3 groups of 3 rows pack into 3 trees");
+        if layout == Layout::Trees {
+            assert_eq!(batch.inputs.size()[0], 3);
+        }
+        on_policy(&policy, &batch, &format!("{layout:?}"));
+    }
+}
+
+/// The batch's first forward reproduces the engine's log-probs: every ratio is 1.
+fn on_policy(policy: &Policy, batch: &Batch, layout: &str) {
+    let logits = policy.model.run(&batch.inputs, batch.options(AttentionMode::Dense)).logits;
     let (logp, _) = batch.target_logprobs(&logits);
     let inputs = LossInputs {
         logp: &logp,
@@ -171,11 +176,12 @@ fn first_minibatch_is_on_policy() {
     let s = out.stats;
     // The engine decodes with its own matrix kernel (a different summation order from the
     // training forward's GEMM), so "exactly 1" holds to f32 rounding of the log-probs.
-    assert!((s.ratio_mean - 1.0).abs() < 1e-5, "ratio mean {}", s.ratio_mean);
+    assert!((s.ratio_mean - 1.0).abs() < 1e-5, "{layout}: ratio mean {}", s.ratio_mean);
     let ratio: Tensor = (&logp - &batch.logp_old).exp() * &batch.mask + (-&batch.mask + 1.0);
     let spread = (ratio - 1.0).abs().max().double_value(&[]);
-    assert!(spread < 1e-4, "every token's ratio is 1 (largest |r − 1| = {spread})");
-    assert_eq!((s.clip_low_frac, s.clip_high_frac, s.masked_seq_frac), (0.0, 0.0, 0.0), "nothing is clipped");
+    assert!(spread < 1e-4, "{layout}: every token's ratio is 1 (largest |r − 1| = {spread})");
+    let clipped = (s.clip_low_frac, s.clip_high_frac, s.masked_seq_frac);
+    assert_eq!(clipped, (0.0, 0.0, 0.0), "{layout}: nothing is clipped");
 }
 
 #[test]

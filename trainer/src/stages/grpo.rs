@@ -19,7 +19,7 @@
 //! token more than k versions behind the trainer is discarded.
 
 use super::grpo_ahead::{Ahead, ServiceMetrics, Staleness};
-use super::grpo_batch::{group_rows, Batch, Row};
+use super::grpo_batch::{group_rows, Batch, Layout, Row};
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::grpo::Aggregation;
@@ -507,25 +507,16 @@ impl Update<'_> {
     /// gradients of a non-finite minibatch).
     pub fn backward(&self, rows: &[&Row], share: f64, finite: &mut bool) -> (grpo::LossStats, f64) {
         let device = self.policy.vs.device();
-        let batch = Batch::new(rows, self.policy.config.num_experts_per_tok as i64, device);
         // Sparse attention trains the indexer as the sparse stage does (post-training "employs
-        // sparse attention in the same way", docs/model.md): its KL over the selected set.
+        // sparse attention in the same way", docs/model.md): its KL over the selected set. Its
+        // forward keeps one row per sequence; a dense one shares each group's prompt.
         let stage = (self.mode == AttentionMode::Sparse).then_some(IndexerStage::Sparse);
-        let opts = ForwardOptions {
-            vocab_mask: batch.vocab_mask.as_ref(),
-            replay: batch.replay.as_deref(),
-            indexer_loss: stage,
-            head_from: batch.head_from,
-            ..ForwardOptions::new(self.mode)
-        };
-        let chunk = head_chunk(batch.inputs.size()[0], self.policy.config.vocab_size as i64);
+        let layout = if stage.is_some() { Layout::Rows } else { Layout::Trees };
+        let batch = Batch::new(rows, self.policy.config.num_experts_per_tok as i64, device, layout);
+        let opts = ForwardOptions { indexer_loss: stage, ..batch.options(self.mode) };
+        let chunk = head_chunk(batch.targets.size()[0], self.policy.config.vocab_size as i64);
         let logp_ref = self.reference.map(|reference| {
-            let opts = ForwardOptions {
-                vocab_mask: batch.vocab_mask.as_ref(),
-                replay: batch.replay.as_deref(),
-                head_from: batch.head_from,
-                ..ForwardOptions::new(self.mode)
-            };
+            let opts = batch.options(self.mode);
             match self.checkpointing {
                 Checkpointing::None => {
                     tch::no_grad(|| batch.target_logprobs(&reference.run(&batch.inputs, opts).logits).0)

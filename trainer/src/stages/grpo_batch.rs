@@ -12,10 +12,17 @@
 //! `f` = the shortest prompt − 1, so the head runs on positions `f..L` only
 //! (`ForwardOptions::head_from`): the targets, response mask, π_old and kept sets are over those
 //! L − f positions, position `f + i` at column i.
+//!
+//! The G rows of a group repeat its prompt. Where the forward allows it (no indexer selecting
+//! keys, no indexer loss), [`Batch::new`] with [`Layout::Trees`] runs each group as one prefix tree
+//! (`rlvr_model::packing`): the prompt once, then each completion; the head reads the rows back,
+//! so every (B, L') tensor above is the same in either layout. Rows share a tree when their
+//! prompts are equal and so is their recorded routing over the prompt.
 
 use crate::batch::pad_rows;
 use crate::grpo;
-use rlvr_model::{DeepseekV32, KeptSets, VocabMask};
+use rlvr_model::packing::{bundles_of, pack, worth_packing, Packing};
+use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KeptSets, VocabMask};
 use rlvr_rollout::engine::RequestOutput;
 use tch::{Device, Kind, Tensor};
 
@@ -64,11 +71,22 @@ pub fn group_rows(
         .collect()
 }
 
+/// How a [`Batch`] lays its rows out for the forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One right-padded row per sequence.
+    Rows,
+    /// Rows that share a prompt as one prefix tree, when that saves tokens (module header).
+    Trees,
+}
+
 /// The tensors of one forward over a set of rows. (B, L): B rows, L = longest row − 1; the head's
 /// positions are `head_from..L`, (B, L') with L' = L − head_from.
 pub struct Batch {
-    /// Input ids (B, L), right-padded with 0.
+    /// The forward's ids: the rows (B, L), right-padded with 0, or the packed trees (N, T).
     pub inputs: Tensor,
+    /// The trees' layout, when the rows were packed.
+    pub packing: Option<Packing>,
     /// The first input position any row's completion is predicted at (the shortest prompt − 1):
     /// `ForwardOptions::head_from` of the batch's forward.
     pub head_from: i64,
@@ -83,15 +101,16 @@ pub struct Batch {
     /// The kept sets at the completion positions, over the head's L' positions (compressed rows, on
     /// the host); `None` when nothing was truncated.
     pub vocab_mask: Option<VocabMask>,
-    /// The recorded routing per main layer (B, L, K); `None` when it was not recorded.
+    /// The recorded routing per main layer, in the forward's layout ((B, L, K) or (N, T, K));
+    /// `None` when it was not recorded.
     pub replay: Option<Vec<Option<Tensor>>>,
     /// Which input positions hold real tokens (B, L) bool.
     pub real: Tensor,
 }
 
 impl Batch {
-    /// The batch of `rows` on `device`; `experts_per_token` is the model's K.
-    pub fn new(rows: &[&Row], experts_per_token: i64, device: Device) -> Batch {
+    /// The batch of `rows` on `device` in `layout`; `experts_per_token` is the model's K.
+    pub fn new(rows: &[&Row], experts_per_token: i64, device: Device, layout: Layout) -> Batch {
         let inputs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens[..r.tokens.len() - 1].to_vec()).collect();
         let targets: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens[1..].to_vec()).collect();
         let (x, _) = pad_rows(&inputs, 0, device); // (B, L)
@@ -109,16 +128,50 @@ impl Batch {
             }
         }
         let adv: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
+        let mut replay = replay_of(rows, l, experts_per_token, device);
+        let mut packing = None;
+        let mut x = x;
+        if layout == Layout::Trees {
+            let ids: Vec<&[i64]> = inputs.iter().map(Vec::as_slice).collect();
+            let prompts: Vec<usize> = rows.iter().map(|r| r.prompt_len).collect();
+            let bundles = bundles_of(&ids, &prompts, |a, b| same_prompt_routing(rows[a], rows[b]));
+            if worth_packing(&ids, &bundles) {
+                let packed = pack(&ids, &bundles, from, device);
+                let (n, t) = (packed.tokens.size()[0], packed.tokens.size()[1]);
+                let fill = Tensor::arange(experts_per_token, (Kind::Int64, device));
+                replay = replay.map(|layers| {
+                    layers
+                        .iter()
+                        .map(|r| r.as_ref().map(|r| Packing::pack_record(&packed.sources, r, n, t, &fill)))
+                        .collect()
+                });
+                x = packed.tokens;
+                packing = Some(packed.packing);
+            }
+        }
         Batch {
             inputs: x,
+            packing,
             head_from: from as i64,
             targets: y.narrow(1, from as i64, width),
             mask: Tensor::from_slice(&mask).view([b, width]).to_device(device),
             logp_old: Tensor::from_slice(&old).view([b, width]).to_device(device),
             advantages: Tensor::from_slice(&adv).to_device(device),
             vocab_mask: kept_mask(rows, from, width),
-            replay: replay_of(rows, l, experts_per_token, device),
+            replay,
             real: Tensor::from_slice(&real_positions(rows, l)).view([b, l]).to_device(device),
+        }
+    }
+
+    /// The options of this batch's forward in `mode`: its layout, head, vocabulary mask and
+    /// replay (add the indexer loss where the stage has one).
+    pub fn options(&self, mode: AttentionMode) -> ForwardOptions<'_> {
+        ForwardOptions {
+            vocab_mask: self.vocab_mask.as_ref(),
+            replay: self.replay.as_deref(),
+            head_from: if self.packing.is_some() { 0 } else { self.head_from },
+            packing: self.packing.as_ref(),
+            ..ForwardOptions::new(mode)
         }
     }
 
@@ -136,6 +189,18 @@ impl Batch {
             ((entropy * &self.mask).sum(Kind::Float) / self.mask.sum(Kind::Float).clamp_min(1.0)).double_value(&[])
         })
     }
+}
+
+/// Whether rows `a` and `b` (equal prompts) routed their prompt alike in the rollout: packed, the
+/// prompt's tokens replay one record. Rows without records always do.
+fn same_prompt_routing(a: &Row, b: &Row) -> bool {
+    let (Some(ra), Some(rb)) = (&a.replay, &b.replay) else { return a.replay.is_none() && b.replay.is_none() };
+    let p = a.prompt_len as i64;
+    ra.iter().zip(rb).all(|(x, y)| match (x, y) {
+        (Some(x), Some(y)) => x.narrow(1, 0, p).equal(&y.narrow(1, 0, p)),
+        (None, None) => true,
+        _ => false,
+    })
 }
 
 /// Which of the (B, L) input positions hold real tokens (not padding).

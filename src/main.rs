@@ -3,8 +3,8 @@
 //! So `rlvr verify` runs here, and every other command (and `--help`, `--version`) runs in
 //! `rlvr-torch`, the binary beside this one, exec'd with the same arguments. Commands that run the
 //! generation engine get `OMP_WAIT_POLICY=PASSIVE` with a short spin (`GOMP_SPINCOUNT`) when the
-//! policy is unset (see `rlvr-torch`): set here, before libtorch is loaded, so libtorch is loaded
-//! once.
+//! policy is unset, and glibc's `MALLOC_MMAP_THRESHOLD_` when that is unset (see `rlvr-torch`): set
+//! here, before libtorch is loaded, so libtorch is loaded once.
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -60,6 +60,10 @@ fn exec_torch(args: &[OsString], engine: bool) -> anyhow::Error {
             // The same short spin as `rlvr-torch`'s re-run (its `ENGINE_SPINCOUNT`).
             command.env("GOMP_SPINCOUNT", "30000");
         }
+    }
+    if engine && std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // `rlvr-torch`'s `ENGINE_MMAP_THRESHOLD`: glibc reads it at start-up only.
+        command.env("MALLOC_MMAP_THRESHOLD_", "268435456");
     }
     #[cfg(unix)]
     {

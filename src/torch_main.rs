@@ -68,9 +68,14 @@ fn runs_engine(command: &Command) -> bool {
     matches!(command, Command::Generate(_) | Command::Serve(_) | Command::Train(_) | Command::Eval(_))
 }
 
-/// The largest block glibc's allocator serves from its heap (the most `mallopt` takes: 32 MiB on
-/// 64-bit); larger ones get their own `mmap`.
+/// The largest block glibc's allocator serves from its heap when set in-process (the most
+/// `mallopt` takes: 32 MiB on 64-bit); larger ones get their own `mmap`.
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+
+/// The threshold an engine command starts with (`MALLOC_MMAP_THRESHOLD_`, which glibc reads at
+/// start-up and takes above `mallopt`'s cap): 256 MiB, set by the `rlvr` launcher and by this
+/// binary's re-run.
+const ENGINE_MMAP_THRESHOLD: &str = "268435456";
 
 /// Tells glibc's allocator to keep the memory a step frees for the next step instead of handing
 /// it back to the kernel; each setting only where its `MALLOC_*` variable is unset (glibc has
@@ -80,12 +85,15 @@ const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 /// threshold that starts at 128 KiB with a fresh `mmap`, unmapped on free, trims the heap top
 /// past twice that threshold, and gives threads their own arenas; so each training step faulted
 /// much of its working set in again, page by page, the kernel zeroing every page. Here blocks up
-/// to [`MMAP_THRESHOLD`] come from one heap that is never trimmed. Not further: serving every
-/// block from the heap (`MALLOC_MMAP_MAX_=0`) stops the faults of the larger ones too (a GRPO
-/// update on the `small` preset ~10 % faster again) but fragments the heap — a 4K-token sparse
-/// step's peak grew by a third — which a run sized by `rlvr plan` cannot afford; a user with
-/// memory to spare can set it. The cost of these settings: a process keeps its peak heap until it
-/// exits, which a trainer or an engine reaches every step anyway.
+/// to [`ENGINE_MMAP_THRESHOLD`] (or [`MMAP_THRESHOLD`] when the process started without it) come
+/// from one heap that is never trimmed. 256 MiB holds a GRPO step's logits and their gradients on
+/// the benchmark models: four GRPO steps on the `small` preset took 9 s of system time instead of
+/// 28 s at 32 MiB, the first update 3.1 s instead of 7.4 s (64 MiB was hardly better than 32). Not further: serving every block from
+/// the heap (`MALLOC_MMAP_MAX_=0`) fragments it — a 4K-token sparse step's peak grew by a third —
+/// which a run sized by `rlvr plan` cannot afford; at 256 MiB that peak grows by 9 % (4.3 → 4.7
+/// GiB), still what the plan predicts (tests/plan_cli.rs). A user with memory to spare can set
+/// either. The cost of these settings: a process keeps its peak heap until it exits, which a
+/// trainer or an engine reaches every step anyway.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (variable, param, value) in [
@@ -130,6 +138,9 @@ fn rerun_with_passive_openmp() {
         command.args(args).env("OMP_WAIT_POLICY", "PASSIVE");
         if std::env::var_os("GOMP_SPINCOUNT").is_none() {
             command.env("GOMP_SPINCOUNT", ENGINE_SPINCOUNT);
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            command.env("MALLOC_MMAP_THRESHOLD_", ENGINE_MMAP_THRESHOLD);
         }
         let err = command.exec();
         eprintln!("rlvr: warning: could not re-run with OMP_WAIT_POLICY=PASSIVE ({err}); going on without");

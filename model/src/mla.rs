@@ -81,7 +81,10 @@ impl Positions {
 
     /// Tables for a packed forward: its positions and its tree mask.
     pub fn packed(rope: &RopeTables, packing: &crate::packing::Packing) -> Self {
-        Positions { allowed: Some(packing.allowed.shallow_clone()), ..Self::new(rope, packing.positions.shallow_clone()) }
+        Positions {
+            allowed: Some(packing.allowed.shallow_clone()),
+            ..Self::new(rope, packing.positions.shallow_clone())
+        }
     }
 }
 

@@ -65,17 +65,19 @@ pub fn pack(rows: &[&[i64]], bundles: &[Bundle], head_from: usize, device: Devic
         assert!(b.first == next && b.len >= 1, "bundles must cover the rows in order: {bundles:?}");
         next += b.len;
         let lead = rows[b.first];
-        for r in b.first..b.first + b.len {
-            assert!(b.shared >= 1 && rows[r].len() >= b.shared, "row {r} is shorter than its shared prefix");
-            assert_eq!(rows[r][..b.shared], lead[..b.shared], "row {r} does not share its bundle's prefix");
+        for (r, row) in rows.iter().enumerate().skip(b.first).take(b.len) {
+            assert!(b.shared >= 1 && row.len() >= b.shared, "row {r} is shorter than its shared prefix");
+            assert_eq!(row[..b.shared], lead[..b.shared], "row {r} does not share its bundle's prefix");
         }
     }
     assert_eq!(next, rows.len(), "bundles must cover every row");
     let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let width = longest.saturating_sub(head_from);
     // Per bundle: its packed length, and where each row's suffix starts.
-    let lens: Vec<usize> =
-        bundles.iter().map(|b| b.shared + (b.first..b.first + b.len).map(|r| rows[r].len() - b.shared).sum::<usize>()).collect();
+    let lens: Vec<usize> = bundles
+        .iter()
+        .map(|b| b.shared + (b.first..b.first + b.len).map(|r| rows[r].len() - b.shared).sum::<usize>())
+        .collect();
     let t = lens.iter().copied().max().unwrap_or(0);
     let n = bundles.len();
     let mut ids = vec![0i64; n * t];

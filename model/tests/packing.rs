@@ -134,7 +134,8 @@ fn packed_rows_give_the_row_layouts_logits_routing_and_gradients() {
         let plain = model.run(&tokens, ForwardOptions { head_from: from as i64, ..ForwardOptions::new(mode) });
         loss(&plain.logits, &mask).backward();
         let want = grads(&vs);
-        let tree = model.run(&packed.tokens, ForwardOptions { packing: Some(&packed.packing), ..ForwardOptions::new(mode) });
+        let tree =
+            model.run(&packed.tokens, ForwardOptions { packing: Some(&packed.packing), ..ForwardOptions::new(mode) });
         assert_eq!(tree.logits.size(), plain.logits.size());
         let d = ((&tree.logits - &plain.logits) * mask.unsqueeze(-1)).abs().max().double_value(&[]);
         assert!(d < 1e-5, "{mode:?}: logits differ by {d:e}");
@@ -199,5 +200,8 @@ fn a_packed_forward_with_the_indexer_selecting_is_refused() {
     let long: Vec<i64> = (2..40).collect();
     let rows = vec![long.clone(), long];
     let (packed, _) = packed_of(&rows, &[30, 30], 0);
-    model.run(&packed.tokens, ForwardOptions { packing: Some(&packed.packing), ..ForwardOptions::new(AttentionMode::Sparse) });
+    model.run(
+        &packed.tokens,
+        ForwardOptions { packing: Some(&packed.packing), ..ForwardOptions::new(AttentionMode::Sparse) },
+    );
 }

@@ -158,27 +158,40 @@ impl Packing {
     }
 }
 
+/// The most entries a packing's (N, T, T) mask may have: 2^24 (16 MiB of bools). The mask and the
+/// attention scores under it grow with the square of a tree's length, so long sequences keep the
+/// row layout ([`worth_packing`]).
+pub const MASK_LIMIT: usize = 1 << 24;
+
 /// Bundles of consecutive rows with an equal first `prefix[r]` ids (the rows' prompts): rows r and
-/// r + 1 share a bundle when their prefixes have the same length and ids and `same(r, r + 1)`
-/// allows it (e.g. equal routing records over the prefix).
-pub fn bundles_of(rows: &[&[i64]], prefix: &[usize], mut same: impl FnMut(usize, usize) -> bool) -> Vec<Bundle> {
-    let mut out: Vec<Bundle> = Vec::new();
+/// r + 1 share a bundle when their prefixes have the same length and ids, `same(r, r + 1)` allows
+/// it (e.g. equal routing records over the prefix) and the bundle's packed length stays within
+/// `max_len` (a row alone may be longer).
+pub fn bundles_of(
+    rows: &[&[i64]],
+    prefix: &[usize],
+    max_len: usize,
+    mut same: impl FnMut(usize, usize) -> bool,
+) -> Vec<Bundle> {
+    let mut out: Vec<(Bundle, usize)> = Vec::new(); // with its packed length
     for r in 0..rows.len() {
         let p = prefix[r].min(rows[r].len());
-        if let Some(last) = out.last_mut() {
+        if let Some((last, len)) = out.last_mut() {
             let lead = last.first;
-            if p >= 1 && last.shared == p && rows[lead][..p] == rows[r][..p] && same(r - 1, r) {
+            let grown = *len + rows[r].len() - p;
+            if p >= 1 && last.shared == p && grown <= max_len && rows[lead][..p] == rows[r][..p] && same(r - 1, r) {
                 last.len += 1;
+                *len = grown;
                 continue;
             }
         }
-        out.push(Bundle { first: r, len: 1, shared: p.max(1) });
+        out.push((Bundle { first: r, len: 1, shared: p.max(1) }, rows[r].len()));
     }
-    out
+    out.into_iter().map(|(b, _)| b).collect()
 }
 
-/// Whether packing `bundles` of `rows` saves work: fewer packed tokens than the rows' padded
-/// (B, L) layout, with the (N, T, T) mask counted.
+/// Whether packing `bundles` of `rows` pays: fewer packed tokens than the rows' padded (B, L)
+/// layout, and a mask within [`MASK_LIMIT`].
 pub fn worth_packing(rows: &[&[i64]], bundles: &[Bundle]) -> bool {
     let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let t = bundles
@@ -186,5 +199,6 @@ pub fn worth_packing(rows: &[&[i64]], bundles: &[Bundle]) -> bool {
         .map(|b| b.shared + (b.first..b.first + b.len).map(|r| rows[r].len() - b.shared).sum::<usize>())
         .max()
         .unwrap_or(0);
-    bundles.len() < rows.len() && bundles.len() * t < rows.len() * longest
+    let n = bundles.len();
+    n < rows.len() && n * t < rows.len() * longest && n * t * t <= MASK_LIMIT
 }

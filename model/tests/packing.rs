@@ -90,7 +90,7 @@ fn assert_grads_close(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
 
 fn packed_of(rows: &[Vec<i64>], prompts: &[usize], from: usize) -> (rlvr_model::Packed, Vec<Bundle>) {
     let refs: Vec<&[i64]> = rows.iter().map(Vec::as_slice).collect();
-    let bundles = bundles_of(&refs, prompts, |_, _| true);
+    let bundles = bundles_of(&refs, prompts, usize::MAX, |_, _| true);
     (pack(&refs, &bundles, from, Device::Cpu), bundles)
 }
 
@@ -98,7 +98,7 @@ fn packed_of(rows: &[Vec<i64>], prompts: &[usize], from: usize) -> (rlvr_model::
 fn bundles_follow_equal_prompts_and_packing_saves_tokens() {
     let (rows, prompts) = rows();
     let refs: Vec<&[i64]> = rows.iter().map(Vec::as_slice).collect();
-    let bundles = bundles_of(&refs, &prompts, |_, _| true);
+    let bundles = bundles_of(&refs, &prompts, usize::MAX, |_, _| true);
     let want = vec![
         Bundle { first: 0, len: 3, shared: 5 },
         Bundle { first: 3, len: 2, shared: 3 },
@@ -107,9 +107,21 @@ fn bundles_follow_equal_prompts_and_packing_saves_tokens() {
     assert_eq!(bundles, want);
     assert!(worth_packing(&refs, &bundles));
     // A veto splits a bundle.
-    let split = bundles_of(&refs, &prompts, |a, _| a != 0);
+    let split = bundles_of(&refs, &prompts, usize::MAX, |a, _| a != 0);
     assert_eq!(split[0], Bundle { first: 0, len: 1, shared: 5 });
     assert_eq!(split[1], Bundle { first: 1, len: 2, shared: 5 });
+    // So does the length cap: rows 0 and 1 pack into 10 ids, row 2 adds none; row 4 would take
+    // bundle 1 to 11 > 10.
+    let capped = bundles_of(&refs, &prompts, 10, |_, _| true);
+    assert_eq!(capped[0], Bundle { first: 0, len: 3, shared: 5 });
+    assert_eq!(capped[1], Bundle { first: 3, len: 1, shared: 3 });
+    assert_eq!(capped[2], Bundle { first: 4, len: 1, shared: 3 });
+    // Long trees keep the row layout: their mask would pass the limit.
+    let long: Vec<i64> = (0..3000).collect();
+    let long_rows: Vec<&[i64]> = vec![&long, &long];
+    let one = bundles_of(&long_rows, &[1000, 1000], usize::MAX, |_, _| true);
+    assert_eq!(one.len(), 1);
+    assert!(!worth_packing(&long_rows, &one), "a 5000-token tree (of 6000 row tokens): its mask is over the limit");
     let packed = pack(&refs, &bundles, 1, Device::Cpu);
     // Bundle 0: 5 prompt ids + 4 + 1 + 0 suffix ids = 10; bundle 1: 3 + 6 + 2 = 11.
     assert_eq!(packed.tokens.size(), [3, 11]);

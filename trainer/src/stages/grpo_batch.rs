@@ -134,7 +134,9 @@ impl Batch {
         if layout == Layout::Trees {
             let ids: Vec<&[i64]> = inputs.iter().map(Vec::as_slice).collect();
             let prompts: Vec<usize> = rows.iter().map(|r| r.prompt_len).collect();
-            let bundles = bundles_of(&ids, &prompts, |a, b| same_prompt_routing(rows[a], rows[b]));
+            // A tree at most twice the longest row: attention under the mask grows with its square.
+            let longest = ids.iter().map(|r| r.len()).max().unwrap_or(0);
+            let bundles = bundles_of(&ids, &prompts, 2 * longest, |a, b| same_prompt_routing(rows[a], rows[b]));
             if worth_packing(&ids, &bundles) {
                 let packed = pack(&ids, &bundles, from, device);
                 let (n, t) = (packed.tokens.size()[0], packed.tokens.size()[1]);

@@ -26,6 +26,9 @@ use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KeptSets, VocabMask
 use rlvr_rollout::engine::RequestOutput;
 use tch::{Device, Kind, Tensor};
 
+/// A tree's length that is always allowed (see [`Batch::new`]).
+const TREE_LEN: usize = 1024;
+
 /// One sampled sequence, ready for training.
 pub struct Row {
     /// Prompt then completion ids.
@@ -134,9 +137,12 @@ impl Batch {
         if layout == Layout::Trees {
             let ids: Vec<&[i64]> = inputs.iter().map(Vec::as_slice).collect();
             let prompts: Vec<usize> = rows.iter().map(|r| r.prompt_len).collect();
-            // A tree at most twice the longest row: attention under the mask grows with its square.
+            // Attention under the tree mask grows with the square of a tree's length: a tree is at
+            // most twice the longest row, or TREE_LEN when that is longer (below it attention is a
+            // small part of a layer's work at every size of the family).
             let longest = ids.iter().map(|r| r.len()).max().unwrap_or(0);
-            let bundles = bundles_of(&ids, &prompts, 2 * longest, |a, b| same_prompt_routing(rows[a], rows[b]));
+            let cap = (2 * longest).max(TREE_LEN);
+            let bundles = bundles_of(&ids, &prompts, cap, |a, b| same_prompt_routing(rows[a], rows[b]));
             if worth_packing(&ids, &bundles) {
                 let packed = pack(&ids, &bundles, from, device);
                 let (n, t) = (packed.tokens.size()[0], packed.tokens.size()[1]);

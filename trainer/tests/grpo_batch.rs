@@ -202,3 +202,50 @@ fn a_far_off_policy_token_keeps_the_loss_finite() {
     assert_eq!((g[2], g[3]), (-0.25, -0.25));
     assert!(g[1] == 0.0, "the clamped token has no gradient, got {}", g[1]);
 }
+
+/// The GRPO loss of the sampled rows gives every parameter the same gradient with each group's
+/// prompt shared in a tree as with one row per sequence (to f32 rounding: 1e-4 of each tensor's
+/// largest entry), routing replay and kept sets included.
+#[test]
+fn trees_and_rows_give_the_same_gradients() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy(dir.path());
+    let mut rows = sampled_rows(&policy);
+    // Off-policy by a little, so the clips and the advantages all take part.
+    for (r, row) in rows.iter_mut().enumerate() {
+        row.logp_old.iter_mut().for_each(|lp| *lp += 0.05 * (r as f32 % 3.0 - 1.0));
+    }
+    let refs: Vec<&Row> = rows.iter().collect();
+    let k = policy.config.num_experts_per_tok as i64;
+    let grads = |layout: Layout| {
+        let batch = Batch::new(&refs, k, Device::Cpu, layout);
+        let logits = policy.model.run(&batch.inputs, batch.options(AttentionMode::Dense)).logits;
+        let (logp, _) = batch.target_logprobs(&logits);
+        let inputs = LossInputs {
+            logp: &logp,
+            logp_old: &batch.logp_old,
+            logp_ref: None,
+            advantages: &batch.advantages,
+            mask: &batch.mask,
+        };
+        grpo::grpo_loss(&inputs, &LossConfig::default()).loss.backward();
+        let mut out: Vec<(String, Tensor)> = policy
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, v)| v.grad().defined())
+            .map(|(n, v)| (n, v.grad().copy()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        policy.vs.variables().into_values().for_each(|mut v| v.zero_grad());
+        out
+    };
+    let (rows_grads, tree_grads) = (grads(Layout::Rows), grads(Layout::Trees));
+    assert_eq!(rows_grads.len(), tree_grads.len());
+    assert!(!rows_grads.is_empty());
+    for ((name, a), (_, b)) in rows_grads.iter().zip(&tree_grads) {
+        let scale = a.abs().max().double_value(&[]).max(1e-12);
+        let d = (a - b).abs().max().double_value(&[]);
+        assert!(d <= 1e-4 * scale, "{name}: gradients differ by {d:e} (largest entry {scale:e})");
+    }
+}

@@ -21,7 +21,7 @@
 
 use crate::batch::pad_rows;
 use crate::grpo;
-use rlvr_model::packing::{bundles_of, pack, worth_packing, Packing};
+use rlvr_model::packing::{bundles_of, pack, worth_packing, Packed, Packing};
 use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KeptSets, VocabMask};
 use rlvr_rollout::engine::RequestOutput;
 use tch::{Device, Kind, Tensor};
@@ -131,32 +131,20 @@ impl Batch {
             }
         }
         let adv: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
-        let mut replay = replay_of(rows, l, experts_per_token, device);
-        let mut packing = None;
-        let mut x = x;
-        if layout == Layout::Trees {
-            let ids: Vec<&[i64]> = inputs.iter().map(Vec::as_slice).collect();
-            let prompts: Vec<usize> = rows.iter().map(|r| r.prompt_len).collect();
-            // Attention under the tree mask grows with the square of a tree's length: a tree is at
-            // most twice the longest row, or TREE_LEN when that is longer (below it attention is a
-            // small part of a layer's work at every size of the family).
-            let longest = ids.iter().map(|r| r.len()).max().unwrap_or(0);
-            let cap = (2 * longest).max(TREE_LEN);
-            let bundles = bundles_of(&ids, &prompts, cap, |a, b| same_prompt_routing(rows[a], rows[b]));
-            if worth_packing(&ids, &bundles) {
-                let packed = pack(&ids, &bundles, from, device);
+        let replay = replay_of(rows, l, experts_per_token, device);
+        let trees = (layout == Layout::Trees).then(|| trees(rows, &inputs, from, device)).flatten();
+        let (x, packing, replay) = match trees {
+            None => (x, None, replay),
+            Some(packed) => {
                 let (n, t) = (packed.tokens.size()[0], packed.tokens.size()[1]);
                 let fill = Tensor::arange(experts_per_token, (Kind::Int64, device));
-                replay = replay.map(|layers| {
-                    layers
-                        .iter()
-                        .map(|r| r.as_ref().map(|r| Packing::pack_record(&packed.sources, r, n, t, &fill)))
-                        .collect()
+                let replay = replay.map(|layers| {
+                    let pack = |r: &Tensor| Packing::pack_record(&packed.sources, r, n, t, &fill);
+                    layers.iter().map(|r| r.as_ref().map(pack)).collect()
                 });
-                x = packed.tokens;
-                packing = Some(packed.packing);
+                (packed.tokens, Some(packed.packing), replay)
             }
-        }
+        };
         Batch {
             inputs: x,
             packing,
@@ -197,6 +185,20 @@ impl Batch {
             ((entropy * &self.mask).sum(Kind::Float) / self.mask.sum(Kind::Float).clamp_min(1.0)).double_value(&[])
         })
     }
+}
+
+/// The rows' `inputs` as prefix trees, one per run of rows with equal prompts and prompt routings,
+/// the head from row position `from`; `None` when that would not pay (`worth_packing`).
+fn trees(rows: &[&Row], inputs: &[Vec<i64>], from: usize, device: Device) -> Option<Packed> {
+    let ids: Vec<&[i64]> = inputs.iter().map(Vec::as_slice).collect();
+    let prompts: Vec<usize> = rows.iter().map(|r| r.prompt_len).collect();
+    // Attention under the tree mask grows with the square of a tree's length: a tree is at most
+    // twice the longest row, or TREE_LEN when that is longer (below it attention is a small part
+    // of a layer's work at every size of the family).
+    let longest = ids.iter().map(|r| r.len()).max().unwrap_or(0);
+    let cap = (2 * longest).max(TREE_LEN);
+    let bundles = bundles_of(&ids, &prompts, cap, |a, b| same_prompt_routing(rows[a], rows[b]));
+    worth_packing(&ids, &bundles).then(|| pack(&ids, &bundles, from, device))
 }
 
 /// Whether rows `a` and `b` (equal prompts) routed their prompt alike in the rollout: packed, the

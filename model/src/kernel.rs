@@ -26,6 +26,11 @@
 //! gradient wanted, at most [`MAX_ROWS`] rows, K a multiple of 8); every caller keeps libtorch's
 //! path for everything else (training, CUDA, bf16, long prefills). Large weights are split over
 //! [`threads`] threads of rayon's pool by output rows; [`grouped`] splits whole groups instead.
+//! A single row (batch-1 decode) stays on the calling thread: its product is a few hundred
+//! microseconds of weight streaming, and handing half to another thread — which on a machine with
+//! as many cores as libtorch threads competes with libtorch's spinning OpenMP worker — cost more
+//! than it saved (batch-1 decode on the `small` preset, 2-core VM: 8–10 % more tokens/s on one
+//! thread; batch 16 and 64 unchanged by the thread count there).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::{Device, Kind, Tensor};
@@ -148,7 +153,7 @@ fn linear_on(x: &Tensor, w: &Tensor, isa: Isa) -> Option<Tensor> {
     let x = x.contiguous();
     let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
     let dims = Dims { m: m as usize, n: n as usize, k: k as usize };
-    let threads = if dims.n * dims.k >= PARALLEL_MIN { threads() } else { 1 };
+    let threads = if dims.m > 1 && dims.n * dims.k >= PARALLEL_MIN { threads() } else { 1 };
     // SAFETY: x (m, k), w (n, k) and y (m, n) are contiguous f32 CPU tensors alive for the call.
     unsafe { product(Ptrs::of(&x, w, &y), dims, threads, isa) };
     let mut out = shape[..shape.len() - 1].to_vec();
@@ -189,7 +194,7 @@ pub fn grouped(xs: &Tensor, w: &Tensor, starts: &[i64], counts: &[i64]) -> Optio
             unsafe { product(part, Dims { m: c, n, k }, 1, isa) };
         }
     };
-    let threads = threads().min(g as usize);
+    let threads = if counts.iter().all(|&c| c <= 1) { 1 } else { threads().min(g as usize) };
     let shares = balance(counts, threads);
     rayon::scope(|scope| {
         for share in shares.iter().skip(1) {

@@ -161,8 +161,8 @@ fn first_minibatch_is_on_policy() {
     }
 }
 
-/// The batch's first forward reproduces the engine's log-probs: every ratio is 1.
-fn on_policy(policy: &Policy, batch: &Batch, layout: &str) {
+/// The policy's log-probs of the batch's targets (its own forward, dense) and the GRPO loss.
+fn batch_loss(policy: &Policy, batch: &Batch, cfg: &LossConfig) -> (Tensor, grpo::LossOutput) {
     let logits = policy.model.run(&batch.inputs, batch.options(AttentionMode::Dense)).logits;
     let (logp, _) = batch.target_logprobs(&logits);
     let inputs = LossInputs {
@@ -172,7 +172,14 @@ fn on_policy(policy: &Policy, batch: &Batch, layout: &str) {
         advantages: &batch.advantages,
         mask: &batch.mask,
     };
-    let out = grpo::grpo_loss(&inputs, &LossConfig { clip_low: 0.2, clip_high: 0.28, ..LossConfig::default() });
+    let out = grpo::grpo_loss(&inputs, cfg);
+    (logp, out)
+}
+
+/// The batch's first forward reproduces the engine's log-probs: every ratio is 1.
+fn on_policy(policy: &Policy, batch: &Batch, layout: &str) {
+    let (logp, out) =
+        batch_loss(policy, batch, &LossConfig { clip_low: 0.2, clip_high: 0.28, ..LossConfig::default() });
     let s = out.stats;
     // The engine decodes with its own matrix kernel (a different summation order from the
     // training forward's GEMM), so "exactly 1" holds to f32 rounding of the log-probs.
@@ -219,16 +226,7 @@ fn trees_and_rows_give_the_same_gradients() {
     let k = policy.config.num_experts_per_tok as i64;
     let grads = |layout: Layout| {
         let batch = Batch::new(&refs, k, Device::Cpu, layout);
-        let logits = policy.model.run(&batch.inputs, batch.options(AttentionMode::Dense)).logits;
-        let (logp, _) = batch.target_logprobs(&logits);
-        let inputs = LossInputs {
-            logp: &logp,
-            logp_old: &batch.logp_old,
-            logp_ref: None,
-            advantages: &batch.advantages,
-            mask: &batch.mask,
-        };
-        grpo::grpo_loss(&inputs, &LossConfig::default()).loss.backward();
+        batch_loss(&policy, &batch, &LossConfig::default()).1.loss.backward();
         let mut out: Vec<(String, Tensor)> = policy
             .vs
             .variables()

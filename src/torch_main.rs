@@ -88,10 +88,11 @@ const ENGINE_MMAP_THRESHOLD: &str = "268435456";
 /// to [`ENGINE_MMAP_THRESHOLD`] (or [`MMAP_THRESHOLD`] when the process started without it) come
 /// from one heap that is never trimmed. 256 MiB holds a GRPO step's logits and their gradients on
 /// the benchmark models: four GRPO steps on the `small` preset took 9 s of system time instead of
-/// 28 s at 32 MiB, the first update 3.1 s instead of 7.4 s (64 MiB was hardly better than 32). Not further: serving every block from
-/// the heap (`MALLOC_MMAP_MAX_=0`) fragments it — a 4K-token sparse step's peak grew by a third —
-/// which a run sized by `rlvr plan` cannot afford; at 256 MiB that peak grows by 9 % (4.3 → 4.7
-/// GiB), still what the plan predicts (tests/plan_cli.rs). A user with memory to spare can set
+/// 28 s at 32 MiB, the first update 3.1 s instead of 7.4 s (64 MiB was hardly better than 32).
+/// Not further: serving every block from the heap (`MALLOC_MMAP_MAX_=0`) fragments it — a
+/// 4K-token sparse step's peak grew by a third — which a run sized by `rlvr plan` cannot afford;
+/// at 256 MiB that peak grows by 9 % (4.3 → 4.7 GiB), still what the plan predicts
+/// (tests/plan_cli.rs). A user with memory to spare can set
 /// either. The cost of these settings: a process keeps its peak heap until it exits, which a
 /// trainer or an engine reaches every step anyway.
 fn keep_freed_memory() {

@@ -252,9 +252,10 @@ mod tests {
             let x = self.leaves(kind);
             let q = Queries { nope: x[0].shallow_clone(), pe: x[1].shallow_clone(), latent: x[0].narrow(-1, 0, 0) };
             let o = attend(&q, &x); // (B, T, H, d_v)
-                                    // A fixed upstream gradient from a formula, not the global generator: tests run in
-                                    // parallel, and another test's draws between a seed and a `randn` would give each run
-                                    // of the comparison a different `g`.
+
+            // A fixed upstream gradient from a formula, not the global generator: tests run in
+            // parallel, and another test's draws between a seed and a `randn` would give each run
+            // of the comparison a different `g`.
             let g =
                 (Tensor::arange(o.numel() as i64, (Kind::Double, Device::Cpu)) * 0.7).sin().view(o.size().as_slice());
             (o.to_kind(Kind::Double) * g).sum(Kind::Double).backward();

@@ -159,10 +159,9 @@ impl DeepseekV32 {
         let (b, t) = (size[0], size[1]);
         check_options(&opts, !self.mtp.is_empty(), &self.config);
         let mut cache = opts.cache.take();
-        let pos = match (&cache, opts.packing) {
-            (Some(c), _) => Positions::new(&self.rope, c.cache.positions(c.slots, t, tokens.device())),
-            (None, None) => self.positions(b, t, tokens.device()),
-            (None, Some(packing)) => Positions::packed(&self.rope, packing),
+        let pos = match &cache {
+            Some(c) => Positions::new(&self.rope, c.cache.positions(c.slots, t, tokens.device())),
+            None => self.positions_of(tokens, &opts),
         };
         let mut h = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false); // (B, T, d)
         let mut rec = Recorder::new(opts.indexer_loss.is_some());
@@ -182,16 +181,16 @@ impl DeepseekV32 {
         ForwardOutput { logits, trace: rec.trace, trace_rows: b, indexer: rec.indexer, mtp_logits }
     }
 
-    /// Positions `0..T` for every one of `b` rows.
-    pub(crate) fn positions(&self, b: i64, t: i64, device: tch::Device) -> Positions {
-        Positions::new(&self.rope, Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0).expand([b, t], true))
-    }
-
-    /// The positions of a forward without a cache under `opts`: `0..T`, or the packing's.
+    /// The positions of a forward of `tokens (B, T)` without a cache under `opts`: `0..T` in every
+    /// row, or the packing's.
     pub(crate) fn positions_of(&self, tokens: &Tensor, opts: &ForwardOptions<'_>) -> Positions {
+        let (b, t) = (tokens.size()[0], tokens.size()[1]);
         match opts.packing {
             Some(packing) => Positions::packed(&self.rope, packing),
-            None => self.positions(tokens.size()[0], tokens.size()[1], tokens.device()),
+            None => Positions::new(
+                &self.rope,
+                Tensor::arange(t, (Kind::Int64, tokens.device())).unsqueeze(0).expand([b, t], true), // (B, T)
+            ),
         }
     }
 

@@ -45,6 +45,11 @@ pub struct Packed {
     pub sources: Vec<Option<(usize, usize)>>,
 }
 
+/// [`pack`]'s branch of a prefix token.
+const PREFIX: usize = usize::MAX - 1;
+/// [`pack`]'s branch of a padding token.
+const PAD: usize = usize::MAX;
+
 /// A run of consecutive rows whose first `shared` ids are equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
@@ -54,6 +59,13 @@ pub struct Bundle {
     pub len: usize,
     /// The prefix they share (≥ 1 and ≤ every row's length).
     pub shared: usize,
+}
+
+impl Bundle {
+    /// The bundle's tree length over `rows`: the prefix once, then each row's suffix.
+    pub fn packed_len(&self, rows: &[&[i64]]) -> usize {
+        self.shared + rows[self.first..self.first + self.len].iter().map(|r| r.len() - self.shared).sum::<usize>()
+    }
 }
 
 /// Packs `rows` (input ids; rows of one bundle equal over the bundle's `shared` prefix, checked)
@@ -73,16 +85,11 @@ pub fn pack(rows: &[&[i64]], bundles: &[Bundle], head_from: usize, device: Devic
     assert_eq!(next, rows.len(), "bundles must cover every row");
     let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let width = longest.saturating_sub(head_from);
-    // Per bundle: its packed length, and where each row's suffix starts.
-    let lens: Vec<usize> = bundles
-        .iter()
-        .map(|b| b.shared + (b.first..b.first + b.len).map(|r| rows[r].len() - b.shared).sum::<usize>())
-        .collect();
-    let t = lens.iter().copied().max().unwrap_or(0);
+    let t = bundles.iter().map(|b| b.packed_len(rows)).max().unwrap_or(0);
     let n = bundles.len();
     let mut ids = vec![0i64; n * t];
     let mut positions = vec![0i64; n * t];
-    let mut branch = vec![usize::MAX; n * t]; // usize::MAX − 1: prefix; usize::MAX: padding
+    let mut branch = vec![PAD; n * t]; // the row a token belongs to, PREFIX or PAD
     let mut sources = vec![None; n * t];
     let mut head = vec![0i64; rows.len() * width];
     for (k, b) in bundles.iter().enumerate() {
@@ -91,7 +98,7 @@ pub fn pack(rows: &[&[i64]], bundles: &[Bundle], head_from: usize, device: Devic
         for j in 0..b.shared {
             ids[base + j] = lead[j];
             positions[base + j] = j as i64;
-            branch[base + j] = usize::MAX - 1;
+            branch[base + j] = PREFIX;
             sources[base + j] = Some((b.first, j));
         }
         let mut at = b.shared;
@@ -121,8 +128,8 @@ pub fn pack(rows: &[&[i64]], bundles: &[Bundle], head_from: usize, device: Devic
             for s in 0..t {
                 let (bs, ps) = (branch[k * t + s], positions[k * t + s]);
                 allowed[(k * t + q) * t + s] = match bq {
-                    usize::MAX => q == s, // padding sees itself only (no empty softmax row)
-                    _ => bs != usize::MAX && (bs == usize::MAX - 1 || bs == bq) && ps <= pq,
+                    PAD => q == s, // padding sees itself only (no empty softmax row)
+                    _ => bs != PAD && (bs == PREFIX || bs == bq) && ps <= pq,
                 };
             }
         }
@@ -194,11 +201,7 @@ pub fn bundles_of(
 /// layout, and a mask within [`MASK_LIMIT`].
 pub fn worth_packing(rows: &[&[i64]], bundles: &[Bundle]) -> bool {
     let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let t = bundles
-        .iter()
-        .map(|b| b.shared + (b.first..b.first + b.len).map(|r| rows[r].len() - b.shared).sum::<usize>())
-        .max()
-        .unwrap_or(0);
+    let t = bundles.iter().map(|b| b.packed_len(rows)).max().unwrap_or(0);
     let n = bundles.len();
     n < rows.len() && n * t < rows.len() * longest && n * t * t <= MASK_LIMIT
 }

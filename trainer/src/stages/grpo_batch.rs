@@ -26,7 +26,7 @@ use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions, KeptSets, VocabMask
 use rlvr_rollout::engine::RequestOutput;
 use tch::{Device, Kind, Tensor};
 
-/// A tree's length that is always allowed (see [`Batch::new`]).
+/// A tree's length that is always allowed (see `trees`).
 const TREE_LEN: usize = 1024;
 
 /// One sampled sequence, ready for training.

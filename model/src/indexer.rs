@@ -9,6 +9,7 @@
 //! the indexer's training losses (the trainer builds them on [`Indexer::scores`]).
 
 use crate::config::ModelConfig;
+use crate::fused::{self, Pairs};
 use crate::mlp::{linear, linear_weight};
 use crate::norm::LayerNorm;
 use crate::rope::rotate_half_split;
@@ -64,6 +65,9 @@ impl Indexer {
 
     /// Rotates the leading `rope_dim` dims of `x (..., d_I)` half-split.
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        if let Some(y) = fused::rotate(x, self.rope_dim, cos, sin, Pairs::HalfSplit) {
+            return y;
+        }
         let pe = rotate_half_split(&x.narrow(-1, 0, self.rope_dim), cos, sin);
         Tensor::cat(&[pe, x.narrow(-1, self.rope_dim, self.head_dim - self.rope_dim)], -1)
     }

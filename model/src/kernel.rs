@@ -110,6 +110,11 @@ fn supported() -> bool {
     isa().is_some()
 }
 
+/// Whether this thread is inside [`enabled`].
+pub(crate) fn active() -> bool {
+    ON.with(|on| on.get())
+}
+
 /// Whether autograd would record an op now (libtorch's thread-local gradient mode).
 pub(crate) fn grad_mode() -> bool {
     // SAFETY: toggles libtorch's thread-local grad mode and puts the previous value back.
@@ -124,7 +129,7 @@ pub(crate) fn grad_mode() -> bool {
 /// gradient would flow through the product.
 fn eligible(x: &Tensor, w: &Tensor, dims: usize) -> bool {
     let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
-    ON.with(|on| on.get())
+    active()
         && supported()
         && cpu_f32(x)
         && cpu_f32(w)

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod device;
 pub mod error;
 pub mod forward;
+pub mod fused;
 pub mod header;
 pub mod indexer;
 pub mod indexer_loss;

@@ -19,6 +19,7 @@
 
 use crate::attention::{self, causal, Keys, KvB, Mask, Queries};
 use crate::config::ModelConfig;
+use crate::fused::{self, Pairs};
 use crate::indexer::{Indexer, Selection};
 use crate::indexer_loss::{self, IndexerStage, LayerIndexerLoss, TargetAttention};
 use crate::mlp::{linear, linear_weight};
@@ -86,6 +87,13 @@ impl Positions {
             ..Self::new(rope, packing.positions.shallow_clone())
         }
     }
+}
+
+/// MLA's interleaved rotation of `x (..., d_rope)`: fused on the engine's CPU steps
+/// ([`crate::fused`]), the tensor form elsewhere.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let r = *x.size().last().expect("rope input has a last dim");
+    fused::rotate(x, r, cos, sin, Pairs::Interleaved).unwrap_or_else(|| rotate_interleaved(x, cos, sin))
 }
 
 /// How queries are projected from the normed tokens.
@@ -177,7 +185,7 @@ impl Mla {
             QueryProj::Direct { q_proj } => (x.narrow(-1, 0, 0), linear(x, q_proj)),
         };
         let q = q.view([b, t, self.heads, self.nope + self.rope]); // (B, T, H, d_nope+d_rope)
-        let pe = rotate_interleaved(&q.narrow(-1, self.nope, self.rope), &pos.cos.unsqueeze(2), &pos.sin.unsqueeze(2));
+        let pe = rotate(&q.narrow(-1, self.nope, self.rope), &pos.cos.unsqueeze(2), &pos.sin.unsqueeze(2));
         Queries { nope: q.narrow(-1, 0, self.nope), pe, latent }
     }
 
@@ -185,7 +193,7 @@ impl Mla {
     pub fn keys(&self, x: &Tensor, pos: &Positions, with_index: bool) -> Keys {
         let kv = linear(x, &self.kv_a_proj_with_mqa); // (B, T, C + d_rope)
         let latent = self.kv_a_layernorm.forward(&kv.narrow(-1, 0, self.rank)); // (B, T, C)
-        let pe = rotate_interleaved(&kv.narrow(-1, self.rank, self.rope), &pos.cos, &pos.sin); // (B, T, d_rope)
+        let pe = rotate(&kv.narrow(-1, self.rank, self.rope), &pos.cos, &pos.sin); // (B, T, d_rope)
         let index = self.indexer.as_ref().filter(|_| with_index).map(|idx| idx.keys(x, &pos.cos, &pos.sin));
         Keys { latent, pe, index }
     }
@@ -314,7 +322,9 @@ impl Mla {
                 }
                 MlaPath::Absorbed => {
                     let allowed = pos.allowed.as_ref().map_or_else(|| causal(&pos.q_pos, s), Tensor::shallow_clone);
-                    attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
+                    let w = self.kv_b();
+                    fused::absorbed(q, keys, &w, &allowed, self.scale)
+                        .unwrap_or_else(|| attention::absorbed(q, keys, &w, &allowed, self.scale))
                 }
             }
         };

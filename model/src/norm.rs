@@ -20,6 +20,9 @@ impl RmsNorm {
 
     /// Normalises the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        if let Some(y) = crate::fused::rms_norm(x, &self.weight, self.eps) {
+            return y;
+        }
         let xf = x.to_kind(Kind::Float);
         let var = xf.square().mean_dim(-1, true, Kind::Float);
         let normed = (xf * (var + self.eps).rsqrt()).to_kind(x.kind());

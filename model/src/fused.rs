@@ -18,9 +18,7 @@
 //! CPU, no gradient wanted; every caller keeps the tensor form for everything else (training,
 //! CUDA, bf16), so those forwards keep libtorch's rounding bit for bit.
 
-use crate::attention::{Keys, KvB, Queries};
 use crate::kernel;
-use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// How a rotation pairs the dims it rotates.
@@ -81,36 +79,13 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
         for r in 0..n {
             let row = std::slice::from_raw_parts(xp.add(r * step), d);
             let out = std::slice::from_raw_parts_mut(yp.add(r * d), d);
-            let inv = 1.0 / (sum_of_squares(row) / d as f32 + eps as f32).sqrt();
+            let inv = 1.0 / (dot(row, row) / d as f32 + eps as f32).sqrt();
             for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
                 *o = (v * inv) * g;
             }
         }
     }
     Some(y)
-}
-
-/// `Σ v²` in sixteen lanes (lane `i` takes every element at `i` mod 16), the lanes then added
-/// pairwise down to one: a fixed order for a given length.
-fn sum_of_squares(row: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let mut chunks = row.chunks_exact(16);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v * v;
-        }
-    }
-    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-        *l += v * v;
-    }
-    let mut width = 16;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            lanes[i] += lanes[i + width];
-        }
-    }
-    lanes[0]
 }
 
 /// `x (B, T, [H,] d)` with its first `r` dims rotated by `cos, sin (B, T, [1,] r/2)` in `pairs`
@@ -165,49 +140,25 @@ pub fn rotate(x: &Tensor, r: i64, cos: &Tensor, sin: &Tensor, pairs: Pairs) -> O
     Some(y)
 }
 
-/// A tensor's data pointer and strides, for indexing by hand.
-struct Strided {
-    ptr: *const f32,
-    stride: Vec<usize>,
-}
-
-// SAFETY: read-only views of tensors the caller keeps alive for the call.
-unsafe impl Sync for Strided {}
-
-impl Strided {
-    fn of(t: &Tensor) -> Self {
-        Strided { ptr: t.data_ptr() as *const f32, stride: t.stride().iter().map(|&s| s as usize).collect() }
-    }
-
-    /// The `len` floats from index `at` along the last dim (which must be contiguous).
-    ///
-    /// # Safety
-    /// `at` (one index per dim but the last) must lie inside the tensor, with `len` floats after.
-    unsafe fn row(&self, at: &[usize], len: usize) -> &[f32] {
-        let offset: usize = at.iter().zip(&self.stride).map(|(i, s)| i * s).sum();
-        std::slice::from_raw_parts(self.ptr.add(offset), len)
-    }
-}
-
-/// Whether `t`'s last dim is contiguous (or of length ≤ 1) and no stride is negative.
-fn last_dim_contiguous(t: &Tensor) -> bool {
-    let (size, stride) = (t.size(), t.stride());
-    !size.is_empty() && (*size.last().unwrap_or(&0) <= 1 || stride.last() == Some(&1)) && stride.iter().all(|&s| s >= 0)
-}
-
-/// `Σ a·b` in sixteen lanes, the lanes then added pairwise: a fixed order for a given length.
+/// `Σ a·b` in sixteen lanes (lane `i` takes the elements at `i` mod 16, the tail included), the
+/// lanes then added pairwise down to one: a fixed order for a given length on a given CPU (with
+/// AVX2 the lanes are two fused multiply-add registers).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    if kernel::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; both slices hold at least n floats.
+        return unsafe { simd::dot(a.as_ptr(), b.as_ptr(), n) };
+    }
     let mut lanes = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            lanes[i] += x[i] * y[i];
-        }
+    for (i, (&x, &y)) in a[..n].iter().zip(&b[..n]).enumerate() {
+        lanes[i % 16] += x * y;
     }
-    for (l, (&x, &y)) in lanes.iter_mut().zip(ra.iter().zip(rb)) {
-        *l += x * y;
-    }
+    sum_lanes(lanes)
+}
+
+/// Lanes added pairwise down to one (8 + 8, then 4 + 4, …).
+fn sum_lanes(mut lanes: [f32; 16]) -> f32 {
     let mut width = 16;
     while width > 1 {
         width /= 2;
@@ -218,126 +169,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes[0]
 }
 
-/// Softmax of `row` in place: `exp(x − max) / Σ`, `−∞` entries giving 0 (a row of them NaN, as
-/// libtorch's; none occur, a query always sees its own key).
-fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    row.iter_mut().for_each(|v| *v /= sum);
-}
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
 
-/// `acc += a · x`, element by element.
-fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
-    for (o, &v) in acc.iter_mut().zip(x) {
-        *o += a * v;
-    }
-}
-
-/// MLA's absorbed attention (the same contractions as [`crate::attention::absorbed`]) with each
-/// query row's products done here: queries `q` (nope `(B, T, H, d_nope)`, pe `(B, T, H, d_rope)`)
-/// over `keys` (latent `(B, S, C)`, pe `(B, S, d_rope)`) with `allowed (B, T, S)` and the `kv_b`
-/// halves `w` → `(B, T, H, d_v)`; `None` where the fused form does not apply.
-///
-/// Per query row and head: `q_abs = q_nope · W_UK[h]` (accumulated over `d_nope` in order), each
-/// key's score `(q_abs·latent + q_pe·pe) · scale` (sixteen-lane dots), `−∞` where not allowed; the
-/// softmax over keys in f32 (the exponential from the C library, not libtorch's vectorised one:
-/// the probabilities agree to float rounding); then `o_lat = Σ_s p_s · latent_s` (in key order) and
-/// `o = W_UV[h] · o_lat`. Rows are independent (batch invariance) and spread over rayon's pool.
-/// What it saves at batch 1 is ~25 small ops per layer, five of them BLAS calls and a softmax of
-/// ~7–15 µs each (mostly waking libtorch's second thread) for a few thousand multiply-adds.
-pub fn absorbed(q: &Queries, keys: &Keys, w: &KvB, allowed: &Tensor, scale: f64) -> Option<Tensor> {
-    let tensors = [&q.nope, &q.pe, &keys.latent, &keys.pe, &w.uk, &w.uv];
-    if !eligible(&tensors) || !tensors.iter().all(|t| last_dim_contiguous(t)) {
-        return None;
-    }
-    let (b, t, h, d) = q.nope.size4().ok()?;
-    let (r, c, dv) = (q.pe.size()[3], w.uk.size()[2], w.uv.size()[1]);
-    let s = keys.latent.size()[1];
-    let shapes_agree = q.pe.size() == [b, t, h, r]
-        && keys.latent.size() == [b, s, c]
-        && keys.pe.size() == [b, s, r]
-        && w.uk.size() == [h, d, c]
-        && w.uv.size() == [h, dv, c]
-        && allowed.size() == [b, t, s]
-        && allowed.kind() == Kind::Bool
-        && allowed.device() == Device::Cpu;
-    if !shapes_agree || s == 0 {
-        return None;
-    }
-    let allowed = allowed.contiguous();
-    let (b, t, h, d, r, c, dv, s) =
-        (b as usize, t as usize, h as usize, d as usize, r as usize, c as usize, dv as usize, s as usize);
-    let (nope, pe, lat, kpe, uk, uv) = (
-        Strided::of(&q.nope),
-        Strided::of(&q.pe),
-        Strided::of(&keys.latent),
-        Strided::of(&keys.pe),
-        Strided::of(&w.uk),
-        Strided::of(&w.uv),
-    );
-    let seen = allowed.data_ptr() as usize;
-    let run = |rows: usize, width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync), out: &Tensor| {
-        // SAFETY: `out` is a fresh contiguous (rows · width) f32 tensor; each row is written once.
-        let all = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, rows * width) };
-        if rows > 1 {
-            all.par_chunks_mut(width).enumerate().for_each(|(i, row)| f(i, row));
-        } else {
-            all.chunks_mut(width).enumerate().for_each(|(i, row)| f(i, row));
+    /// [`super::dot`] over `n` floats of `a` and `b`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i + 8)), _mm256_loadu_ps(b.add(i + 8)), hi);
+            i += 16;
         }
-    };
-    // Probabilities (B, T, H, S), one (b, t) row of H·S at a time.
-    let scores = Tensor::empty([b as i64, t as i64, h as i64, s as i64], (Kind::Float, Device::Cpu));
-    let score_row = |i: usize, out: &mut [f32]| {
-        let (bi, ti) = (i / t, i % t);
-        // SAFETY: every index below lies inside its tensor (shapes checked above).
-        unsafe {
-            let visible = std::slice::from_raw_parts((seen as *const bool).add(i * s), s);
-            let mut q_abs = vec![0f32; c];
-            for hi in 0..h {
-                q_abs.iter_mut().for_each(|v| *v = 0.0);
-                for (di, &qd) in nope.row(&[bi, ti, hi], d).iter().enumerate() {
-                    axpy(&mut q_abs, qd, uk.row(&[hi, di], c));
-                }
-                let q_pe = pe.row(&[bi, ti, hi], r);
-                let head = &mut out[hi * s..(hi + 1) * s];
-                for (si, o) in head.iter_mut().enumerate() {
-                    *o = if visible[si] {
-                        (dot(&q_abs, lat.row(&[bi, si], c)) + dot(q_pe, kpe.row(&[bi, si], r))) * scale as f32
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                }
-                softmax(head);
-            }
+        let mut lanes = [0f32; 16];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
+        for (l, j) in (i..n).enumerate() {
+            lanes[l] += *a.add(j) * *b.add(j);
         }
-    };
-    run(b * t, h * s, &score_row, &scores); // softmax-ed
-    let probs = Strided::of(&scores);
-    let y = Tensor::empty([b as i64, t as i64, h as i64, dv as i64], (Kind::Float, Device::Cpu));
-    let output_row = |i: usize, out: &mut [f32]| {
-        let (bi, ti) = (i / t, i % t);
-        // SAFETY: as above; the probabilities are contiguous (B, T, H, S).
-        unsafe {
-            let mut o_lat = vec![0f32; c];
-            for hi in 0..h {
-                o_lat.iter_mut().for_each(|v| *v = 0.0);
-                for (si, &ps) in probs.row(&[bi, ti, hi], s).iter().enumerate() {
-                    if ps != 0.0 {
-                        axpy(&mut o_lat, ps, lat.row(&[bi, si], c));
-                    }
-                }
-                for (j, o) in out[hi * dv..(hi + 1) * dv].iter_mut().enumerate() {
-                    *o = dot(uv.row(&[hi, j], c), &o_lat);
-                }
-            }
-        }
-    };
-    run(b * t, h * dv, &output_row, &y);
-    Some(y)
+        super::sum_lanes(lanes)
+    }
 }
 
 #[cfg(test)]
@@ -378,45 +231,6 @@ mod tests {
         });
         let x = Tensor::randn([2, 40], f32s()).set_requires_grad(true);
         assert!(kernel::enabled(|| rms_norm(&x, &norm.weight, 1e-6)).is_none(), "gradient wanted");
-    }
-
-    /// Against `attention::absorbed` on strided inputs like the engine's (a narrow of the query
-    /// projection, a cache's first S positions) and a mask that hides some keys: within float
-    /// rounding; a row gives the same bits alone as in the batch; with a gradient wanted it is not
-    /// taken.
-    #[test]
-    fn absorbed_equals_the_bmm_form() {
-        tch::manual_seed(7);
-        let (b, t, h, d, r, c, dv, s) = (3, 2, 4, 24, 8, 40, 16, 19);
-        let q_all = Tensor::randn([b, t, h, d + r], f32s());
-        let q = Queries {
-            nope: q_all.narrow(-1, 0, d),
-            pe: q_all.narrow(-1, d, r).contiguous(),
-            latent: Tensor::zeros([b, t, 0], f32s()),
-        };
-        let cache = Tensor::randn([b + 1, s + 5, c + r], f32s());
-        let keys = Keys {
-            latent: cache.narrow(0, 1, b).narrow(1, 0, s).narrow(-1, 0, c),
-            pe: cache.narrow(0, 1, b).narrow(1, 0, s).narrow(-1, c, r),
-            index: None,
-        };
-        let kv_b = Tensor::randn([h, d + dv, c], f32s()) * 0.2;
-        let w = KvB { uk: kv_b.narrow(1, 0, d), uv: kv_b.narrow(1, d, dv) };
-        let allowed =
-            Tensor::rand([b, t, s], f32s()).gt(0.3).logical_or(&Tensor::arange(s, (Kind::Int64, Device::Cpu)).eq(0));
-        tch::no_grad(|| {
-            let fused = kernel::enabled(|| absorbed(&q, &keys, &w, &allowed, 0.3)).expect("taken");
-            let want = crate::attention::absorbed(&q, &keys, &w, &allowed, 0.3);
-            let diff = ((&fused - &want).abs().max() / want.abs().max()).double_value(&[]);
-            assert!(diff < 1e-5, "{diff:e}");
-            let one = |x: &Tensor| x.narrow(0, 1, 1);
-            let q1 = Queries { nope: one(&q.nope), pe: one(&q.pe), latent: one(&q.latent) };
-            let k1 = Keys { latent: one(&keys.latent), pe: one(&keys.pe), index: None };
-            let alone = kernel::enabled(|| absorbed(&q1, &k1, &w, &one(&allowed), 0.3)).expect("taken");
-            assert!(alone.equal(&one(&fused)), "row 1 alone vs in the batch");
-        });
-        let w_grad = KvB { uk: w.uk.detach().set_requires_grad(true), uv: w.uv.shallow_clone() };
-        assert!(kernel::enabled(|| absorbed(&q, &keys, &w_grad, &allowed, 0.3)).is_none(), "gradient wanted");
     }
 
     /// Both layouts, with and without heads, on a narrow of a wider tensor and with a tail left

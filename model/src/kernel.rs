@@ -105,6 +105,11 @@ fn isa() -> Option<Isa> {
     }
 }
 
+/// Whether this CPU has AVX2 and FMA (what [`crate::fused`]'s vector loops use).
+pub(crate) fn avx2_fma() -> bool {
+    supported()
+}
+
 /// Whether this CPU runs the kernel.
 fn supported() -> bool {
     isa().is_some()

@@ -322,9 +322,7 @@ impl Mla {
                 }
                 MlaPath::Absorbed => {
                     let allowed = pos.allowed.as_ref().map_or_else(|| causal(&pos.q_pos, s), Tensor::shallow_clone);
-                    let w = self.kv_b();
-                    fused::absorbed(q, keys, &w, &allowed, self.scale)
-                        .unwrap_or_else(|| attention::absorbed(q, keys, &w, &allowed, self.scale))
+                    attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
                 }
             }
         };

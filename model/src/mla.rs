@@ -71,13 +71,28 @@ pub struct Positions {
     /// Which keys each query sees, when not the causal order of the call's own positions: a
     /// packed forward's tree mask (B, T, T) bool ([`crate::packing`]).
     pub allowed: Option<Tensor>,
+    /// The causal mask over the last key count asked for: every layer of one forward attends over
+    /// the same keys, so it is built once per forward, not once per layer.
+    causal: std::cell::OnceCell<(i64, Tensor)>,
 }
 
 impl Positions {
     /// Tables for positions `q_pos (B, T)`.
     pub fn new(rope: &RopeTables, q_pos: Tensor) -> Self {
         let (cos, sin) = rope.cos_sin(&q_pos);
-        Positions { q_pos, cos, sin, allowed: None }
+        Positions { q_pos, cos, sin, allowed: None, causal: Default::default() }
+    }
+
+    /// Which of keys `0..s` each query sees: the tree mask of a packed forward, else causal by
+    /// position (B, T, S).
+    pub fn allowed_over(&self, s: i64) -> Tensor {
+        if let Some(tree) = &self.allowed {
+            return tree.shallow_clone();
+        }
+        match self.causal.get_or_init(|| (s, causal(&self.q_pos, s))) {
+            (n, mask) if *n == s => mask.shallow_clone(),
+            _ => causal(&self.q_pos, s),
+        }
     }
 
     /// Tables for a packed forward: its positions and its tree mask.
@@ -313,15 +328,12 @@ impl Mla {
                     // Keys sit at positions 0..S and every query sees its own key; a cache's S is the
                     // longest slot plus T, so S = T means every query position is 0..T: plain causal,
                     // no (B, T, S) mask.
-                    let allowed = match &pos.allowed {
-                        Some(tree) => Some(tree.shallow_clone()),
-                        None => (s != t).then(|| causal(&pos.q_pos, s)), // (B, T, S)
-                    };
+                    let allowed = (pos.allowed.is_some() || s != t).then(|| pos.allowed_over(s)); // (B, T, S)
                     let mask = allowed.as_ref().map_or(Mask::Causal, Mask::Allowed);
                     attention::naive(q, &k_nope, &keys.pe, &v, mask, self.scale)
                 }
                 MlaPath::Absorbed => {
-                    let allowed = pos.allowed.as_ref().map_or_else(|| causal(&pos.q_pos, s), Tensor::shallow_clone);
+                    let allowed = pos.allowed_over(s);
                     attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
                 }
             }

@@ -32,6 +32,26 @@ pub struct RopeTables {
     pub attention_factor: f64,
     /// Multiplier on MLA's `qk_head_dim^-0.5` softmax scale.
     pub softmax_mscale: f64,
+    /// `inv_freq` as an f32 tensor on each device it was asked for.
+    on_device: InvFreqCopies,
+}
+
+/// `inv_freq` as f32 tensors per device, made on first use: a forward builds its cos/sin from
+/// them without copying the table from the host again (on CUDA that copy waits for the device).
+/// Not part of the tables' identity: clones start empty, comparisons ignore it.
+#[derive(Debug, Default)]
+struct InvFreqCopies(std::sync::Mutex<Vec<(Device, Tensor)>>);
+
+impl Clone for InvFreqCopies {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for InvFreqCopies {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl RopeTables {
@@ -41,20 +61,36 @@ impl RopeTables {
         let d = cfg.qk_rope_head_dim;
         let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / d as f64)).collect();
         let Some(yarn) = rope.yarn else {
-            return Ok(RopeTables { inv_freq: base, attention_factor: 1.0, softmax_mscale: 1.0 });
+            return Ok(RopeTables {
+                inv_freq: base,
+                attention_factor: 1.0,
+                softmax_mscale: 1.0,
+                on_device: Default::default(),
+            });
         };
         let inv_freq = yarn_blend(&base, rope.theta, d, &yarn);
         let fields = cfg.rope_parameters.as_ref().or(cfg.rope_scaling.as_ref());
         let attention_factor = attention_factor(fields, &yarn);
         let softmax_mscale =
             if yarn.mscale_all_dim != 0.0 { yarn_mscale(yarn.factor, yarn.mscale_all_dim).powi(2) } else { 1.0 };
-        Ok(RopeTables { inv_freq, attention_factor, softmax_mscale })
+        Ok(RopeTables { inv_freq, attention_factor, softmax_mscale, on_device: Default::default() })
+    }
+
+    /// `inv_freq` as f32 on `device` (made once per device).
+    fn inv_freq_on(&self, device: Device) -> Tensor {
+        let mut copies = self.on_device.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, t)) = copies.iter().find(|(d, _)| *d == device) {
+            return t.shallow_clone();
+        }
+        let t = Tensor::from_slice(&self.inv_freq).to_kind(Kind::Float).to_device(device);
+        copies.push((device, t.shallow_clone()));
+        t
     }
 
     /// cos and sin at `positions` (any shape, i64): each `(..., d/2)`, f32, scaled by the
     /// attention factor.
     pub fn cos_sin(&self, positions: &Tensor) -> (Tensor, Tensor) {
-        let inv = Tensor::from_slice(&self.inv_freq).to_kind(Kind::Float).to_device(positions.device());
+        let inv = self.inv_freq_on(positions.device());
         let angle = positions.to_kind(Kind::Float).unsqueeze(-1) * inv; // (..., d/2)
         let f = self.attention_factor;
         (angle.cos() * f, angle.sin() * f)

@@ -36,8 +36,9 @@ pub enum Pairs {
 }
 
 /// Whether every tensor is f32 on the CPU, the engine's fast paths are on for this thread and no
-/// gradient would flow.
-fn eligible(ts: &[&Tensor]) -> bool {
+/// gradient would flow (the conditions every fused pass here, and [`crate::moe`]'s host router,
+/// are taken under).
+pub(crate) fn applies(ts: &[&Tensor]) -> bool {
     kernel::active()
         && ts.iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float)
         && (!ts.iter().any(|t| t.requires_grad()) || !kernel::grad_mode())
@@ -67,7 +68,7 @@ fn rows(x: &Tensor) -> Option<(usize, usize)> {
 /// `weight ⊙ x / sqrt(mean(x²) + eps)` over the last dim of `x`, as [`crate::norm::RmsNorm`]
 /// computes it; `None` where the fused form does not apply.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
-    if !eligible(&[x, weight]) || !weight.is_contiguous() {
+    if !applies(&[x, weight]) || !weight.is_contiguous() {
         return None;
     }
     let d = *x.size().last()? as usize;
@@ -98,7 +99,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
 /// apply. The same values as [`crate::rope::rotate_interleaved`] or
 /// [`crate::rope::rotate_half_split`] on `x[..., :r]` (then the rest concatenated).
 pub fn rotate(x: &Tensor, r: i64, cos: &Tensor, sin: &Tensor, pairs: Pairs) -> Option<Tensor> {
-    if !eligible(&[x, cos, sin]) || !cos.is_contiguous() || !sin.is_contiguous() {
+    if !applies(&[x, cos, sin]) || !cos.is_contiguous() || !sin.is_contiguous() {
         return None;
     }
     let (size, cs) = (x.size(), cos.size());

@@ -35,6 +35,14 @@ pub struct Routing {
     pub weights: Tensor,
 }
 
+/// Indices of the `k` largest of `v`, largest first; equal values by lower index.
+fn best_first(v: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
 /// One MoE feed-forward block (`model.layers.{i}.mlp`).
 #[derive(Debug)]
 pub struct Moe {
@@ -94,9 +102,70 @@ impl Moe {
 
     /// Routes tokens `x (N, d)`: the router's own top-k.
     pub fn route(&self, x: &Tensor) -> Routing {
+        if let Some(routing) = self.route_fused(x) {
+            return routing;
+        }
         let scores = self.scores(x);
         let experts = tch::no_grad(|| self.select(&scores.detach()));
         self.gate_weights(&scores, experts)
+    }
+
+    /// [`Self::route`] for V3's sigmoid router with `noaux_tc` selection, one token at a time in
+    /// plain loops on the host: the logits through the engine's kernel, then sigmoid, bias, group
+    /// scores, the kept groups, the top-k and the normalised weights — the tensor form's ~26 small
+    /// ops per MoE layer, one pass here. The same arithmetic in the same order except the logits
+    /// (the kernel's sum order) and the sigmoid (the C library's `exp`), so scores agree to float
+    /// rounding; ties go to the lower group and expert index. `None` outside the engine's CPU steps
+    /// (the conditions of [`crate::kernel`]) and for the other routers.
+    fn route_fused(&self, x: &Tensor) -> Option<Routing> {
+        if self.scoring != Scoring::Sigmoid || self.method != TopkMethod::NoauxTc || !crate::fused::applies(&[x]) {
+            return None;
+        }
+        let bias = match &self.e_score_correction_bias {
+            Some(b) if b.kind() == Kind::Float && b.is_contiguous() => Some(Vec::<f32>::try_from(b).ok()?),
+            Some(_) => return None,
+            None => None,
+        };
+        let logits = crate::kernel::linear(x, &self.gate)?; // (N, E) f32
+        let (n, e) = (logits.size()[0] as usize, logits.size()[1] as usize);
+        let logits = Vec::<f32>::try_from(logits.view([-1])).ok()?;
+        let (groups, keep, k) = (self.n_group as usize, self.topk_group as usize, self.top_k as usize);
+        let per_group = e / groups;
+        let (mut ids, mut weights) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+        for row in logits.chunks_exact(e) {
+            let scores: Vec<f32> = row.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+            let biased: Vec<f32> = match &bias {
+                Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
+                None => scores.clone(),
+            };
+            // Group score: the sum of the group's two best biased scores (its one, for groups of 1).
+            let group_score: Vec<f32> = biased
+                .chunks_exact(per_group)
+                .map(|g| {
+                    let best = best_first(g, per_group.min(2));
+                    best.iter().skip(1).fold(g[best[0]], |acc, &i| acc + g[i])
+                })
+                .collect();
+            let mut kept = vec![false; e];
+            for g in best_first(&group_score, keep) {
+                kept[g * per_group..(g + 1) * per_group].iter_mut().for_each(|v| *v = true);
+            }
+            let masked: Vec<f32> =
+                biased.iter().zip(&kept).map(|(&b, &on)| if on { b } else { f32::NEG_INFINITY }).collect();
+            let chosen = best_first(&masked, k);
+            let picked: Vec<f32> = chosen.iter().map(|&j| scores[j]).collect();
+            let scale = self.routed_scaling_factor as f32;
+            if self.norm_topk_prob {
+                let denom = picked.iter().sum::<f32>() + 1e-20;
+                weights.extend(picked.iter().map(|&w| w / denom * scale));
+            } else {
+                weights.extend(picked.iter().map(|&w| w * scale));
+            }
+            ids.extend(chosen.iter().map(|&j| j as i64));
+        }
+        let (n, k) = (n as i64, k as i64);
+        let experts = Tensor::from_slice(&ids).view([n, k]);
+        Some(Routing { experts, weights: Tensor::from_slice(&weights).view([n, k]) })
     }
 
     /// Replays expert ids `experts (N, K)` on tokens `x (N, d)` ("keep routing", reference
@@ -229,5 +298,48 @@ impl Moe {
             out = out.index_add(0, &tokens, &y);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel;
+
+    /// The host router against the tensor form on the `small` preset's router (16 experts in 4
+    /// groups, 2 groups kept, top 4) and on one without groups: the same experts in the same
+    /// order and the same weights to float rounding, for random tokens, a random bias and a
+    /// router nudged so that some scores tie exactly; outside the engine's steps it is not taken.
+    #[test]
+    fn host_router_equals_the_tensor_form() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/small/config.json");
+        let small = ModelConfig::from_path(&dir).expect("the small preset");
+        let mut flat = small.clone();
+        (flat.n_group, flat.topk_group) = (1, 1);
+        for cfg in [small, flat] {
+            tch::manual_seed(9);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let moe = Moe::new(&vs.root(), &cfg);
+            let e = cfg.n_routed_experts as i64;
+            tch::no_grad(|| {
+                let bias = moe.e_score_correction_bias.as_ref().expect("noaux_tc has a bias");
+                bias.shallow_clone().copy_(&(Tensor::randn([e], (Kind::Float, Device::Cpu)) * 0.1));
+                // Two experts with the same router row: equal scores, so ties are exercised.
+                moe.gate.get(3).copy_(&moe.gate.get(5));
+                bias.get(3).copy_(&bias.get(5));
+            });
+            let x = Tensor::randn([37, cfg.hidden_size as i64], (Kind::Float, Device::Cpu));
+            tch::no_grad(|| {
+                let want = moe.route(&x);
+                let got = kernel::enabled(|| moe.route_fused(&x)).expect("taken in the engine's steps");
+                // Experts 3 and 5 score the same: the tensor form's `topk` may list either first.
+                let same = |t: &Tensor| t.masked_fill(&t.eq(5), 3);
+                assert!(same(&got.experts).equal(&same(&want.experts)), "expert ids differ");
+                assert!(bool::try_from(want.experts.eq(5).any()).unwrap(), "the tied experts were chosen somewhere");
+                let d = (&got.weights - &want.weights).abs().max().double_value(&[]);
+                assert!(d < 1e-5, "weights differ by {d:e}");
+                assert!(moe.route_fused(&x).is_none(), "outside `kernel::enabled`");
+            });
+        }
     }
 }

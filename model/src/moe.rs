@@ -63,6 +63,8 @@ pub struct Moe {
     scoring: Scoring,
     method: TopkMethod,
     packed: Option<PackedExperts>,
+    /// Whether the packed stack holds the shared expert as its last entry.
+    shared_packed: bool,
 }
 
 impl Moe {
@@ -90,6 +92,7 @@ impl Moe {
             scoring: cfg.scoring(),
             method: cfg.topk_method(),
             packed: None,
+            shared_packed: false,
         }
     }
 
@@ -97,7 +100,21 @@ impl Moe {
     /// views of that storage (see [`crate::moe_packed`]); names, loading and in-place updates are
     /// unchanged. Call it after any dtype or device change of the variables.
     pub fn pack_experts(&mut self) {
-        self.packed = Some(PackedExperts::pack(&self.experts));
+        let same_shape = |m: &Mlp| {
+            m.gate_proj.size() == self.experts[0].gate_proj.size()
+                && m.down_proj.size() == self.experts[0].down_proj.size()
+        };
+        // The shared expert goes last in the stack when it has the routed experts' shape (one
+        // shared expert), so the engine's fused path runs it in the same kernel calls.
+        self.shared_packed = self.shared_experts.as_ref().is_some_and(same_shape);
+        self.packed = Some(PackedExperts::pack(&self.packed_members()));
+    }
+
+    /// The experts in the packed stack, in its order: the routed ones, then the shared one when
+    /// it was packed too.
+    fn packed_members(&self) -> Vec<&Mlp> {
+        let shared = self.shared_experts.iter().filter(|_| self.shared_packed);
+        self.experts.iter().chain(shared).collect()
     }
 
     /// Routes tokens `x (N, d)`: the router's own top-k.
@@ -260,6 +277,16 @@ impl Moe {
     /// `x (B, T, d) → (B, T, d)` with a given routing (replayed or freshly chosen).
     pub fn forward_routed(&self, x: &Tensor, routing: &Routing) -> Tensor {
         let flat = x.flatten(0, -2); // (B·T, d)
+        if let Some(p) = self.packed.as_ref().filter(|p| p.usable(&self.packed_members())) {
+            let shared = self.shared_packed;
+            if let Some(y) = p.forward_fused(&flat, &routing.experts, &routing.weights, shared) {
+                let y = match &self.shared_experts {
+                    Some(m) if !shared => y + m.forward(&flat),
+                    _ => y,
+                };
+                return y.view_as(x);
+            }
+        }
         let mut out = self.dispatch(&flat, routing);
         if let Some(shared) = &self.shared_experts {
             out += shared.forward(&flat);
@@ -271,7 +298,7 @@ impl Moe {
     /// wanted, else [`Self::dispatch_each`].
     fn dispatch(&self, x: &Tensor, routing: &Routing) -> Tensor {
         match &self.packed {
-            Some(p) if p.usable(&self.experts) => p.forward(x, &routing.experts, &routing.weights),
+            Some(p) if p.usable(&self.packed_members()) => p.forward(x, &routing.experts, &routing.weights),
             _ => self.dispatch_each(x, routing),
         }
     }

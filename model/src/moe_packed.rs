@@ -17,6 +17,12 @@
 //! experts of each token with one `bmm`. The stacked tensors carry no gradient to the per-expert
 //! variables, so training (gradient mode on, expert weights trainable) keeps the per-expert path.
 //!
+//! The layer's shared expert joins the stack as its last entry when it has the routed experts'
+//! shape (one shared expert, as in every V3-family config); the routing never names it, so the
+//! path above skips it and runs it on its own. [`PackedExperts::forward_fused`], the engine's CPU
+//! steps, runs it as one more expert of every token in the same two kernel calls, with the
+//! gather, the SwiGLU and the weighted sum as plain loops.
+//!
 //! Left out: one batched GEMM over all experts. Padding the groups to the largest one for `bmm` was
 //! slower on the CPU at batch 64 (the padding adds ~50 % FLOPs to GEMMs that are already
 //! compute-bound there), and `_grouped_mm` takes only bf16 on CUDA.
@@ -40,7 +46,7 @@ pub struct PackedExperts {
 impl PackedExperts {
     /// Stacks `experts` (all of one shape, dtype and device) and re-points each expert's variables
     /// at its slice of the stacked storage.
-    pub fn pack(experts: &[Mlp]) -> Self {
+    pub fn pack(experts: &[&Mlp]) -> Self {
         assert!(!experts.is_empty(), "packing needs at least one expert");
         let (inter, d) = (experts[0].gate_proj.size()[0], experts[0].gate_proj.size()[1]);
         let e = experts.len() as i64;
@@ -73,14 +79,14 @@ impl PackedExperts {
 
     /// Whether every expert variable still lives in the packed storage, and no gradient is wanted
     /// for the experts (gradient mode off, or their weights frozen).
-    pub fn usable(&self, experts: &[Mlp]) -> bool {
+    pub fn usable(&self, experts: &[&Mlp]) -> bool {
         let trainable = experts.iter().any(|m| m.gate_proj.requires_grad() || m.up_proj.requires_grad());
         let trainable = trainable || experts.iter().any(|m| m.down_proj.requires_grad());
         !(kernel::grad_mode() && trainable) && self.is_current(experts)
     }
 
     /// Whether every expert variable still points into the packed storage (nothing re-pointed it).
-    pub fn is_current(&self, experts: &[Mlp]) -> bool {
+    pub fn is_current(&self, experts: &[&Mlp]) -> bool {
         let kind = self.down.kind();
         experts.len() == self.slots.len()
             && experts.iter().zip(&self.slots).all(|(m, starts)| {
@@ -97,7 +103,8 @@ impl PackedExperts {
         let (n, d) = (x.size()[0], x.size()[1]);
         let (e, k) = (self.gate_up.size()[0], experts.size()[1]);
         let inter = self.down.size()[2];
-        let groups = Groups::of(experts, e);
+        let ids = Vec::<i64>::try_from(experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64");
+        let groups = Groups::of(&ids, e);
         let device = x.device();
         let xs = x.index_select(0, &Tensor::from_slice(&groups.tokens(k)).to_device(device)); // (N·K, d) by expert
         let (starts, counts) = (&groups.starts, &groups.counts);
@@ -109,6 +116,83 @@ impl PackedExperts {
         let back = Tensor::from_slice(&groups.position).to_device(device); // (N·K)
         let y = sorted.index_select(0, &back).view([n, k, d]); // (N, K, d)
         weights.to_kind(x.kind()).unsqueeze(1).bmm(&y).squeeze_dim(1) // (N, d)
+    }
+}
+
+impl PackedExperts {
+    /// [`Self::forward`] plus, when `shared` (the stack's last expert is the layer's shared
+    /// expert, see [`crate::moe::Moe::pack_experts`]), that expert on every token, for the
+    /// engine's CPU steps: the routed and shared experts in two kernel calls over the stack
+    /// (`gate_up`, then `down`), the rows gathered, the SwiGLU and the gate-weighted sum done in
+    /// plain loops — ~30 small ops of a MoE layer at batch 1 become ~10. Each token's output is
+    /// `Σ_k w_k · expert_k(x)` in the router's order, then `+ shared(x)`, as the tensor path adds
+    /// them; `None` where the kernel or the fused forms do not apply (the caller then runs the
+    /// tensor path).
+    pub fn forward_fused(&self, x: &Tensor, experts: &Tensor, weights: &Tensor, shared: bool) -> Option<Tensor> {
+        if !crate::fused::applies(&[x, weights]) || x.dim() != 2 || weights.kind() != tch::Kind::Float {
+            return None;
+        }
+        let (n, d) = (x.size()[0] as usize, x.size()[1] as usize);
+        let (e, k) = (self.gate_up.size()[0], experts.size()[1] as usize);
+        let inter = self.down.size()[2] as usize;
+        let routed = Vec::<i64>::try_from(experts.flatten(0, -1).to_device(Device::Cpu)).ok()?;
+        let gate = Vec::<f32>::try_from(weights.flatten(0, -1).to_device(Device::Cpu)).ok()?;
+        // Per token: its K routed experts, then the shared one (the stack's last) with weight 1.
+        let per = k + usize::from(shared);
+        let (mut ids, mut w) = (Vec::with_capacity(n * per), Vec::with_capacity(n * per));
+        for t in 0..n {
+            ids.extend_from_slice(&routed[t * k..(t + 1) * k]);
+            w.extend_from_slice(&gate[t * k..(t + 1) * k]);
+            if shared {
+                ids.push(e - 1);
+                w.push(1.0);
+            }
+        }
+        let groups = Groups::of(&ids, e);
+        let x = x.contiguous();
+        let xs = Tensor::empty([(n * per) as i64, d as i64], (tch::Kind::Float, Device::Cpu));
+        // SAFETY: x (n, d) and xs (n·per, d) are contiguous f32; every sorted row is written once.
+        unsafe {
+            let (src, dst) = (x.data_ptr() as *const f32, xs.data_ptr() as *mut f32);
+            for (at, &a) in groups.order.iter().enumerate() {
+                let token = a as usize / per;
+                std::ptr::copy_nonoverlapping(src.add(token * d), dst.add(at * d), d);
+            }
+        }
+        let h = kernel::grouped(&xs, &self.gate_up, &groups.starts, &groups.counts)?; // (N·per, 2I)
+        let act = Tensor::empty([(n * per) as i64, inter as i64], (tch::Kind::Float, Device::Cpu));
+        // SAFETY: h (n·per, 2I) and act (n·per, I) are fresh contiguous f32 tensors.
+        unsafe {
+            let (hp, ap) = (h.data_ptr() as *const f32, act.data_ptr() as *mut f32);
+            for r in 0..n * per {
+                let row = std::slice::from_raw_parts(hp.add(r * 2 * inter), 2 * inter);
+                let out = std::slice::from_raw_parts_mut(ap.add(r * inter), inter);
+                let (g, u) = row.split_at(inter);
+                for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+        }
+        let sorted = kernel::grouped(&act, &self.down, &groups.starts, &groups.counts)?; // (N·per, d)
+        let y = Tensor::zeros([n as i64, d as i64], (tch::Kind::Float, Device::Cpu));
+        // SAFETY: sorted (n·per, d) and y (n, d) are fresh contiguous f32 tensors.
+        unsafe {
+            let (sp, yp) = (sorted.data_ptr() as *const f32, y.data_ptr() as *mut f32);
+            for t in 0..n {
+                let out = std::slice::from_raw_parts_mut(yp.add(t * d), d);
+                for j in 0..per {
+                    let a = t * per + j;
+                    let row = std::slice::from_raw_parts(sp.add(groups.position[a] as usize * d), d);
+                    let wa = w[a];
+                    if j == k {
+                        out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+                    } else {
+                        out.iter_mut().zip(row).for_each(|(o, &v)| *o += wa * v);
+                    }
+                }
+            }
+        }
+        Some(y)
     }
 }
 
@@ -135,11 +219,10 @@ struct Groups {
 }
 
 impl Groups {
-    /// Groups the expert ids `experts (N, K)` over `e` experts.
-    fn of(experts: &Tensor, e: i64) -> Self {
-        let ids = Vec::<i64>::try_from(experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64");
+    /// Groups the expert ids `ids` (N·K, token-major) over `e` experts.
+    fn of(ids: &[i64], e: i64) -> Self {
         let mut counts = vec![0i64; e as usize];
-        for &j in &ids {
+        for &j in ids {
             counts[j as usize] += 1;
         }
         let starts: Vec<i64> = counts.iter().scan(0, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect();
@@ -185,14 +268,15 @@ mod tests {
         tch::manual_seed(3);
         let vs = VarStore::new(Device::Cpu);
         let experts: Vec<Mlp> = (0..5).map(|e| Mlp::new(&(vs.root() / "experts" / e), 8, 6)).collect();
-        let packed = PackedExperts::pack(&experts);
+        let members: Vec<&Mlp> = experts.iter().collect();
+        let packed = PackedExperts::pack(&members);
         let x = Tensor::randn([7, 8], (Kind::Float, Device::Cpu));
         let ids = [0i64, 3, 3, 1, 4, 0, 2, 4, 1, 3, 0, 2, 4, 1];
         let w = Tensor::rand([7, 2], (Kind::Float, Device::Cpu));
         let experts_t = Tensor::from_slice(&ids).view([7, 2]); // (N, K)
         let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
         tch::no_grad(|| {
-            assert!(packed.usable(&experts));
+            assert!(packed.usable(&members));
             let d = diff(&packed.forward(&x, &experts_t, &w), &reference(&experts, &x, &ids, &w, 2));
             assert!(d < 1e-6, "grouped vs per-expert: {d:e}");
             let fast = crate::kernel::enabled(|| packed.forward(&x, &experts_t, &w));
@@ -202,10 +286,37 @@ mod tests {
             let d = diff(&packed.forward(&x, &experts_t, &w), &reference(&experts, &x, &ids, &w, 2));
             assert!(d < 1e-5, "after an in-place update: {d:e}");
         });
-        assert!(!packed.usable(&experts), "gradient mode with trainable experts");
+        assert!(!packed.usable(&members), "gradient mode with trainable experts");
         tch::no_grad(|| {
             experts[1].down_proj.shallow_clone().set_data(&Tensor::zeros([8, 6], (Kind::Float, Device::Cpu)))
         });
-        assert!(!tch::no_grad(|| packed.usable(&experts)), "a re-pointed variable");
+        assert!(!tch::no_grad(|| packed.usable(&members)), "a re-pointed variable");
+    }
+
+    /// The fused form, the stack's last expert a shared one every token also runs: equal to
+    /// Σ_k w_k · expert_k(x) + shared(x) expert by expert; a token gives the same bits alone as
+    /// in the batch; outside the engine's steps it is not taken.
+    #[test]
+    fn fused_adds_the_shared_expert_and_is_batch_invariant() {
+        tch::manual_seed(4);
+        let vs = VarStore::new(Device::Cpu);
+        let experts: Vec<Mlp> = (0..5).map(|e| Mlp::new(&(vs.root() / "experts" / e), 16, 8)).collect();
+        let members: Vec<&Mlp> = experts.iter().collect();
+        let packed = PackedExperts::pack(&members);
+        let f = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([7, 16], f);
+        let ids = [0i64, 3, 3, 1, 2, 0, 2, 3, 1, 3, 0, 2, 3, 1];
+        let routed = Tensor::from_slice(&ids).view([7, 2]);
+        let w = Tensor::rand([7, 2], f);
+        tch::no_grad(|| {
+            let fused = crate::kernel::enabled(|| packed.forward_fused(&x, &routed, &w, true)).expect("taken");
+            let want = reference(&experts, &x, &ids, &w, 2) + experts[4].forward(&x);
+            let d = (&fused - &want).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "fused with a shared expert: {d:e}");
+            let one = |t: &Tensor| t.narrow(0, 2, 1);
+            let alone = crate::kernel::enabled(|| packed.forward_fused(&one(&x), &one(&routed), &one(&w), true));
+            assert!(alone.expect("taken").equal(&one(&fused)), "token 2 alone vs in the batch");
+            assert!(packed.forward_fused(&x, &routed, &w, true).is_none(), "outside `kernel::enabled`");
+        });
     }
 }

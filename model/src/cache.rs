@@ -32,18 +32,9 @@ pub struct KvCache {
     pub layers: Vec<LayerCache>,
     lengths: Vec<i64>,
     capacity: i64,
-    /// The slot ids of the last call, as a device tensor (B) and expanded over its tokens (B, T):
-    /// every layer of one forward writes the same slots, so they are built once per forward.
-    rows: Option<SlotRows>,
-}
-
-/// Slot ids of one call on the device (see [`KvCache::rows`]).
-#[derive(Debug)]
-struct SlotRows {
-    slots: Vec<usize>,
-    t: i64,
-    ids: Tensor,
-    per_token: Tensor,
+    /// The last call's slots and their ids as a device tensor (B): every layer of one forward
+    /// writes and reads the same slots, so the ids are copied to the device once per forward.
+    last_ids: Option<(Vec<usize>, Tensor)>,
 }
 
 impl KvCache {
@@ -72,7 +63,7 @@ impl KvCache {
                 index: Tensor::zeros([n, s, index_dim], (Kind::Float, device)),
             })
             .collect();
-        KvCache { layers, lengths: vec![0; slots], capacity: s, rows: None }
+        KvCache { layers, lengths: vec![0; slots], capacity: s, last_ids: None }
     }
 
     /// Number of slots.
@@ -126,24 +117,21 @@ impl KvCache {
         Tensor::from_slice(&ids).to_device(device) // (B)
     }
 
-    /// The slot ids of `slots` for a call of `t` tokens per slot on `device`, reusing the last
-    /// call's when they are the same.
-    fn slot_rows(&mut self, slots: &[usize], t: i64, device: Device) -> &SlotRows {
-        let fresh = match &self.rows {
-            Some(r) => r.slots != slots || r.t != t || r.ids.device() != device,
-            None => true,
-        };
-        if fresh {
-            let ids = Self::slot_index(slots, device);
-            let per_token = ids.unsqueeze(1).expand([slots.len() as i64, t], false); // (B, T)
-            self.rows = Some(SlotRows { slots: slots.to_vec(), t, ids, per_token });
+    /// The ids of `slots` on `device`: the last call's when they are the same slots.
+    fn cached_ids(&self, slots: &[usize], device: Device) -> Tensor {
+        match &self.last_ids {
+            Some((last, ids)) if last == slots && ids.device() == device => ids.shallow_clone(),
+            _ => Self::slot_index(slots, device),
         }
-        self.rows.as_ref().expect("set above")
     }
 
     /// Stores `keys (B, T, ·)` of layer `layer` at `q_pos (B, T)` in `slots`.
     pub(crate) fn write(&mut self, layer: usize, slots: &[usize], q_pos: &Tensor, keys: &Keys) {
-        let rows = self.slot_rows(slots, q_pos.size()[1], q_pos.device()).per_token.shallow_clone(); // (B, T)
+        let ids = self.cached_ids(slots, q_pos.device());
+        let rows = ids.unsqueeze(1).expand_as(q_pos); // (B, T)
+        if self.last_ids.as_ref().is_none_or(|(last, kept)| last != slots || kept.device() != ids.device()) {
+            self.last_ids = Some((slots.to_vec(), ids));
+        }
         let c = &mut self.layers[layer];
         let at = [Some(rows), Some(q_pos.shallow_clone())];
         let _ = c.latent.index_put_(&at, &keys.latent.to_kind(c.latent.kind()), false);
@@ -163,10 +151,7 @@ impl KvCache {
         // Slots `a, a+1, …` in order (the engine's usual batch) are a view of the cache; any other
         // set is gathered, its first S positions only. Either way row b holds slot `slots[b]`'s keys.
         let run = !slots.is_empty() && slots.windows(2).all(|w| w[1] == w[0] + 1);
-        let rows = (!run).then(|| match &self.rows {
-            Some(r) if r.slots == slots && r.ids.device() == q_pos.device() => r.ids.shallow_clone(),
-            _ => Self::slot_index(slots, q_pos.device()),
-        });
+        let rows = (!run).then(|| self.cached_ids(slots, q_pos.device()));
         let take = |x: &Tensor| match &rows {
             None => x.narrow(0, slots[0] as i64, slots.len() as i64).narrow(1, 0, s), // (B, S, ·)
             Some(rows) => x.narrow(1, 0, s).index_select(0, rows),                    // (B, S, ·)

@@ -85,7 +85,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
         for r in 0..n {
             let row = std::slice::from_raw_parts(xp.add(r * step), d);
             let out = std::slice::from_raw_parts_mut(yp.add(r * d), d);
-            let inv = 1.0 / (dot(row, row) / d as f32 + eps as f32).sqrt();
+            let inv = 1.0 / (sum_of_squares(row) / d as f32 + eps as f32).sqrt();
             for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
                 *o = (v * inv) * g;
             }
@@ -146,19 +146,18 @@ pub fn rotate(x: &Tensor, r: i64, cos: &Tensor, sin: &Tensor, pairs: Pairs) -> O
     Some(y)
 }
 
-/// `Σ a·b` in sixteen lanes (lane `i` takes the elements at `i` mod 16, the tail included), the
+/// `Σ v²` in sixteen lanes (lane `i` takes the elements at `i` mod 16, the tail included), the
 /// lanes then added pairwise down to one: a fixed order for a given length on a given CPU (with
 /// AVX2 the lanes are two fused multiply-add registers).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
+fn sum_of_squares(v: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if kernel::avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; both slices hold at least n floats.
-        return unsafe { simd::dot(a.as_ptr(), b.as_ptr(), n) };
+    if kernel::supported() {
+        // SAFETY: the CPU has AVX2 and FMA; `v` holds v.len() floats.
+        return unsafe { simd::sum_of_squares(v.as_ptr(), v.len()) };
     }
     let mut lanes = [0f32; 16];
-    for (i, (&x, &y)) in a[..n].iter().zip(&b[..n]).enumerate() {
-        lanes[i % 16] += x * y;
+    for (i, &x) in v.iter().enumerate() {
+        lanes[i % 16] += x * x;
     }
     sum_lanes(lanes)
 }
@@ -179,21 +178,22 @@ fn sum_lanes(mut lanes: [f32; 16]) -> f32 {
 mod simd {
     use std::arch::x86_64::*;
 
-    /// [`super::dot`] over `n` floats of `a` and `b`.
+    /// [`super::sum_of_squares`] over the `n` floats at `v`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+    pub(super) unsafe fn sum_of_squares(v: *const f32, n: usize) -> f32 {
         let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
         while i + 16 <= n {
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i + 8)), _mm256_loadu_ps(b.add(i + 8)), hi);
+            let (a, b) = (_mm256_loadu_ps(v.add(i)), _mm256_loadu_ps(v.add(i + 8)));
+            lo = _mm256_fmadd_ps(a, a, lo);
+            hi = _mm256_fmadd_ps(b, b, hi);
             i += 16;
         }
         let mut lanes = [0f32; 16];
         _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
         _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
         for (l, j) in (i..n).enumerate() {
-            lanes[l] += *a.add(j) * *b.add(j);
+            lanes[l] += *v.add(j) * *v.add(j);
         }
         super::sum_lanes(lanes)
     }

@@ -105,13 +105,9 @@ fn isa() -> Option<Isa> {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA (what [`crate::fused`]'s vector loops use).
-pub(crate) fn avx2_fma() -> bool {
-    supported()
-}
-
-/// Whether this CPU runs the kernel.
-fn supported() -> bool {
+/// Whether this CPU runs the kernel: it has AVX2 and FMA (what [`crate::fused`]'s vector loops
+/// use too).
+pub(crate) fn supported() -> bool {
     isa().is_some()
 }
 

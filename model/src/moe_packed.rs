@@ -103,8 +103,7 @@ impl PackedExperts {
         let (n, d) = (x.size()[0], x.size()[1]);
         let (e, k) = (self.gate_up.size()[0], experts.size()[1]);
         let inter = self.down.size()[2];
-        let ids = Vec::<i64>::try_from(experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64");
-        let groups = Groups::of(&ids, e);
+        let groups = Groups::of(&host_ids(experts), e);
         let device = x.device();
         let xs = x.index_select(0, &Tensor::from_slice(&groups.tokens(k)).to_device(device)); // (N·K, d) by expert
         let (starts, counts) = (&groups.starts, &groups.counts);
@@ -117,9 +116,7 @@ impl PackedExperts {
         let y = sorted.index_select(0, &back).view([n, k, d]); // (N, K, d)
         weights.to_kind(x.kind()).unsqueeze(1).bmm(&y).squeeze_dim(1) // (N, d)
     }
-}
 
-impl PackedExperts {
     /// [`Self::forward`] plus, when `shared` (the stack's last expert is the layer's shared
     /// expert, see [`crate::moe::Moe::pack_experts`]), that expert on every token, for the
     /// engine's CPU steps: the routed and shared experts in two kernel calls over the stack
@@ -135,7 +132,7 @@ impl PackedExperts {
         let (n, d) = (x.size()[0] as usize, x.size()[1] as usize);
         let (e, k) = (self.gate_up.size()[0], experts.size()[1] as usize);
         let inter = self.down.size()[2] as usize;
-        let routed = Vec::<i64>::try_from(experts.flatten(0, -1).to_device(Device::Cpu)).ok()?;
+        let routed = host_ids(experts);
         let gate = Vec::<f32>::try_from(weights.flatten(0, -1).to_device(Device::Cpu)).ok()?;
         // Per token: its K routed experts, then the shared one (the stack's last) with weight 1.
         let per = k + usize::from(shared);
@@ -183,17 +180,19 @@ impl PackedExperts {
                 for j in 0..per {
                     let a = t * per + j;
                     let row = std::slice::from_raw_parts(sp.add(groups.position[a] as usize * d), d);
+                    // The shared expert's weight is 1: `1·v` is `v`, so it is added as the tensor path adds it.
                     let wa = w[a];
-                    if j == k {
-                        out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
-                    } else {
-                        out.iter_mut().zip(row).for_each(|(o, &v)| *o += wa * v);
-                    }
+                    out.iter_mut().zip(row).for_each(|(o, &v)| *o += wa * v);
                 }
             }
         }
         Some(y)
     }
+}
+
+/// Expert ids `(N, K)` on the host, token-major.
+fn host_ids(experts: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64")
 }
 
 /// Rows `starts[g] .. starts[g] + counts[g]` of `xs (R, K)` times `w[g]ᵀ` for `w (G, N, K)`, one

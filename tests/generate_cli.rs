@@ -133,6 +133,29 @@ fn batched_prompts_and_n_samples_match_each_prompt_alone() {
 }
 
 #[test]
+fn drawing_on_the_device_gives_the_hosts_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("prompts.jsonl");
+    let body: String = [[5i64, 9, 17, 3], [40, 41, 42, 43]]
+        .iter()
+        .map(|p| format!("{}\n", serde_json::json!({ "prompt_ids": p })))
+        .collect();
+    std::fs::write(&input, body).unwrap();
+    let source = ["--input", input.to_str().unwrap()];
+    let host = sample(&[&source[..], &["--draw", "host"]].concat(), 3, 3);
+    let device = sample(&[&source[..], &["--draw", "device"]].concat(), 3, 3);
+    assert_eq!(host.len(), 6);
+    for (h, d) in host.iter().zip(&device) {
+        assert_eq!(ints(&h["tokens"]), ints(&d["tokens"]));
+        assert!(max_diff(&floats(&h["logprobs"]), &floats(&d["logprobs"])) <= 1e-6);
+    }
+    let model = fixture("tiny-dense");
+    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "3,4", "--draw", "gpu"];
+    let err = failure(&rlvr(&args));
+    assert!(err.contains("--draw") && err.contains("auto, host or device"), "{err}");
+}
+
+#[test]
 fn top_k_one_is_greedy() {
     let (prompt, expected) = greedy_reference("tiny-dense");
     let model = fixture("tiny-dense");

@@ -3,7 +3,7 @@
 //! It reads configs (both rope forms), lists a checkpoint's tensors from the config, counts
 //! parameters, reads safetensors headers, and runs the network: [`DeepseekV32`] (MLA with the DSA
 //! lightning indexer, DeepSeekMoE, MTP), with dense or sparse attention per call, generation caches
-//! ([`KvCache`]), a batched sampler ([`sample`]) and the training hooks of one forward
+//! ([`KvCache`]), a batched sampler ([`sample`], and [`draw`] for its draw as tensor ops) and the training hooks of one forward
 //! ([`ForwardOptions`]: indexer losses, routing replay, vocabulary mask, MTP), and a training step's backward with each layer recomputed
 //! ([`recompute`]).
 
@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod device;
+pub mod draw;
 pub mod error;
 pub mod forward;
 pub mod fused;

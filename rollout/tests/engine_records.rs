@@ -6,8 +6,8 @@
 mod support;
 
 use rlvr_model::{AttentionMode, DeepseekV32, ForwardOptions};
-use rlvr_rollout::engine::{Request, SamplingParams};
-use support::{engine, prompt, request, run_all, sampled};
+use rlvr_rollout::engine::{DrawSite, Request, SamplingParams};
+use support::{drawing, engine, prompt, request, run_all, sampled};
 use tch::{Kind, Tensor};
 
 /// Full-forward logits of `seq`: (L, V) on the host, row-major.
@@ -47,7 +47,16 @@ fn kept_set(logits: &[f32], temperature: f64, top_k: usize, top_p: f64, min_p: f
 
 #[test]
 fn the_recorded_kept_set_is_the_truncation_of_the_models_logits() {
-    let mut eng = engine("tiny-sparse", 4, 6);
+    recorded_kept_sets_at(DrawSite::Host);
+}
+
+#[test]
+fn the_device_draw_records_the_same_truncation() {
+    recorded_kept_sets_at(DrawSite::Device);
+}
+
+fn recorded_kept_sets_at(site: DrawSite) {
+    let mut eng = drawing("tiny-sparse", 4, 6, site);
     let (temperature, top_k, top_p, min_p) = (0.8, 40, 0.85, 0.02);
     let base = request(&prompt(10, 11), 30, 5, 0);
     let sampling = SamplingParams { temperature, top_k, top_p, min_p, ..base.sampling };

@@ -30,7 +30,7 @@ use super::score::{device, load_model, Compute};
 use anyhow::{anyhow, bail, Context, Result};
 use rlvr_model::ModelConfig;
 use rlvr_rollout::engine::{
-    Engine, EngineConfig, EngineError, FinishReason, Request, RequestOutput, Sample, SamplingParams, Sizing,
+    DrawSite, Engine, EngineConfig, EngineError, FinishReason, Request, RequestOutput, Sample, SamplingParams, Sizing,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -82,6 +82,11 @@ pub struct Args {
     /// Attention mode, device and dtype.
     #[command(flatten)]
     pub compute: Compute,
+    /// Where tokens are drawn from the logits: `device` (tensor ops on the model's device; only
+    /// ids and log-probs come back), `host` (the logits copied over), or `auto` (device on CUDA,
+    /// host on the CPU). The same tokens either way.
+    #[arg(long, default_value = "auto")]
+    pub draw: DrawSite,
     /// Where to write the completions (stdout by default).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -248,8 +253,12 @@ fn generate(
     // Every sample at once, at most 64 (fewer when their cache does not fit the device; one
     // prompt's `--n` samples need their slots together).
     let sizing = Sizing::default_slots(args.n, "the batch (prompts × --n, at most 64)", "--max-new-tokens");
-    let config =
-        EngineConfig { mode: args.compute.mode, sizing, ..EngineConfig::new(slots, longest + args.max_new_tokens) };
+    let config = EngineConfig {
+        mode: args.compute.mode,
+        sizing,
+        draw: args.draw,
+        ..EngineConfig::new(slots, longest + args.max_new_tokens)
+    };
     let mut engine = engine_of(config)?;
     if args.warmup {
         engine.submit(request(args, cfg, prompts[0].clone(), 0)).context("warm-up prompt")?;

@@ -1,9 +1,22 @@
 //! An admitted request: its slots, how much of its prompt is cached, and each sample's stream,
-//! tokens and state. Drawing a token and deciding whether it ends the sample happen here.
+//! tokens and state. Drawing a token on the host and deciding whether it ends the sample happen
+//! here.
 
 use super::request::{Experts, FinishReason, Progress, Request, RequestId, RequestOutput, Sample, Token};
 use super::Detokenizer;
 use rlvr_model::sample::{choose, greedy, stream_seed, Stream, Truncation};
+
+/// A token drawn for a sample, not yet recorded.
+pub(crate) struct Drawn {
+    /// The id.
+    pub(crate) id: i64,
+    /// Its log-probability under the distribution it was drawn from.
+    pub(crate) logprob: f32,
+    /// The kept set's ids in ascending order; empty when nothing was truncated (or greedy).
+    pub(crate) kept: Vec<i64>,
+    /// The most likely alternatives, when the request asked for them.
+    pub(crate) top: Option<Vec<(i64, f32)>>,
+}
 
 /// One sample in flight.
 pub(crate) struct SampleState {
@@ -71,17 +84,25 @@ impl Live {
         self.samples.iter().all(|s| s.finish.is_some())
     }
 
-    /// Draws sample `j`'s next token from `logits (V)` of the current policy `version`; `experts`
-    /// are those of the position the logits come from. Returns once the token is recorded and the
-    /// sample either ended or holds it as its next input.
-    pub(crate) fn emit(
-        &mut self,
-        j: usize,
-        logits: &[f32],
-        version: u64,
-        experts: Option<Experts>,
-        detokenizer: Option<&Detokenizer>,
-    ) {
+    /// Whether this request's draws can be made by the tensor draw on the model's device
+    /// (`rlvr_model::draw`): no penalties and no alternatives asked for, which need the host.
+    pub(crate) fn draws_on_device(&self) -> bool {
+        self.req.penalties.is_off() && self.req.top_logprobs == 0
+    }
+
+    /// The uniform sample `j`'s next draw takes from its stream (none for greedy, which draws
+    /// nothing), for a draw made elsewhere than [`Self::draw`].
+    pub(crate) fn next_uniform(&mut self, j: usize) -> Option<f64> {
+        (self.req.sampling.temperature > 0.0).then(|| self.samples[j].stream.uniform())
+    }
+
+    /// The truncation this request samples with.
+    pub(crate) fn truncation(&self) -> Truncation {
+        self.trunc
+    }
+
+    /// Draws sample `j`'s next token from `logits (V)` on the host.
+    pub(crate) fn draw(&mut self, j: usize, logits: &[f32]) -> Drawn {
         let req = &self.req;
         let sample = &mut self.samples[j];
         let penalised;
@@ -92,19 +113,34 @@ impl Live {
             penalised = req.penalties.apply(logits, &req.prompt, &generated);
             &penalised[..]
         };
-        let (id, logprob, kept, top) = if req.sampling.temperature <= 0.0 {
-            let (id, lp) = greedy(logits);
+        if req.sampling.temperature <= 0.0 {
+            let (id, logprob) = greedy(logits);
             let top = (req.top_logprobs > 0).then(|| top_of(Truncation::default().kept(logits, 1.0), req.top_logprobs));
-            (id, lp, Vec::new(), top)
-        } else {
-            let kept = self.trunc.kept(logits, req.sampling.temperature);
-            let (id, lp) = choose(&kept, &mut sample.stream);
-            let mut ids: Vec<i64> =
-                if self.trunc.is_off() { Vec::new() } else { kept.iter().map(|&(i, _)| i as i64).collect() };
-            ids.sort_unstable();
-            let top = (req.top_logprobs > 0).then(|| top_of(kept, req.top_logprobs));
-            (id, lp, ids, top)
-        };
+            return Drawn { id, logprob, kept: Vec::new(), top };
+        }
+        let kept = self.trunc.kept(logits, req.sampling.temperature);
+        let (id, logprob) = choose(&kept, &mut sample.stream);
+        let mut ids: Vec<i64> =
+            if self.trunc.is_off() { Vec::new() } else { kept.iter().map(|&(i, _)| i as i64).collect() };
+        ids.sort_unstable();
+        let top = (req.top_logprobs > 0).then(|| top_of(kept, req.top_logprobs));
+        Drawn { id, logprob, kept: ids, top }
+    }
+
+    /// Records sample `j`'s drawn token under policy `version`; `experts` are those of the
+    /// position its logits came from. Returns once the sample either ended or holds the token as
+    /// its next input.
+    pub(crate) fn record(
+        &mut self,
+        j: usize,
+        drawn: Drawn,
+        version: u64,
+        experts: Option<Experts>,
+        detokenizer: Option<&Detokenizer>,
+    ) {
+        let req = &self.req;
+        let sample = &mut self.samples[j];
+        let Drawn { id, logprob, kept, top } = drawn;
         let kept = req.return_sampling_mask.then_some(kept);
         let experts = experts.filter(|_| req.return_routing);
         sample.tokens.push(Token { id, logprob, version, kept, experts, top });

@@ -11,8 +11,9 @@
 //! one batched forward (so each sample gains at most one token per step);
 //! (5) free the slots of ended samples and return the requests whose samples have all ended.
 //!
-//! **Sampling** is `rlvr_model::sample`'s arithmetic (f32 logits, f64 softmax and truncation on
-//! the host): the request's [`Penalties`] (logit bias, repetition, frequency and presence), then
+//! **Sampling** is `rlvr_model::sample`'s arithmetic (f32 logits, f64 softmax and truncation),
+//! on the host or as the same steps in tensor ops on the model's device ([`DrawSite`], `draw.rs`;
+//! the device on CUDA by default, so only ids and log-probs leave the GPU): the request's [`Penalties`] (logit bias, repetition, frequency and presence), then
 //! temperature, top-k, top-p, min-p, renormalised; temperature 0 is the argmax of the penalised
 //! logits. Recorded log-probs (and [`Request::top_logprobs`] alternatives) are of the distribution
 //! actually drawn from. Sample
@@ -54,6 +55,7 @@
 //! Left out: preemption and swapping (a request waits until its `n` slots are free), prefix
 //! sharing between requests, speculative decoding, and the HTTP service (built on top of this).
 
+mod draw;
 mod error;
 mod live;
 mod mapped;
@@ -62,6 +64,7 @@ mod prefill;
 mod request;
 mod weights;
 
+pub use draw::DrawSite;
 pub use error::EngineError;
 pub use mapped::MappedWeights;
 pub use memory::{fit_slots, Sizing, MARGIN_DIVISOR};
@@ -76,7 +79,7 @@ use rlvr_model::{kernel, AttentionMode, DeepseekV32, ForwardOutput, KvCache};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::VarStore, Device, Tensor};
 use weights::WeightUpdate;
 
 /// Turns generated ids into text, for stop strings.
@@ -96,6 +99,8 @@ pub struct EngineConfig {
     pub mode: AttentionMode,
     /// How `slots` meets the device's memory (`memory.rs`).
     pub sizing: Sizing,
+    /// Where tokens are drawn from the logits (`draw.rs`): on the device for a CUDA model by default.
+    pub draw: DrawSite,
 }
 
 impl EngineConfig {
@@ -103,7 +108,8 @@ impl EngineConfig {
     /// are refused when their cache does not fit the device.
     pub fn new(slots: usize, max_seq_len: usize) -> Self {
         let sizing = Sizing::explicit("slots", "max_seq_len");
-        EngineConfig { slots, max_seq_len, prefill_chunk: 512, mode: AttentionMode::Sparse, sizing }
+        let (prefill_chunk, mode, draw) = (512, AttentionMode::Sparse, DrawSite::Auto);
+        EngineConfig { slots, max_seq_len, prefill_chunk, mode, sizing, draw }
     }
 }
 
@@ -138,9 +144,10 @@ pub struct StepTimes {
     pub bookkeeping: Duration,
     /// Prompt chunks' forwards and their first tokens.
     pub prefill: Duration,
-    /// Decode forwards, up to the logits (and the routing record, when asked for) on the host.
+    /// Decode forwards, up to the logits (and the routing record, when asked for).
     pub decode_forward: Duration,
-    /// Drawing each row's token from its logits and recording it.
+    /// Drawing each row's token from its logits (with their copy to the host, or the draws' on a
+    /// device draw) and recording it.
     pub sampling: Duration,
 }
 
@@ -403,15 +410,14 @@ impl Engine {
         let ids: Vec<i64> = rows.iter().map(|r| r.3).collect();
         let ids = Tensor::from_slice(&ids).to_device(self.model.embed_tokens.device()).unsqueeze(1); // (B, 1)
         let out = self.model.run(&ids, DeepseekV32::cached_options(&ids, &mut self.cache, &slots, self.config.mode));
-        let logits = host_rows(&out.logits.squeeze_dim(1)); // (B, V) on the host
-        let v = logits.len() / rows.len();
         let routing = rows.iter().any(|r| self.live[r.0].req.return_routing);
         let all_experts = if routing { experts_by_row(&out, rows.len()) } else { Vec::new() };
         let mut experts = all_experts.into_iter();
         let forwarded = Instant::now();
-        for (b, &(i, j, _, _)) in rows.iter().enumerate() {
-            let row_experts = experts.next();
-            self.live[i].emit(j, &logits[b * v..(b + 1) * v], self.version, row_experts, self.detokenizer.as_ref());
+        let picks: Vec<draw::Pick> = rows.iter().enumerate().map(|(b, &(i, j, _, _))| (i, j, b)).collect();
+        let drawn = self.draw(&out.logits.squeeze_dim(1), &picks);
+        for (&(i, j, _, _), drawn) in rows.iter().zip(drawn) {
+            self.live[i].record(j, drawn, self.version, experts.next(), self.detokenizer.as_ref());
             self.tokens_generated += 1;
         }
         self.phases.decode_steps += 1;
@@ -446,11 +452,6 @@ impl Engine {
         }
         self.done.extend(ended.into_iter().map(Live::into_output));
     }
-}
-
-/// `logits (B, V)` as one host f32 vector, row-major.
-fn host_rows(logits: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).expect("f32 logits")
 }
 
 /// The routed experts of each of the `rows` rows (B·T order) of a forward, per MoE layer.

@@ -9,7 +9,8 @@
 //!
 //! Left out: packing chunks of different lengths into one call (ragged rows).
 
-use super::{experts_by_row, host_rows, Engine};
+use super::draw::Pick;
+use super::{experts_by_row, Engine};
 use rlvr_model::sample::copy_slot;
 use rlvr_model::{DeepseekV32, ForwardOptions};
 use tch::Tensor;
@@ -51,32 +52,42 @@ impl Engine {
         let out = self.model.run(&ids, ForwardOptions { head_from: len as i64 - 1, ..opts });
         let routing = group.iter().any(|&i| self.live[i].req.return_routing);
         let mut experts = if routing { experts_by_row(&out, group.len() * len) } else { Vec::new() }.into_iter();
-        let logits = host_rows(&out.logits.squeeze_dim(1)); // (G, V) on the host
-        let v = logits.len() / group.len();
+        let mut picks: Vec<Pick> = Vec::new();
+        let mut firsts = Vec::new(); // the experts of each complete prompt's last position
         for (b, &i) in group.iter().enumerate() {
             let rows: Vec<_> = experts.by_ref().take(len).collect();
             let rows = if self.live[i].req.return_routing { rows } else { Vec::new() };
-            self.end_chunk(i, len, rows, &logits[b * v..(b + 1) * v]);
+            if let Some(last) = self.end_chunk(i, len, rows) {
+                picks.extend((0..self.live[i].samples.len()).map(|j| (i, j, b)));
+                firsts.push((i, last));
+            }
+        }
+        // Every sample of a complete prompt draws its first token from the last prompt logits.
+        let mut drawn = self.draw(&out.logits.squeeze_dim(1), &picks).into_iter();
+        for (i, last) in firsts {
+            for j in 0..self.live[i].samples.len() {
+                let token = drawn.next().expect("one draw per pick");
+                self.live[i].record(j, token, self.version, last.clone(), self.detokenizer.as_ref());
+                self.tokens_generated += 1;
+            }
         }
     }
 
     /// Records that live request `i` cached `len` more prompt tokens (with their experts, when it
     /// asked for routing); when its prompt is complete, copies its cache to the sibling slots and
-    /// draws every sample's first token from `logits (V)` of the last prompt position.
-    fn end_chunk(&mut self, i: usize, len: usize, mut experts: Vec<super::Experts>, logits: &[f32]) {
+    /// returns the experts of the last prompt position (`Some(None)` without routing), whose
+    /// logits its samples draw their first tokens from.
+    fn end_chunk(&mut self, i: usize, len: usize, mut experts: Vec<super::Experts>) -> Option<Option<super::Experts>> {
         let live = &mut self.live[i];
         live.prefilled += len;
         if live.prefilling() {
             live.prompt_experts.extend(experts);
-            return;
+            return None;
         }
         let last = experts.pop();
         live.prompt_experts.extend(experts);
         let (slot, siblings) = live.prefill_slots();
         copy_slot(&mut self.cache, slot, &siblings);
-        for j in 0..live.samples.len() {
-            live.emit(j, logits, self.version, last.clone(), self.detokenizer.as_ref());
-            self.tokens_generated += 1;
-        }
+        Some(last)
     }
 }

@@ -3,7 +3,7 @@
 
 use rlvr_model::checkpoint::load_varstore;
 use rlvr_model::{AttentionMode, DeepseekV32, ModelConfig};
-use rlvr_rollout::engine::{Engine, EngineConfig, Request, RequestOutput};
+use rlvr_rollout::engine::{DrawSite, Engine, EngineConfig, Request, RequestOutput};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use tch::{nn::VarStore, Device, Tensor};
@@ -26,8 +26,13 @@ pub fn load(name: &str) -> (DeepseekV32, VarStore) {
 
 /// An engine over a fixture's model with `slots` slots of 96 tokens, prefill chunks of `chunk`.
 pub fn engine(name: &str, slots: usize, chunk: usize) -> Engine {
+    drawing(name, slots, chunk, DrawSite::Auto)
+}
+
+/// [`engine`] drawing its tokens at `draw`.
+pub fn drawing(name: &str, slots: usize, chunk: usize, draw: DrawSite) -> Engine {
     let (model, vs) = load(name);
-    let config = EngineConfig { prefill_chunk: chunk, ..EngineConfig::new(slots, 96) };
+    let config = EngineConfig { prefill_chunk: chunk, draw, ..EngineConfig::new(slots, 96) };
     Engine::new(model, &vs, config).expect("the test cache fits")
 }
 

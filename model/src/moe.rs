@@ -13,8 +13,9 @@
 //! reference marks this choice UNCONFIRMED; it is what open "R3" implementations do, and it keeps
 //! the router trained). [`Moe::forward_routed`] takes a whole routing, weights included.
 //!
-//! Expert compute: per active expert, one gather, its SwiGLU and one scatter-add (training: each
-//! expert's own variables get their gradients). After [`Moe::pack_experts`] (the rollout engine
+//! Expert compute: the assignments sorted by expert on their device, then per active expert one
+//! gather, its SwiGLU and one scatter-add (training: each expert's own variables get their
+//! gradients); one host copy per layer, of the E group sizes. After [`Moe::pack_experts`] (the rollout engine
 //! does it), inference runs the routed experts grouped over stacked weights instead, see
 //! [`crate::moe_packed`].
 //!
@@ -23,7 +24,7 @@
 
 use crate::config::{ModelConfig, Scoring, TopkMethod};
 use crate::mlp::Mlp;
-use crate::moe_packed::PackedExperts;
+use crate::moe_packed::{group_sizes, PackedExperts};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Which experts each token uses and with what weight.
@@ -304,21 +305,23 @@ impl Moe {
     }
 
     /// Σ_k w_k · expert_k(x) for tokens `x (N, d)`: gathers each expert's tokens and runs it once.
+    /// The assignments are sorted by expert on their own device (a stable sort, so each expert
+    /// sees its tokens in order); only the E group sizes come to the host, one copy per layer.
     fn dispatch_each(&self, x: &Tensor, routing: &Routing) -> Tensor {
         let k = routing.experts.size()[1];
-        let ids =
-            Vec::<i64>::try_from(routing.experts.flatten(0, -1).to_device(Device::Cpu)).expect("expert ids are i64");
-        let mut slots: Vec<Vec<i64>> = vec![Vec::new(); self.experts.len()];
-        for (flat, &e) in ids.iter().enumerate() {
-            slots[e as usize].push(flat as i64);
-        }
+        let ids = routing.experts.flatten(0, -1); // (N·K)
+        let (_, order) = ids.sort_stable(true, 0, false); // assignments by expert
+        let sizes = group_sizes(&ids, self.experts.len() as i64).to_device(Device::Cpu);
+        let sizes = Vec::<i64>::try_from(sizes).expect("i64 group sizes");
         let weights = routing.weights.flatten(0, -1).to_kind(x.kind()); // (N·K)
         let mut out = x.zeros_like();
-        for (expert, flats) in self.experts.iter().zip(&slots) {
-            if flats.is_empty() {
+        let mut start = 0;
+        for (expert, &size) in self.experts.iter().zip(&sizes) {
+            if size == 0 {
                 continue;
             }
-            let flat = Tensor::from_slice(flats).to_device(x.device());
+            let flat = order.narrow(0, start, size);
+            start += size;
             let tokens = flat.divide_scalar_mode(k, "floor"); // (n_e)
             let w = weights.index_select(0, &flat).unsqueeze(-1); // (n_e, 1)
             let y = expert.forward(&x.index_select(0, &tokens)) * w; // (n_e, d)

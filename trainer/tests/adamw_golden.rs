@@ -133,6 +133,89 @@ fn five_steps_match_torch_bitwise() {
     assert_eq!(opt.state(NO_GRAD_AT_STEP_0).unwrap().step, 4);
 }
 
+/// Flat groups (`AdamW::flattened`) against torch: the same bits. The decay group has a parameter
+/// without a gradient at step 0, so its step counts differ from then on and it steps parameter by
+/// parameter through the flat views; the other group steps flat every time.
+#[test]
+fn flat_groups_match_torch_bitwise() {
+    let fx = Fixture::load();
+    let mut opt = initial(&fx).flattened();
+    let params: Vec<Tensor> = opt.params().map(Tensor::shallow_clone).collect();
+    // The parameters are views of one buffer per group, end to end.
+    let (a, b) = (&params[2], &params[3]);
+    assert_eq!(b.data_ptr() as usize, a.data_ptr() as usize + a.numel() * 4, "laid end to end");
+    for k in 0..STEPS {
+        run(&mut opt, &fx, k..k + 1);
+        assert_matches_torch(&opt, &fx, k);
+    }
+    assert_eq!(opt.flat_steps(), STEPS as u64, "the no-decay group stepped flat, the decay group did not");
+    // Its gradients now live in its flat gradient buffer, where backward accumulates them.
+    let (ga, gb) = (a.grad(), b.grad());
+    assert_eq!(gb.data_ptr() as usize, ga.data_ptr() as usize + ga.numel() * 4, "gradients end to end");
+}
+
+/// Every parameter with a gradient at every step (zero where the fixture has none): the flat step
+/// of both groups gives the per-parameter step's bits, state included, and survives a save and a
+/// load into a fresh flat optimizer; a variable re-pointed away from its buffer falls back to the
+/// per-parameter step, still with the same bits.
+#[test]
+fn flat_steps_equal_per_parameter_steps() {
+    let fx = Fixture::load();
+    let (mut plain, mut flat) = (initial(&fx), initial(&fx).flattened());
+    let step = |opt: &mut AdamW, k: usize| {
+        opt.zero_grad();
+        for group in opt.groups() {
+            for (name, param) in &group.params {
+                let grad = fx.0.get(&format!("grad.{k}.{name}")).map_or_else(|| param.zeros_like(), |g| g.shallow_clone());
+                give_grad(param, &grad);
+            }
+        }
+        opt.step(fx.lr(k));
+    };
+    let same = |what: &str, a: &AdamW, b: &AdamW| {
+        for (ga, gb) in a.groups().iter().zip(b.groups()) {
+            for ((name, pa), (_, pb)) in ga.params.iter().zip(&gb.params) {
+                let (sa, sb) = (a.state(name).unwrap(), b.state(name).unwrap());
+                assert_same(&format!("{what}: {name}"), pb, pa);
+                assert_same(&format!("{what}: exp_avg {name}"), &sb.exp_avg, &sa.exp_avg);
+                assert_same(&format!("{what}: exp_avg_sq {name}"), &sb.exp_avg_sq, &sa.exp_avg_sq);
+                assert_eq!(sa.step, sb.step);
+            }
+        }
+    };
+    for k in 0..3 {
+        step(&mut plain, k);
+        step(&mut flat, k);
+        same(&format!("step {k}"), &plain, &flat);
+    }
+    assert_eq!(flat.flat_steps(), 6);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flat.safetensors");
+    flat.save(&path).unwrap();
+    let mut again = optimizer(&fx, |n| {
+        let (_, p) = flat.groups().iter().flat_map(|g| &g.params).find(|(name, _)| name == n).unwrap();
+        p.detach().copy()
+    })
+    .flattened();
+    again.load(&path).unwrap();
+    for k in 3..STEPS {
+        step(&mut plain, k);
+        step(&mut again, k);
+        same(&format!("reloaded, step {k}"), &plain, &again);
+    }
+    assert_eq!(again.flat_steps(), 4);
+    // A variable re-pointed elsewhere (a dtype cast, a replaced tensor) takes its group off the
+    // flat path; the values stay right.
+    for opt in [&mut plain, &mut again] {
+        let (_, p) = &opt.groups()[1].params[0];
+        tch::no_grad(|| p.shallow_clone().set_data(&p.copy()));
+    }
+    step(&mut plain, 0);
+    step(&mut again, 0);
+    same("re-pointed", &plain, &again);
+    assert_eq!(again.flat_steps(), 5, "only the untouched group stepped flat");
+}
+
 #[test]
 fn save_load_midway_is_bit_identical() {
     let fx = Fixture::load();
@@ -243,6 +326,28 @@ fn bf16_parameters_keep_f32_state_and_round_once() {
         let (s16, s32) = (bf16.state("w").unwrap(), f32.state("w").unwrap());
         assert_same(&format!("bf16 exp_avg step {k}"), &s16.exp_avg, &s32.exp_avg);
         assert_same(&format!("bf16 exp_avg_sq step {k}"), &s16.exp_avg_sq, &s32.exp_avg_sq);
+    }
+    // Flat, with masters kept (what training uses), in either order: the same bits as per tensor.
+    let masters = |opt: AdamW| opt.with_master_weights();
+    let runs = [
+        masters(AdamW::new(vec![group(leaf(&init))], config)),
+        masters(AdamW::new(vec![group(leaf(&init))], config).flattened()),
+        masters(AdamW::new(vec![group(leaf(&init))], config)).flattened(),
+    ];
+    let mut runs = runs.into_iter().collect::<Vec<_>>();
+    for k in 0..STEPS {
+        let grad = fx.get(&format!("grad.{k}.layers.0.mlp.w")).to_kind(Kind::BFloat16);
+        for opt in &mut runs {
+            opt.zero_grad();
+            give_grad(opt.params().next().unwrap(), &grad);
+            opt.step(fx.lr(k) * 1e-3);
+        }
+    }
+    let master = |opt: &AdamW| opt.state("w").unwrap().master.as_ref().unwrap().shallow_clone();
+    for (n, opt) in runs.iter().enumerate().skip(1) {
+        assert_same(&format!("flat run {n}: weight"), opt.params().next().unwrap(), runs[0].params().next().unwrap());
+        assert_same(&format!("flat run {n}: master"), &master(opt), &master(&runs[0]));
+        assert_eq!(opt.flat_steps(), STEPS as u64, "flat run {n}");
     }
     // The f32 state survives a round trip.
     let dir = tempfile::tempdir().unwrap();

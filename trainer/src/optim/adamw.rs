@@ -21,6 +21,7 @@
 //! update smaller than half a bf16 ulp of the weight is lost (torch, stepping a bf16 parameter,
 //! keeps bf16 state and loses more).
 
+use super::flat::Flat;
 use super::OptimError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -109,6 +110,10 @@ pub struct AdamW {
     pub(super) states: Vec<Vec<ParamState>>,
     /// Checkpoint name → (group, index in group).
     index: HashMap<String, (usize, usize)>,
+    /// Per group, its flat buffers once [`AdamW::flattened`] laid it out.
+    flat: Vec<Option<Flat>>,
+    /// Group steps taken flat so far.
+    flat_steps: u64,
 }
 
 impl AdamW {
@@ -133,13 +138,33 @@ impl AdamW {
             }
             states.push(group_states);
         }
-        AdamW { config, groups, states, index }
+        let flat = groups.iter().map(|_| None).collect();
+        AdamW { config, groups, states, index, flat, flat_steps: 0 }
+    }
+
+    /// Lays each group's parameters, moments and masters end to end (`flat.rs`): the model's
+    /// variables become views of one buffer per group and a step runs once per group instead of
+    /// once per parameter, with the same values. A group mixing dtypes or devices stays as it is.
+    pub fn flattened(mut self) -> Self {
+        for ((group, states), flat) in self.groups.iter().zip(&mut self.states).zip(&mut self.flat) {
+            if flat.is_none() {
+                *flat = Flat::build(&group.params, states);
+            }
+        }
+        self
     }
 
     /// Keeps an f32 master copy of every bf16/f16 parameter (its current value), which the steps
     /// update and round into the parameter, and which [`AdamW::save`] writes as `master.<name>`.
     pub fn with_master_weights(mut self) -> Self {
-        for (group, states) in self.groups.iter().zip(&mut self.states) {
+        for ((group, states), flat) in self.groups.iter().zip(&mut self.states).zip(&mut self.flat) {
+            let low = |(_, p): &(String, Tensor)| matches!(p.kind(), Kind::BFloat16 | Kind::Half);
+            if let Some(flat) = flat.as_mut().filter(|_| group.params.iter().all(low)) {
+                if states.iter().all(|s| s.master.is_none()) {
+                    flat.add_masters(&group.params, states);
+                }
+                continue;
+            }
             for ((_, param), state) in group.params.iter().zip(states) {
                 if matches!(param.kind(), Kind::BFloat16 | Kind::Half) {
                     state.master = Some(tch::no_grad(|| param.to_kind(Kind::Float)));
@@ -147,6 +172,12 @@ impl AdamW {
             }
         }
         self
+    }
+
+    /// How many group steps went through the flat buffers so far (one per flat group and step
+    /// where it applied; see [`AdamW::flattened`]).
+    pub fn flat_steps(&self) -> u64 {
+        self.flat_steps
     }
 
     /// The shared hyperparameters.
@@ -173,28 +204,36 @@ impl AdamW {
     /// each group. A parameter whose gradient is undefined is skipped: its weight, state and step
     /// count stay as they are, as in torch.
     pub fn step(&mut self, lr: f64) {
-        self.step_each(lr, |param, _| param.grad());
+        self.step_each(lr, true, |param, _| param.grad());
     }
 
     /// One update with the gradients given, one per parameter in [`AdamW::params`] order (an
     /// undefined tensor skips its parameter), instead of the parameters' own `.grad`.
     pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) {
         assert_eq!(grads.len(), self.params().count(), "AdamW::step_with: one gradient per parameter");
-        self.step_each(lr, |_, i| grads[i].shallow_clone());
+        self.step_each(lr, false, |_, i| grads[i].shallow_clone());
     }
 
-    /// The update, with parameter `i`'s (in [`AdamW::params`] order) gradient from `grad_of`.
-    fn step_each(&mut self, lr: f64, grad_of: impl Fn(&Tensor, usize) -> Tensor) {
+    /// The update, with parameter `i`'s (in [`AdamW::params`] order) gradient from `grad_of`: a
+    /// flat group in one step where it applies (`flat.rs`), the others parameter by parameter.
+    /// `own`: the gradients are the parameters' `.grad`.
+    fn step_each(&mut self, lr: f64, own: bool, grad_of: impl Fn(&Tensor, usize) -> Tensor) {
         let config = self.config;
         let mut i = 0;
         tch::no_grad(|| {
-            for (group, states) in self.groups.iter_mut().zip(&mut self.states) {
+            for ((group, states), flat) in self.groups.iter_mut().zip(&mut self.states).zip(&mut self.flat) {
                 let group_lr = lr * group.lr_scale;
-                for ((_, param), state) in group.params.iter_mut().zip(states) {
-                    let grad = grad_of(param, i);
-                    i += 1;
+                let grads: Vec<Tensor> = group.params.iter().enumerate().map(|(j, (_, p))| grad_of(p, i + j)).collect();
+                i += grads.len();
+                if let Some(flat) = flat {
+                    if flat.step(&group.params, states, &grads, own, group_lr, group.weight_decay, &config) {
+                        self.flat_steps += 1;
+                        continue;
+                    }
+                }
+                for (((_, param), state), grad) in group.params.iter_mut().zip(states.iter_mut()).zip(&grads) {
                     if grad.defined() {
-                        update(param, &grad, state, group_lr, group.weight_decay, &config);
+                        update(param, grad, state, group_lr, group.weight_decay, &config);
                     }
                 }
             }
@@ -256,7 +295,7 @@ pub(crate) fn define_grads(params: &[Tensor]) {
 }
 
 /// One AdamW update of `param` in place; the operations mirror torch's `_single_tensor_adam`.
-fn update(param: &mut Tensor, grad: &Tensor, state: &mut ParamState, lr: f64, weight_decay: f64, config: &AdamWConfig) {
+pub(super) fn update(param: &mut Tensor, grad: &Tensor, state: &mut ParamState, lr: f64, weight_decay: f64, config: &AdamWConfig) {
     let (beta1, beta2) = config.betas;
     state.step += 1;
     // Python float arithmetic: `beta ** step` is C `pow`, `bias_correction2 ** 0.5` too.

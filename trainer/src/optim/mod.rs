@@ -7,12 +7,17 @@
 //! state. The update matches `torch.optim.AdamW` (single-tensor path, `amsgrad=False`,
 //! `maximize=False`) bit for bit on f32 CPU tensors; see `trainer/tests/adamw_golden.rs`.
 //!
-//! What this omits: AMSGrad, `maximize`, fused/foreach kernels, gradient scaling, an f32 master
-//! copy of bf16 weights, and setting gradients to `None` ([`AdamW::zero_grad`] zeroes them).
+//! A replicated optimizer lays each group end to end ([`AdamW::flattened`], `flat.rs`), so a step
+//! costs AdamW's tensor operations once per group, not once per parameter, with the same values.
+//!
+//! What this omits: AMSGrad, `maximize`, libtorch's fused/foreach kernels (tch exposes neither;
+//! the flat groups stand in for them), gradient scaling, and setting gradients to `None`
+//! ([`AdamW::zero_grad`] zeroes them).
 
 mod adamw;
 mod clip;
 mod error;
+mod flat;
 mod schedule;
 mod sharded;
 mod state_file;

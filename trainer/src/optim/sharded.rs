@@ -100,7 +100,7 @@ impl Optimizer {
     /// the shard is f32).
     pub fn new(groups: Vec<ParamGroup>, config: AdamWConfig, master_weights: bool, dp: &Dp) -> Result<Self> {
         if dp.world() == 1 || !dp.shard_optimizer {
-            let opt = AdamW::new(groups, config);
+            let opt = AdamW::new(groups, config).flattened();
             return Ok(Optimizer::Replicated(if master_weights { opt.with_master_weights() } else { opt }));
         }
         if !master_weights {

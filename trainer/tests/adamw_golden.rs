@@ -166,7 +166,8 @@ fn flat_steps_equal_per_parameter_steps() {
         opt.zero_grad();
         for group in opt.groups() {
             for (name, param) in &group.params {
-                let grad = fx.0.get(&format!("grad.{k}.{name}")).map_or_else(|| param.zeros_like(), |g| g.shallow_clone());
+                let grad =
+                    fx.0.get(&format!("grad.{k}.{name}")).map_or_else(|| param.zeros_like(), |g| g.shallow_clone());
                 give_grad(param, &grad);
             }
         }

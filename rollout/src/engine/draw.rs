@@ -100,7 +100,7 @@ impl Engine {
         let v = host.len() / rows.len();
         for &n in which {
             let (i, j, row) = picks[n];
-            let at = rows.iter().position(|&r| r == row as i64).expect("row copied above");
+            let at = rows.binary_search(&(row as i64)).expect("row copied above");
             out[n] = Some(self.live[i].draw(j, &host[at * v..(at + 1) * v]));
         }
     }
@@ -111,8 +111,9 @@ impl Engine {
         if batches.is_empty() {
             return;
         }
+        // Per batch one (3, B) block: ids, log-probs and kept-set sizes (0 without truncation).
         let mut parts = Vec::new();
-        let mut kept_orders = Vec::new();
+        let mut orders = Vec::new();
         for batch in batches {
             let rows: Vec<i64> = batch.members.iter().map(|&n| picks[n].2 as i64).collect();
             let uniforms: Vec<f64> = batch
@@ -124,32 +125,20 @@ impl Engine {
                 })
                 .collect();
             let d = draw_rows(&self.select_rows(logits, &rows), batch.temperature, &batch.trunc, &uniforms);
-            parts.push(d.ids.to_kind(Kind::Double));
-            parts.push(d.logprobs);
-            match d.kept {
-                Some((order, sizes)) => {
-                    parts.push(sizes.to_kind(Kind::Double));
-                    kept_orders.push(Some(order));
-                }
-                None => kept_orders.push(None),
-            }
+            let sizes = d.kept.as_ref().map_or_else(|| d.logprobs.zeros_like(), |(_, s)| s.to_kind(Kind::Double));
+            parts.push(Tensor::stack(&[d.ids.to_kind(Kind::Double), d.logprobs, sizes], 0).flatten(0, -1));
+            orders.push(d.kept.map(|(order, _)| order));
         }
         let host = Vec::<f64>::try_from(Tensor::cat(&parts, 0).to_device(Device::Cpu)).expect("f64 draws");
         let mut at = 0;
-        for (batch, order) in batches.iter().zip(kept_orders) {
+        for (batch, order) in batches.iter().zip(orders) {
             let b = batch.members.len();
-            let (ids, lps) = (&host[at..at + b], &host[at + b..at + 2 * b]);
-            at += 2 * b;
-            let sizes: Vec<usize> = match order {
-                Some(_) => host[at..at + b].iter().map(|&s| s as usize).collect(),
-                None => Vec::new(),
-            };
-            if order.is_some() {
-                at += b;
-            }
+            let block = &host[at..at + 3 * b];
+            at += 3 * b;
+            let sizes: Vec<usize> = block[2 * b..].iter().map(|&s| s as usize).collect();
             let kept = self.kept_sets(picks, batch, order.as_ref(), &sizes);
             for (k, (&n, kept)) in batch.members.iter().zip(kept).enumerate() {
-                out[n] = Some(Drawn { id: ids[k] as i64, logprob: lps[k] as f32, kept, top: None });
+                out[n] = Some(Drawn { id: block[k] as i64, logprob: block[b + k] as f32, kept, top: None });
             }
         }
     }

@@ -295,7 +295,14 @@ pub(crate) fn define_grads(params: &[Tensor]) {
 }
 
 /// One AdamW update of `param` in place; the operations mirror torch's `_single_tensor_adam`.
-pub(super) fn update(param: &mut Tensor, grad: &Tensor, state: &mut ParamState, lr: f64, weight_decay: f64, config: &AdamWConfig) {
+pub(super) fn update(
+    param: &mut Tensor,
+    grad: &Tensor,
+    state: &mut ParamState,
+    lr: f64,
+    weight_decay: f64,
+    config: &AdamWConfig,
+) {
     let (beta1, beta2) = config.betas;
     state.step += 1;
     // Python float arithmetic: `beta ** step` is C `pow`, `bias_correction2 ** 0.5` too.

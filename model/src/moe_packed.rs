@@ -34,7 +34,12 @@
 
 use crate::kernel;
 use crate::mlp::{linear, Mlp};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
+
+/// Set once libtorch refused `_grouped_mm` in this process (see
+/// [`PackedExperts::forward_on_device`]).
+static GROUPED_MM_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// One MoE layer's routed experts stacked for grouped compute (see the module notes).
 #[derive(Debug)]
@@ -108,7 +113,9 @@ impl PackedExperts {
     /// is a counting sort on the host.
     pub fn forward(&self, x: &Tensor, experts: &Tensor, weights: &Tensor) -> Tensor {
         if x.device().is_cuda() && x.kind() == Kind::BFloat16 && self.grouped_mm_fits() {
-            return self.forward_on_device(x, experts, weights);
+            if let Some(y) = self.forward_on_device(x, experts, weights) {
+                return y;
+            }
         }
         let (n, d) = (x.size()[0], x.size()[1]);
         let (e, k) = (self.gate_up.size()[0], experts.size()[1]);
@@ -132,7 +139,12 @@ impl PackedExperts {
     /// per-expert counts, and both products one libtorch `_grouped_mm` each over the stacked
     /// weights (CUTLASS's grouped GEMM on CUDA in bf16; a loop of GEMMs elsewhere). What a decode
     /// step needs on a GPU for CUDA-graph capture: no per-layer copy of the routing to the host.
-    pub fn forward_on_device(&self, x: &Tensor, experts: &Tensor, weights: &Tensor) -> Tensor {
+    /// None when libtorch refuses the grouped GEMM (a GPU older than its kernel's: CUTLASS's needs
+    /// compute capability 9.0 for bf16); from then on this process does not ask again.
+    pub fn forward_on_device(&self, x: &Tensor, experts: &Tensor, weights: &Tensor) -> Option<Tensor> {
+        if GROUPED_MM_REFUSED.load(Ordering::Relaxed) {
+            return None;
+        }
         let (n, d) = (x.size()[0], x.size()[1]);
         let k = experts.size()[1];
         let inter = self.down.size()[2];
@@ -140,11 +152,15 @@ impl PackedExperts {
         let (_, order) = ids.sort_stable(true, 0, false); // assignments by expert
         let ends = group_sizes(&ids, self.down.size()[0]).cumsum(0, Kind::Int); // (E) i32
         let xs = x.index_select(0, &order.divide_scalar_mode(k, "floor")); // (N·K, d) by expert
-        let h = xs.internal_grouped_mm(&self.gate_up.transpose(1, 2), Some(&ends), None, None); // (N·K, 2I)
+        let grouped = |a: &Tensor, w: &Tensor| {
+            let out = a.f_internal_grouped_mm(&w.transpose(1, 2), Some(&ends), None, None);
+            out.map_err(|_| GROUPED_MM_REFUSED.store(true, Ordering::Relaxed)).ok()
+        };
+        let h = grouped(&xs, &self.gate_up)?; // (N·K, 2I)
         let act = h.narrow(-1, 0, inter).silu() * h.narrow(-1, inter, inter); // (N·K, I)
-        let sorted = act.internal_grouped_mm(&self.down.transpose(1, 2), Some(&ends), None, None); // (N·K, d)
+        let sorted = grouped(&act, &self.down)?; // (N·K, d)
         let y = sorted.zeros_like().index_copy(0, &order, &sorted).view([n, k, d]); // assignment order
-        weights.to_kind(x.kind()).unsqueeze(1).bmm(&y).squeeze_dim(1) // (N, d)
+        Some(weights.to_kind(x.kind()).unsqueeze(1).bmm(&y).squeeze_dim(1)) // (N, d)
     }
 
     /// Whether the stacked weights meet `_grouped_mm`'s layout rule: every row stride a multiple
@@ -356,7 +372,7 @@ mod tests {
         tch::no_grad(|| {
             // f32: the three sum in different orders (outputs of order 1–10, so ~1e-6 apart).
             let host = packed.forward(&x, &routed, &w);
-            let device = packed.forward_on_device(&x, &routed, &w);
+            let device = packed.forward_on_device(&x, &routed, &w).expect("libtorch's CPU grouped GEMM");
             let d = (&device - &host).abs().max().double_value(&[]);
             assert!(d < 1e-5, "device vs host grouping in f32: {d:e}");
             let d = (&device - reference(&experts, &x, &ids, &w, 2)).abs().max().double_value(&[]);
@@ -367,7 +383,7 @@ mod tests {
                 slots: Vec::new(),
             };
             let xb = x.to_kind(Kind::BFloat16);
-            let (host, device) = (bf.forward(&xb, &routed, &w), bf.forward_on_device(&xb, &routed, &w));
+            let (host, device) = (bf.forward(&xb, &routed, &w), bf.forward_on_device(&xb, &routed, &w).unwrap());
             assert_eq!(device.kind(), Kind::BFloat16);
             let d = (device.to_kind(Kind::Float) - host.to_kind(Kind::Float)).abs().max().double_value(&[]);
             let scale = host.to_kind(Kind::Float).abs().max().double_value(&[]);

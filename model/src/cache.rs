@@ -127,6 +127,9 @@ impl KvCache {
 
     /// Stores `keys (B, T, ·)` of layer `layer` at `q_pos (B, T)` in `slots`.
     pub(crate) fn write(&mut self, layer: usize, slots: &[usize], q_pos: &Tensor, keys: &Keys) {
+        if self.write_rows(layer, slots, q_pos, keys) {
+            return;
+        }
         let ids = self.cached_ids(slots, q_pos.device());
         let rows = ids.unsqueeze(1).expand_as(q_pos); // (B, T)
         if self.last_ids.as_ref().is_none_or(|(last, kept)| last != slots || kept.device() != ids.device()) {
@@ -140,6 +143,55 @@ impl KvCache {
             let index = keys.index.as_ref().expect("cached calls compute the indexer keys");
             let _ = c.index.index_put_(&at, &index.to_kind(Kind::Float), false);
         }
+    }
+
+    /// [`Self::write`] as plain row copies on the engine's CPU steps (f32 keys and cache, the
+    /// conditions of `crate::fused`): the same values land at the same places, without the three
+    /// `index_put_` calls and their index tensors. False, with nothing written, where it does not
+    /// apply.
+    fn write_rows(&self, layer: usize, slots: &[usize], q_pos: &Tensor, keys: &Keys) -> bool {
+        let c = &self.layers[layer];
+        let mut pairs = vec![(&c.latent, &keys.latent), (&c.pe, &keys.pe)];
+        if c.index.size()[2] > 0 {
+            match &keys.index {
+                Some(index) => pairs.push((&c.index, index)),
+                None => return false,
+            }
+        }
+        let (b, t) = (slots.len(), q_pos.size()[1] as usize);
+        let positions_ok = q_pos.kind() == Kind::Int64 && q_pos.device() == Device::Cpu && q_pos.is_contiguous();
+        let stores_ok = pairs.iter().all(|(store, src)| {
+            crate::fused::applies(&[store, src])
+                && store.is_contiguous()
+                && src.size().first().copied() == Some(b as i64)
+                && src.size().get(1).copied() == Some(t as i64)
+                && src.size().last() == store.size().last()
+        });
+        if !(positions_ok && stores_ok && q_pos.size()[0] as usize == b) {
+            return false;
+        }
+        // SAFETY: q_pos is a contiguous (B, T) i64 CPU tensor.
+        let pos = unsafe { std::slice::from_raw_parts(q_pos.data_ptr() as *const i64, b * t) };
+        let cap = self.capacity;
+        let slots_n = self.lengths.len();
+        let shape_ok = pairs.iter().all(|(store, _)| store.size()[..2] == [slots_n as i64, cap]);
+        if !shape_ok || pos.iter().any(|&p| p < 0 || p >= cap) || slots.iter().any(|&s| s >= slots_n) {
+            return false;
+        }
+        for (store, src) in pairs {
+            let Some((count, stride)) = crate::fused::rows(src) else { return false };
+            debug_assert_eq!(count, b * t);
+            let width = *store.size().last().expect("3-d cache") as usize;
+            let (from, to) = (src.data_ptr() as *const f32, store.data_ptr() as *mut f32);
+            for (row, &p) in pos.iter().enumerate() {
+                let at = (slots[row / t] as i64 * cap + p) as usize * width;
+                // SAFETY: row < B·T rows of `src`, `stride` floats apart; `at` addresses position
+                // p < capacity of slot slots[row / t] < slots in the contiguous (slots, cap, width)
+                // store; the store and the keys are distinct tensors.
+                unsafe { std::ptr::copy_nonoverlapping(from.add(row * stride), to.add(at), width) };
+            }
+        }
+        true
     }
 
     /// Keys of `slots` at positions `0..S` (S = the longest slot after this call's tokens at
@@ -165,5 +217,47 @@ impl KvCache {
         for &slot in slots {
             self.lengths[slot] += t;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel;
+
+    /// The row copies of the engine's CPU steps write what `index_put_` writes: two caches fed the
+    /// same keys (a prefill of 3 tokens into slots 2 and 0, then one token into 0, 1 and 3, where
+    /// the keys are a narrowed, non-contiguous view), one with the fast path and one without,
+    /// are bit-identical.
+    #[test]
+    fn row_copies_equal_index_put() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/small/config.json");
+        let cfg = ModelConfig::from_path(&dir).expect("the small preset");
+        let (mut plain, mut fast) =
+            (KvCache::new(&cfg, 4, 16, Kind::Float, Device::Cpu), KvCache::new(&cfg, 4, 16, Kind::Float, Device::Cpu));
+        tch::manual_seed(2);
+        let f = (Kind::Float, Device::Cpu);
+        let keys = |b: i64, t: i64| Keys {
+            latent: Tensor::randn([b, t, cfg.kv_lora_rank as i64 + 8], f).narrow(2, 4, cfg.kv_lora_rank as i64),
+            pe: Tensor::randn([b, t, cfg.qk_rope_head_dim as i64], f),
+            index: Some(Tensor::randn([b, t, cfg.index_head_dim as i64], f)),
+        };
+        for (slots, t) in [(vec![2usize, 0], 3i64), (vec![0, 1, 3], 1)] {
+            let k = keys(slots.len() as i64, t);
+            for layer in [0, 5] {
+                let q_pos = plain.positions(&slots, t, Device::Cpu);
+                plain.write(layer, &slots, &q_pos, &k);
+                assert!(!plain.write_rows(layer, &slots, &q_pos, &k), "not taken outside the engine's steps");
+                kernel::enabled(|| {
+                    assert!(fast.write_rows(layer, &slots, &q_pos, &k), "taken inside them");
+                });
+            }
+            plain.advance(&slots, t);
+            fast.advance(&slots, t);
+        }
+        for (a, b) in plain.layers.iter().zip(&fast.layers) {
+            assert!(a.latent.equal(&b.latent) && a.pe.equal(&b.pe) && a.index.equal(&b.index));
+        }
+        assert!(plain.layers[5].latent.abs().sum(Kind::Float).double_value(&[]) > 0.0, "something was written");
     }
 }

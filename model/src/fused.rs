@@ -46,7 +46,7 @@ pub(crate) fn applies(ts: &[&Tensor]) -> bool {
 
 /// Rows of `x (..., d)` as (row count, distance between rows in floats) when its last dim is
 /// contiguous and its leading dims step uniformly (a narrow of the last dim qualifies).
-fn rows(x: &Tensor) -> Option<(usize, usize)> {
+pub(crate) fn rows(x: &Tensor) -> Option<(usize, usize)> {
     let (size, stride) = (x.size(), x.stride());
     let n = size.len();
     if n == 0 || (size[n - 1] > 1 && stride[n - 1] != 1) {

@@ -263,7 +263,11 @@ impl AdamW {
     /// reset a gradient to undefined). A parameter that had a gradient once is therefore stepped
     /// at every later step, with a zero gradient if it took no part in the loss.
     pub fn zero_grad(&mut self) {
-        for group in &mut self.groups {
+        for (group, flat) in self.groups.iter_mut().zip(&self.flat) {
+            // A flat group whose gradients live in its buffer: one zeroing for all of them.
+            if flat.as_ref().is_some_and(|f| f.zero_grads(&group.params)) {
+                continue;
+            }
             for (_, param) in &mut group.params {
                 param.zero_grad();
             }

@@ -91,6 +91,20 @@ impl Flat {
             && params.iter().zip(&self.starts).all(|((_, p), &s)| p.data_ptr() as usize == s && p.kind() == kind)
     }
 
+    /// Zeroes the group's gradients with one operation when every parameter's `.grad` lives in the
+    /// flat gradient buffer (as after a flat step); false, with nothing touched, otherwise.
+    pub(super) fn zero_grads(&self, params: &[(String, Tensor)]) -> bool {
+        let in_place = self.is_current(params)
+            && params.iter().zip(&self.grad_starts).all(|((_, p), &start)| {
+                let g = p.grad();
+                g.defined() && g.data_ptr() as usize == start && g.size() == p.size()
+            });
+        if in_place {
+            let _ = self.grad.shallow_clone().zero_();
+        }
+        in_place
+    }
+
     /// One AdamW step of the whole group with `grads` (one per parameter; `own`: they are the
     /// parameters' `.grad`), when the flat step applies (see the module notes); false, with
     /// nothing changed, when it does not. A gradient not yet in the flat gradient buffer is copied

@@ -124,8 +124,13 @@ impl Optimizer {
 
     /// Zeroes the model's gradients.
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params() {
-            p.zero_grad();
+        match self {
+            Optimizer::Replicated(opt) => opt.zero_grad(),
+            Optimizer::Sharded(_) => {
+                for p in &mut self.params() {
+                    p.zero_grad();
+                }
+            }
         }
     }
 

@@ -158,29 +158,32 @@ impl KvCache {
                 None => return false,
             }
         }
-        let (b, t) = (slots.len(), q_pos.size()[1] as usize);
-        let positions_ok = q_pos.kind() == Kind::Int64 && q_pos.device() == Device::Cpu && q_pos.is_contiguous();
-        let stores_ok = pairs.iter().all(|(store, src)| {
-            crate::fused::applies(&[store, src])
-                && store.is_contiguous()
-                && src.size().first().copied() == Some(b as i64)
-                && src.size().get(1).copied() == Some(t as i64)
-                && src.size().last() == store.size().last()
-        });
-        if !(positions_ok && stores_ok && q_pos.size()[0] as usize == b) {
-            return false;
-        }
+        let (b, t, cap) = (slots.len(), q_pos.size()[1] as usize, self.capacity);
+        let positions_ok = q_pos.kind() == Kind::Int64
+            && q_pos.device() == Device::Cpu
+            && q_pos.is_contiguous()
+            && q_pos.size()[0] as usize == b
+            && slots.iter().all(|&s| s < self.lengths.len());
+        // Each store with the distance between its keys' rows, when every one can be copied.
+        let strides: Option<Vec<usize>> = pairs
+            .iter()
+            .map(|(store, src)| {
+                let fits = crate::fused::applies(&[store, src])
+                    && store.is_contiguous()
+                    && store.size()[..2] == [self.lengths.len() as i64, cap]
+                    && src.size()[..2] == [b as i64, t as i64]
+                    && src.size().last() == store.size().last();
+                let (count, stride) = crate::fused::rows(src).filter(|_| fits)?;
+                (count == b * t).then_some(stride)
+            })
+            .collect();
+        let Some(strides) = strides.filter(|_| positions_ok) else { return false };
         // SAFETY: q_pos is a contiguous (B, T) i64 CPU tensor.
         let pos = unsafe { std::slice::from_raw_parts(q_pos.data_ptr() as *const i64, b * t) };
-        let cap = self.capacity;
-        let slots_n = self.lengths.len();
-        let shape_ok = pairs.iter().all(|(store, _)| store.size()[..2] == [slots_n as i64, cap]);
-        if !shape_ok || pos.iter().any(|&p| p < 0 || p >= cap) || slots.iter().any(|&s| s >= slots_n) {
+        if pos.iter().any(|&p| p < 0 || p >= cap) {
             return false;
         }
-        for (store, src) in pairs {
-            let Some((count, stride)) = crate::fused::rows(src) else { return false };
-            debug_assert_eq!(count, b * t);
+        for ((store, src), stride) in pairs.into_iter().zip(strides) {
             let width = *store.size().last().expect("3-d cache") as usize;
             let (from, to) = (src.data_ptr() as *const f32, store.data_ptr() as *mut f32);
             for (row, &p) in pos.iter().enumerate() {
@@ -231,8 +234,7 @@ mod tests {
     /// are bit-identical.
     #[test]
     fn row_copies_equal_index_put() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/small/config.json");
-        let cfg = ModelConfig::from_path(&dir).expect("the small preset");
+        let cfg = crate::config::small_preset();
         let (mut plain, mut fast) =
             (KvCache::new(&cfg, 4, 16, Kind::Float, Device::Cpu), KvCache::new(&cfg, 4, 16, Kind::Float, Device::Cpu));
         tch::manual_seed(2);

@@ -706,3 +706,10 @@ fn yarn_from(f: &RopeFields) -> Result<Yarn, ModelError> {
         mscale_all_dim: f.mscale_all_dim.unwrap_or(0.0),
     })
 }
+
+/// The repository's `small` preset, for tests of the model's pieces at a real config's shapes.
+#[cfg(test)]
+pub(crate) fn small_preset() -> ModelConfig {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/small/config.json");
+    ModelConfig::from_path(&path).expect("the small preset")
+}

@@ -342,8 +342,7 @@ mod tests {
     /// router nudged so that some scores tie exactly; outside the engine's steps it is not taken.
     #[test]
     fn host_router_equals_the_tensor_form() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets/small/config.json");
-        let small = ModelConfig::from_path(&dir).expect("the small preset");
+        let small = crate::config::small_preset();
         let mut flat = small.clone();
         (flat.n_group, flat.topk_group) = (1, 1);
         for cfg in [small, flat] {

@@ -53,23 +53,21 @@ impl Engine {
         let routing = group.iter().any(|&i| self.live[i].req.return_routing);
         let mut experts = if routing { experts_by_row(&out, group.len() * len) } else { Vec::new() }.into_iter();
         let mut picks: Vec<Pick> = Vec::new();
-        let mut firsts = Vec::new(); // the experts of each complete prompt's last position
+        let mut lasts = Vec::with_capacity(group.len()); // row b's last-position experts
         for (b, &i) in group.iter().enumerate() {
             let rows: Vec<_> = experts.by_ref().take(len).collect();
             let rows = if self.live[i].req.return_routing { rows } else { Vec::new() };
-            if let Some(last) = self.end_chunk(i, len, rows) {
+            let last = self.end_chunk(i, len, rows);
+            if last.is_some() {
                 picks.extend((0..self.live[i].samples.len()).map(|j| (i, j, b)));
-                firsts.push((i, last));
             }
+            lasts.push(last.flatten());
         }
         // Every sample of a complete prompt draws its first token from the last prompt logits.
-        let mut drawn = self.draw(&out.logits.squeeze_dim(1), &picks).into_iter();
-        for (i, last) in firsts {
-            for j in 0..self.live[i].samples.len() {
-                let token = drawn.next().expect("one draw per pick");
-                self.live[i].record(j, token, self.version, last.clone(), self.detokenizer.as_ref());
-                self.tokens_generated += 1;
-            }
+        let drawn = self.draw(&out.logits.squeeze_dim(1), &picks);
+        for (&(i, j, b), token) in picks.iter().zip(drawn) {
+            self.live[i].record(j, token, self.version, lasts[b].clone(), self.detokenizer.as_ref());
+            self.tokens_generated += 1;
         }
     }
 

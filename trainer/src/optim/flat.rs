@@ -31,10 +31,8 @@ pub(super) struct Flat {
     /// (n) in the parameters' dtype: the gradients, each parameter's `.grad` re-pointed at its
     /// slice at its first flat step, so that backward accumulates straight into it.
     grad: Tensor,
-    /// Where each parameter's gradient slice starts.
-    grad_starts: Vec<usize>,
-    /// Where each parameter's slice starts (its view's data pointer).
-    starts: Vec<usize>,
+    /// Where each parameter's slice starts, in elements (the same in every buffer).
+    offsets: Vec<i64>,
 }
 
 impl Flat {
@@ -57,17 +55,16 @@ impl Flat {
         let (param, exp_avg, exp_avg_sq) = (flat(kind), flat(state_kind), flat(state_kind));
         let master = (masters > 0).then(|| flat(Kind::Float));
         let grad = flat(kind);
-        let (mut starts, mut grad_starts) = (Vec::with_capacity(params.len()), Vec::with_capacity(params.len()));
+        let mut offsets = Vec::with_capacity(params.len());
         tch::no_grad(|| {
             let mut at = 0;
             for ((_, p), s) in params.iter().zip(states.iter_mut()) {
+                offsets.push(at);
                 let size = p.size();
                 let slice = |t: &Tensor| t.narrow(0, at, p.numel() as i64).view(size.as_slice());
                 let view = slice(&param);
                 view.shallow_clone().copy_(p);
                 p.shallow_clone().set_data(&view);
-                starts.push(view.data_ptr() as usize);
-                grad_starts.push(slice(&grad).data_ptr() as usize);
                 for (flat, own) in [(&exp_avg, &mut s.exp_avg), (&exp_avg_sq, &mut s.exp_avg_sq)] {
                     let v = slice(flat);
                     v.shallow_clone().copy_(own);
@@ -81,23 +78,31 @@ impl Flat {
                 at += p.numel() as i64;
             }
         });
-        Some(Flat { param, exp_avg, exp_avg_sq, master, grad, starts, grad_starts })
+        Some(Flat { param, exp_avg, exp_avg_sq, master, grad, offsets })
+    }
+
+    /// Where parameter `i`'s slice of `buffer` starts in memory.
+    fn start(&self, buffer: &Tensor, i: usize) -> usize {
+        buffer.data_ptr() as usize + self.offsets[i] as usize * buffer.kind().elt_size_in_bytes()
     }
 
     /// Whether every variable of `params` still points at its slice.
     fn is_current(&self, params: &[(String, Tensor)]) -> bool {
         let kind = self.param.kind();
-        params.len() == self.starts.len()
-            && params.iter().zip(&self.starts).all(|((_, p), &s)| p.data_ptr() as usize == s && p.kind() == kind)
+        params.len() == self.offsets.len()
+            && params
+                .iter()
+                .enumerate()
+                .all(|(i, (_, p))| p.data_ptr() as usize == self.start(&self.param, i) && p.kind() == kind)
     }
 
     /// Zeroes the group's gradients with one operation when every parameter's `.grad` lives in the
     /// flat gradient buffer (as after a flat step); false, with nothing touched, otherwise.
     pub(super) fn zero_grads(&self, params: &[(String, Tensor)]) -> bool {
         let in_place = self.is_current(params)
-            && params.iter().zip(&self.grad_starts).all(|((_, p), &start)| {
+            && params.iter().enumerate().all(|(i, (_, p))| {
                 let g = p.grad();
-                g.defined() && g.data_ptr() as usize == start && g.size() == p.size()
+                g.defined() && g.data_ptr() as usize == self.start(&self.grad, i) && g.size() == p.size()
             });
         if in_place {
             let _ = self.grad.shallow_clone().zero_();
@@ -126,17 +131,14 @@ impl Flat {
         if !(applies && self.is_current(params)) {
             return false;
         }
-        let mut at = 0;
-        for (((_, p), g), &start) in params.iter().zip(grads).zip(&self.grad_starts) {
-            let n = p.numel() as i64;
-            if g.data_ptr() as usize != start || g.size() != p.size() || g.kind() != p.kind() {
-                let slot = self.grad.narrow(0, at, n).view(p.size().as_slice());
+        for (i, ((_, p), g)) in params.iter().zip(grads).enumerate() {
+            if g.data_ptr() as usize != self.start(&self.grad, i) || g.size() != p.size() || g.kind() != p.kind() {
+                let slot = self.grad.narrow(0, self.offsets[i], p.numel() as i64).view(p.size().as_slice());
                 slot.shallow_clone().copy_(g);
                 if own {
                     g.shallow_clone().set_data(&slot);
                 }
             }
-            at += n;
         }
         let mut next = 0;
         for chunk in self.chunks() {
@@ -169,10 +171,8 @@ impl Flat {
     /// states' masters its views.
     pub(super) fn add_masters(&mut self, params: &[(String, Tensor)], states: &mut [ParamState]) {
         let master = tch::no_grad(|| self.param.to_kind(Kind::Float));
-        let mut at = 0;
-        for ((_, p), s) in params.iter().zip(states) {
+        for (((_, p), s), &at) in params.iter().zip(states).zip(&self.offsets) {
             s.master = Some(master.narrow(0, at, p.numel() as i64).view(p.size().as_slice()));
-            at += p.numel() as i64;
         }
         self.master = Some(master);
     }

@@ -115,13 +115,14 @@ pub fn naive(q: &Queries, k_nope: &Tensor, k_pe: &Tensor, v: &Tensor, mask: Mask
     o.transpose(1, 2).narrow(-1, 0, dv) // (B, T, H, d_v)
 }
 
-/// MQA mode over all keys `keys (B, S, ·)` with `allowed (B, T, S)` → (B, T, H, d_v).
+/// MQA mode over all keys `keys (B, S, ·)` with `allowed (B, T, S)` (`None`: every query sees
+/// every key, as in a decode step whose sequences all end at the last key) → (B, T, H, d_v).
 ///
 /// Every product is one `bmm` over explicit shapes: per head for the two `kv_b` halves, per
 /// sequence for the scores and the latent output. The same contractions as einsum's
 /// (`bthd,hdc->bthc`, `bthc,bsc->bths`, `bths,bsc->bthc`, `bthc,hdc->bthd`), without its
 /// per-call planning, which cost a decode step more than the products themselves at batch 1.
-pub fn absorbed(q: &Queries, keys: &Keys, w: &KvB, allowed: &Tensor, scale: f64) -> Tensor {
+pub fn absorbed(q: &Queries, keys: &Keys, w: &KvB, allowed: Option<&Tensor>, scale: f64) -> Tensor {
     let (b, t, h, d) = q.nope.size4().expect("query nope part is (B, T, H, d_nope)");
     let (r, c, dv) = (q.pe.size()[3], w.uk.size()[2], w.uv.size()[1]);
     let s = keys.latent.size()[1];
@@ -130,7 +131,10 @@ pub fn absorbed(q: &Queries, keys: &Keys, w: &KvB, allowed: &Tensor, scale: f64)
     let nope = q_abs.bmm(&keys.latent.transpose(1, 2)); // (B, T·H, S)
     let pe = q.pe.reshape([b, t * h, r]).bmm(&keys.pe.transpose(1, 2)); // (B, T·H, S)
     let scores = ((nope + pe) * scale).view([b, t, h, s]);
-    let p = softmax(&scores, &allowed.unsqueeze(2), keys.latent.kind()); // (B, T, H, S)
+    let p = match allowed {
+        Some(allowed) => softmax(&scores, &allowed.unsqueeze(2), keys.latent.kind()),
+        None => scores.softmax(-1, Kind::Float).to_kind(keys.latent.kind()),
+    }; // (B, T, H, S)
     let o_lat = p.view([b, t * h, s]).bmm(&keys.latent); // (B, T·H, C)
     let o = o_lat.view([b * t, h, c]).transpose(0, 1).bmm(&w.uv.transpose(1, 2)); // (H, B·T, d_v)
     o.transpose(0, 1).reshape([b, t, h, dv])
@@ -384,5 +388,30 @@ mod tests {
         let gathered = gathered_block(&q, &keys, &w, &indices, &valid, 0.3);
         let d = (dense - gathered).abs().max().double_value(&[]);
         assert!(d < 1e-5, "{d:e}");
+    }
+
+    /// A decode step whose queries all sit at the last key: attention without a mask gives the
+    /// bits of attention under an all-true mask (nothing is masked, so nothing differs), and a
+    /// mask that hides keys changes the result (the mask is applied when given).
+    #[test]
+    fn absorbed_without_a_mask_equals_an_all_true_mask() {
+        let (b, h, c, dn, dr, dv, s) = (3, 4, 8, 5, 2, 6, 9);
+        let f = (Kind::Float, Device::Cpu);
+        let fill = |shape: &[i64], k: f64| {
+            let n: i64 = shape.iter().product();
+            (Tensor::arange(n, f) * k).sin().view(shape)
+        };
+        let q =
+            Queries { nope: fill(&[b, 1, h, dn], 0.37), pe: fill(&[b, 1, h, dr], 0.91), latent: fill(&[b, 1, 4], 0.5) };
+        let keys = Keys { latent: fill(&[b, s, c], 0.13), pe: fill(&[b, s, dr], 0.71), index: None };
+        let w = KvB { uk: fill(&[h, dn, c], 0.29), uv: fill(&[h, dv, c], 0.53) };
+        let q_pos = Tensor::full([b, 1], s - 1, (Kind::Int64, Device::Cpu));
+        let all = causal(&q_pos, s);
+        assert!(all.all().int64_value(&[]) == 1);
+        let masked = absorbed(&q, &keys, &w, Some(&all), 0.3);
+        assert!(absorbed(&q, &keys, &w, None, 0.3).equal(&masked));
+        let shorter = causal(&(q_pos - 2), s);
+        let d = (absorbed(&q, &keys, &w, Some(&shorter), 0.3) - masked).abs().max().double_value(&[]);
+        assert!(d > 1e-3, "{d:e}");
     }
 }

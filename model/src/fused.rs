@@ -1,5 +1,5 @@
-//! RMSNorm and the two rotary layouts as one pass over their rows, for the rollout engine's CPU
-//! steps.
+//! RMSNorm, the indexer keys' LayerNorm, the two rotary layouts and the dense MLP's SwiGLU as one
+//! pass over their rows, for the rollout engine's CPU steps.
 //!
 //! In tensor form an RMSNorm is seven libtorch ops (cast, square, mean, add, rsqrt, two
 //! multiplies) and an interleaved rotation fourteen (unflatten, two selects, four multiplies, a
@@ -94,6 +94,69 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Option<Tensor> {
     Some(y)
 }
 
+/// `(x − mean) / sqrt(var + eps) ⊙ weight + bias` over the last dim of `x` (the biased variance,
+/// as [`crate::norm::LayerNorm`] computes it through libtorch's `layer_norm`); `None` where the
+/// fused form does not apply. Mean and variance are two passes over the row, each summed in
+/// sixteen lanes in a fixed order (libtorch's kernel has its own order: ~1e-7 relative).
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Option<Tensor> {
+    if !applies(&[x, weight, bias]) || !weight.is_contiguous() || !bias.is_contiguous() {
+        return None;
+    }
+    let d = *x.size().last()? as usize;
+    let (n, step) = rows(x)?;
+    if d == 0 || weight.numel() != d || bias.numel() != d {
+        return None;
+    }
+    let y = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
+    // SAFETY: x holds n rows of d floats `step` apart, weight and bias d floats each, y n·d fresh
+    // contiguous floats.
+    unsafe {
+        let (xp, yp) = (x.data_ptr() as *const f32, y.data_ptr() as *mut f32);
+        let w = std::slice::from_raw_parts(weight.data_ptr() as *const f32, d);
+        let b = std::slice::from_raw_parts(bias.data_ptr() as *const f32, d);
+        for r in 0..n {
+            let row = std::slice::from_raw_parts(xp.add(r * step), d);
+            let out = std::slice::from_raw_parts_mut(yp.add(r * d), d);
+            let mean = lane_sum(row, |v| v) / d as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
+            let inv = 1.0 / (var + eps as f32).sqrt();
+            for (((o, &v), &g), &c) in out.iter_mut().zip(row).zip(w).zip(b) {
+                *o = (v - mean) * inv * g + c;
+            }
+        }
+    }
+    Some(y)
+}
+
+/// `silu(gate) ⊙ up` of two equal-shaped f32 tensors (the SwiGLU between an MLP's products), as a
+/// new contiguous tensor; `None` where the fused form does not apply. `silu(g) = g / (1 + e^−g)`
+/// with the standard library's `exp` (libtorch's vectorised `exp` rounds its own way: ~1e-7).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Option<Tensor> {
+    if !applies(&[gate, up]) || gate.size() != up.size() {
+        return None;
+    }
+    let d = *gate.size().last()? as usize;
+    let ((n, gs), (m, us)) = (rows(gate)?, rows(up)?);
+    if n != m {
+        return None;
+    }
+    let y = Tensor::empty(gate.size(), (Kind::Float, Device::Cpu));
+    // SAFETY: gate and up hold n rows of d floats (`gs` and `us` apart), y n·d fresh contiguous
+    // floats.
+    unsafe {
+        let (gp, up, yp) = (gate.data_ptr() as *const f32, up.data_ptr() as *const f32, y.data_ptr() as *mut f32);
+        for r in 0..n {
+            let g = std::slice::from_raw_parts(gp.add(r * gs), d);
+            let u = std::slice::from_raw_parts(up.add(r * us), d);
+            let out = std::slice::from_raw_parts_mut(yp.add(r * d), d);
+            for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    }
+    Some(y)
+}
+
 /// `x (B, T, [H,] d)` with its first `r` dims rotated by `cos, sin (B, T, [1,] r/2)` in `pairs`
 /// layout and the rest copied, as a new contiguous tensor; `None` where the fused form does not
 /// apply. The same values as [`crate::rope::rotate_interleaved`] or
@@ -158,6 +221,16 @@ fn sum_of_squares(v: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     for (i, &x) in v.iter().enumerate() {
         lanes[i % 16] += x * x;
+    }
+    sum_lanes(lanes)
+}
+
+/// `Σ f(v)` in sixteen lanes (lane `i` takes the elements at `i` mod 16), the lanes then added
+/// pairwise down to one: a fixed order for a given length.
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (i, &x) in v.iter().enumerate() {
+        lanes[i % 16] += f(x);
     }
     sum_lanes(lanes)
 }
@@ -237,6 +310,59 @@ mod tests {
         });
         let x = Tensor::randn([2, 40], f32s()).set_requires_grad(true);
         assert!(kernel::enabled(|| rms_norm(&x, &norm.weight, 1e-6)).is_none(), "gradient wanted");
+    }
+
+    /// LayerNorm (with bias) on a contiguous input, a narrow of the last dim and rows far from
+    /// zero mean: within float rounding of libtorch's `layer_norm`; a row alone gives the bits it
+    /// gets in a batch; not taken outside `enabled` or with a gradient wanted.
+    #[test]
+    fn layer_norm_equals_the_tensor_form() {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let norm = crate::norm::LayerNorm::new(&vs.root(), 40, 1e-6);
+        let fill = |shape: &[i64], k: f64| {
+            let n: i64 = shape.iter().product();
+            (Tensor::arange(n, f32s()) * k).sin().view(shape)
+        };
+        tch::no_grad(|| {
+            norm.weight.shallow_clone().copy_(&(fill(&[40], 0.7) + 1.0));
+            norm.bias.shallow_clone().copy_(&fill(&[40], 1.3));
+        });
+        let wide = fill(&[3, 5, 57], 0.37) * 3.0;
+        let cases = [wide.narrow(-1, 0, 40), wide.narrow(-1, 17, 40) + 25.0, fill(&[2, 3, 4, 40], 0.11)];
+        tch::no_grad(|| {
+            for x in &cases {
+                let fused = kernel::enabled(|| layer_norm(x, &norm.weight, &norm.bias, norm.eps)).expect("taken");
+                let want = norm.forward(x);
+                let d = ((&fused - &want).abs().max() / want.abs().max()).double_value(&[]);
+                assert!(d < 1e-5, "{:?}: {d:e}", x.size());
+                let flat = x.reshape([-1, 40]);
+                let alone = kernel::enabled(|| layer_norm(&flat.narrow(0, 2, 1), &norm.weight, &norm.bias, 1e-6))
+                    .expect("taken");
+                assert!(alone.equal(&fused.reshape([-1, 40]).narrow(0, 2, 1)), "row 2 alone vs in the batch");
+            }
+            assert!(layer_norm(&cases[0], &norm.weight, &norm.bias, 1e-6).is_none(), "outside `enabled`");
+        });
+        let x = cases[2].detach().set_requires_grad(true);
+        assert!(kernel::enabled(|| layer_norm(&x, &norm.weight, &norm.bias, 1e-6)).is_none(), "gradient wanted");
+    }
+
+    /// `silu(gate) ⊙ up` on contiguous inputs and on the two halves of one wider tensor (the
+    /// packed layout): within float rounding of libtorch's `silu` and `mul`, over large positive
+    /// and negative gates; not taken outside `enabled`.
+    #[test]
+    fn swiglu_equals_the_tensor_form() {
+        let n = 3 * 7 * 96;
+        let wide = ((Tensor::arange(n, f32s()) * 0.61).sin() * 30.0).view([3, 7, 96]);
+        let (gate, up) = (wide.narrow(-1, 0, 48), wide.narrow(-1, 48, 48));
+        tch::no_grad(|| {
+            for (g, u) in [(gate.shallow_clone(), up.shallow_clone()), (gate.contiguous(), up.contiguous() * 0.1)] {
+                let fused = kernel::enabled(|| swiglu(&g, &u)).expect("taken");
+                let want = g.silu() * &u;
+                let d = ((&fused - &want).abs() / (want.abs() + 1e-30)).max().double_value(&[]);
+                assert!(d < 1e-6, "{d:e}");
+            }
+            assert!(swiglu(&gate, &up).is_none(), "outside `enabled`");
+        });
     }
 
     /// Both layouts, with and without heads, on a narrow of a wider tensor and with a tail left

@@ -95,6 +95,24 @@ impl Positions {
         }
     }
 
+    /// Whether every query sees every one of keys `0..s`: no tree mask and each query at position
+    /// `s − 1` or later (a decode step whose sequences all end at the last cached key, batch 1
+    /// always). Read only where the positions are on the CPU (on CUDA it would wait for the
+    /// device), so there it is always `false` and the mask is applied.
+    pub fn sees_every_key(&self, s: i64) -> bool {
+        let q_pos = &self.q_pos;
+        if self.allowed.is_some()
+            || q_pos.device() != tch::Device::Cpu
+            || q_pos.kind() != tch::Kind::Int64
+            || !q_pos.is_contiguous()
+        {
+            return false;
+        }
+        // SAFETY: `q_pos` is a contiguous CPU i64 tensor of `numel` elements, alive for the read.
+        let pos = unsafe { std::slice::from_raw_parts(q_pos.data_ptr() as *const i64, q_pos.numel()) };
+        pos.iter().all(|&p| p >= s - 1)
+    }
+
     /// Tables for a packed forward: its positions and its tree mask.
     pub fn packed(rope: &RopeTables, packing: &crate::packing::Packing) -> Self {
         Positions {
@@ -333,8 +351,8 @@ impl Mla {
                     attention::naive(q, &k_nope, &keys.pe, &v, mask, self.scale)
                 }
                 MlaPath::Absorbed => {
-                    let allowed = pos.allowed_over(s);
-                    attention::absorbed(q, keys, &self.kv_b(), &allowed, self.scale)
+                    let allowed = (!pos.sees_every_key(s)).then(|| pos.allowed_over(s)); // (B, T, S)
+                    attention::absorbed(q, keys, &self.kv_b(), allowed.as_ref(), self.scale)
                 }
             }
         };

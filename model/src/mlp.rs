@@ -37,8 +37,8 @@ impl Mlp {
 
     /// `x (..., d) → (..., d)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let gate = linear(x, &self.gate_proj).silu();
-        let up = linear(x, &self.up_proj);
-        linear(&(gate * up), &self.down_proj)
+        let (gate, up) = (linear(x, &self.gate_proj), linear(x, &self.up_proj));
+        let act = crate::fused::swiglu(&gate, &up).unwrap_or_else(|| gate.silu() * up);
+        linear(&act, &self.down_proj)
     }
 }

@@ -49,6 +49,9 @@ impl LayerNorm {
 
     /// Normalises the last dimension of `x` in f32; returns f32.
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        if let Some(y) = crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps) {
+            return y;
+        }
         let dim = *x.size().last().expect("layer norm input has a last dim");
         let (w, b) = (self.weight.to_kind(Kind::Float), self.bias.to_kind(Kind::Float));
         x.to_kind(Kind::Float).layer_norm([dim], Some(&w), Some(&b), self.eps, false)

@@ -493,28 +493,78 @@ pub fn device_name(spec: rlvr_model::DeviceSpec) -> &'static str {
     }
 }
 
-/// Bytes a run with `plan` still needs beyond what this process holds: the peak less this
-/// process's runtime (resident already) times the ranks on this host, and the rollout servers it
-/// spawns.
-fn needed_bytes(plan: &Plan, local_ranks: usize) -> f64 {
-    (plan.peak_bytes - plan.runtime_bytes) * local_ranks as f64 + plan.servers as f64 * plan.server_bytes
+/// What a run's plan is checked against before any work: the memory of the device this process
+/// computes on, and which of the run's processes on this host draw from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Bytes the device can still give: the host's `MemAvailable` on the CPU, the GPU's free
+    /// bytes (`cudaMemGetInfo`, with this process's CUDA context already counted as used) on CUDA.
+    pub available: f64,
+    /// Ranks of the run that compute on it: every rank on this host for the CPU, this one for a
+    /// GPU (each rank has its own).
+    pub ranks: usize,
+    /// Whether the rollout servers the run spawns compute on it too (the host's memory on the
+    /// CPU; on CUDA when they were given this rank's GPU).
+    pub servers: bool,
+    /// The device in words, for the messages (`the host`, `CUDA device 1`).
+    pub device: String,
+    /// Where `available` was read (`MemAvailable`, `cudaMemGetInfo`).
+    pub source: &'static str,
 }
 
-/// Refuses, before any work, a CPU run whose planned peak (times the ranks on this host) exceeds
-/// the memory the host has `available` ([`available_host_bytes`]), with the plan's table. On CUDA
-/// nothing is refused here: the plan prices the device's memory but that has not been measured
-/// against a GPU run yet, so `rlvr plan` only prints it.
-pub fn check_fits(plan: &Plan, local_ranks: usize, available: Option<f64>) -> Result<()> {
-    if plan.device != "cpu" {
-        return Ok(());
+impl Budget {
+    /// The budget of a rank computing on `device` with `local_ranks` ranks of the run on this host,
+    /// whose spawned rollout servers (if any) compute on `server_device`; `None` when the device's
+    /// free memory cannot be read.
+    pub fn of(device: tch::Device, local_ranks: usize, server_device: tch::Device) -> Option<Budget> {
+        let available = rlvr_model::device::available_bytes(device)? as f64;
+        Some(match device {
+            tch::Device::Cuda(index) => Budget {
+                available,
+                ranks: 1,
+                servers: server_device == device,
+                device: format!("CUDA device {index}"),
+                source: "cudaMemGetInfo",
+            },
+            _ => Budget::host(available, local_ranks),
+        })
     }
-    let Some(available) = available else { return Ok(()) };
-    let need = needed_bytes(plan, local_ranks);
-    if need > available {
+
+    /// The host's memory, `available` bytes, shared by `local_ranks` ranks and the servers.
+    pub fn host(available: f64, local_ranks: usize) -> Budget {
+        Budget { available, ranks: local_ranks, servers: true, device: "the host".into(), source: "MemAvailable" }
+    }
+
+    /// Bytes a run with `plan` still needs from this device beyond what this process holds: the
+    /// peak less the runtime (resident already: libtorch on the CPU, the CUDA context on a GPU)
+    /// times the ranks on it, and the rollout servers spawned onto it.
+    pub fn needed(&self, plan: &Plan) -> f64 {
+        let servers = if self.servers { plan.servers as f64 * plan.server_bytes } else { 0.0 };
+        (plan.peak_bytes - plan.runtime_bytes) * self.ranks as f64 + servers
+    }
+
+    fn fits(&self, plan: &Plan) -> bool {
+        self.needed(plan) <= self.available
+    }
+}
+
+/// Refuses, before any work, a run whose planned peak does not fit the memory of its device
+/// (`budget`; nothing is checked without one), with the plan's table.
+pub fn check_fits(plan: &Plan, budget: Option<&Budget>) -> Result<()> {
+    let Some(budget) = budget else { return Ok(()) };
+    if !budget.fits(plan) {
         anyhow::bail!(
-            "the run does not fit this machine: its planned peak needs {} more per rank × {local_ranks} rank(s), and the host has {} available (MemAvailable); shrink a batch or micro_batch, use fewer slots, or turn on layer checkpointing\n{}",
-            show_bytes(need / local_ranks as f64),
-            show_bytes(available),
+            "the run does not fit {}: its planned peak needs {} more per rank × {} rank(s){}, and {} has {} available ({}); shrink a batch or micro_batch, use fewer slots, or turn on layer checkpointing\n{}",
+            budget.device,
+            show_bytes((plan.peak_bytes - plan.runtime_bytes).max(0.0)),
+            budget.ranks,
+            match budget.servers && plan.servers > 0 {
+                true => format!(" + {} rollout server(s) × {}", plan.servers, show_bytes(plan.server_bytes)),
+                false => String::new(),
+            },
+            budget.device,
+            show_bytes(budget.available),
+            budget.source,
             plan.table()
         );
     }
@@ -522,28 +572,26 @@ pub fn check_fits(plan: &Plan, local_ranks: usize, available: Option<f64>) -> Re
 }
 
 /// The micro-batch GRPO runs with, and the plan with it. A recipe's `algorithm.micro_batch` > 0 is
-/// kept. 0 (the default) means: the whole minibatch share when the plan fits `available` bytes
-/// (or when nothing is known about them, or the run has no GRPO stage, or it runs on CUDA, whose
-/// memory the plan has not been checked against yet); else the largest of share/2, share/4, …, 1
-/// that fits, said on stderr. When none fits, 0 and the plan at the whole share, which
-/// [`check_fits`] then refuses with its table. The micro-batch changes memory and time only: a
-/// minibatch's gradient is the same sum however it is split.
+/// kept. 0 (the default) means: the whole minibatch share when the plan fits the device's
+/// `budget` (or when nothing is known of it, or the run has no GRPO stage); else the largest of
+/// share/2, share/4, …, 1 that fits, said on stderr. When none fits, 0 and the plan at the whole
+/// share, which [`check_fits`] then refuses with its table. The micro-batch changes memory and
+/// time only: a minibatch's gradient is the same sum however it is split.
 pub fn fit_micro_batch(
     recipe: &Recipe,
     world: usize,
     device: &str,
     runtime_bytes: f64,
     data: &Dataset,
-    local_ranks: usize,
-    available: Option<f64>,
+    budget: Option<&Budget>,
 ) -> Result<(usize, Plan)> {
     let whole = plan(recipe, world, device, runtime_bytes, data)?;
     let a = &recipe.algorithm;
     let has_grpo = recipe.stages.iter().any(|s| matches!(s, Stage::Grpo(_)));
-    let Some(available) = available.filter(|_| a.micro_batch == 0 && has_grpo && device == "cpu") else {
+    let Some(budget) = budget.filter(|_| a.micro_batch == 0 && has_grpo) else {
         return Ok((a.micro_batch, whole));
     };
-    if needed_bytes(&whole, local_ranks) <= available {
+    if budget.fits(&whole) {
         return Ok((0, whole));
     }
     let r = &recipe.rollout;
@@ -553,20 +601,16 @@ pub fn fit_micro_batch(
         let mut smaller = recipe.clone();
         smaller.algorithm.micro_batch = micro;
         let p = plan(&smaller, world, device, runtime_bytes, data)?;
-        if needed_bytes(&p, local_ranks) <= available {
+        if budget.fits(&p) {
             eprintln!(
-                "algorithm.micro_batch: {micro} sequences per backward (the whole minibatch share of {share} would need {}, {} available)",
-                show_bytes(needed_bytes(&whole, local_ranks) / local_ranks as f64),
-                show_bytes(available)
+                "algorithm.micro_batch: {micro} sequences per backward (the whole minibatch share of {share} would need {} on {}, {} available)",
+                show_bytes(budget.needed(&whole) / budget.ranks as f64),
+                budget.device,
+                show_bytes(budget.available)
             );
             return Ok((micro, p));
         }
         micro /= 2;
     }
     Ok((0, whole))
-}
-
-/// Bytes the host can still give this process (`MemAvailable`), when known.
-pub fn available_host_bytes() -> Option<f64> {
-    rlvr_model::device::available_bytes(tch::Device::Cpu).map(|b| b as f64)
 }

@@ -107,7 +107,7 @@ pub(crate) struct Session {
     /// `--max-steps`.
     pub max_steps: Option<u64>,
     /// Sequences per GRPO backward: the recipe's `algorithm.micro_batch`, or with 0 there what fits
-    /// the host (`plan::fit_micro_batch`; 0 = the whole minibatch share).
+    /// the device (`plan::fit_micro_batch`; 0 = the whole minibatch share).
     pub micro_batch: usize,
     /// The ranks of a multi-process run (one process: world 1).
     pub dp: Dp,
@@ -168,10 +168,17 @@ impl Session {
         let device_name = crate::plan::device_name(recipe.run.device);
         let runtime = crate::plan::runtime_bytes(device_name, crate::plan::warm_resident_bytes());
         let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|n| n.parse().ok()).unwrap_or(dp.world());
-        let available = crate::plan::available_host_bytes();
+        // Each rank computes on its local GPU; the spawned rollout servers on the recipe's device.
+        let device = match (wanted, dp.world()) {
+            (tch::Device::Cuda(_), world) if world > 1 => {
+                crate::policy::run_device(recipe.run.device, Some(dp.group().local_rank()))?
+            }
+            (device, _) => device,
+        };
+        let budget = crate::plan::Budget::of(device, local_ranks, wanted);
         let (micro_batch, plan) =
-            crate::plan::fit_micro_batch(&recipe, dp.world(), device_name, runtime, &data, local_ranks, available)?;
-        crate::plan::check_fits(&plan, local_ranks, available)?;
+            crate::plan::fit_micro_batch(&recipe, dp.world(), device_name, runtime, &data, budget.as_ref())?;
+        crate::plan::check_fits(&plan, budget.as_ref())?;
         let verifier = reward.build().context("building the recipe's verifier")?;
         check_task_fields(verifier.as_ref(), &data)?;
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -185,12 +192,6 @@ impl Session {
         };
         let tokenizer_dir = tokenizer_dir(&recipe, &run_dir, &dp)?;
         let (source, state, resumed_from) = start_point(&recipe, found, resume, &run_dir)?;
-        let device = match (wanted, dp.world()) {
-            (tch::Device::Cuda(_), world) if world > 1 => {
-                crate::policy::run_device(recipe.run.device, Some(dp.group().local_rank()))?
-            }
-            (device, _) => device,
-        };
         let policy = Policy::build(&source, &tokenizer_dir, recipe.model.mtp, device, recipe.run.dtype)?;
         check_attention(&recipe, &policy.config)?;
         let mut session = Session {

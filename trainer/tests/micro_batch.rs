@@ -4,7 +4,7 @@
 //! recipe made GRPO-heavy (its GRPO activations the peak phase).
 
 use rlvr_trainer::data::Dataset;
-use rlvr_trainer::plan::{fit_micro_batch, plan, Plan};
+use rlvr_trainer::plan::{check_fits, fit_micro_batch, plan, Budget, Plan};
 use rlvr_trainer::recipe::Recipe;
 use std::path::Path;
 
@@ -29,7 +29,10 @@ fn the_default_micro_batch_is_the_largest_halving_that_fits() {
     let runtime = 4e8;
     let whole = plan(&recipe, 1, "cpu", runtime, &data).unwrap();
     assert!(whole.peak_phase.contains("grpo"), "the GRPO step is the peak: {}", whole.peak_phase);
-    let fit = |available: Option<f64>| fit_micro_batch(&recipe, 1, "cpu", runtime, &data, 1, available).unwrap();
+    let fit = |available: Option<f64>| {
+        let budget = available.map(|a| Budget::host(a, 1));
+        fit_micro_batch(&recipe, 1, "cpu", runtime, &data, budget.as_ref()).unwrap()
+    };
 
     // Room for the whole share, or nothing known: the whole minibatch, as before.
     for available in [None, Some(need(&whole) + 1.0)] {
@@ -51,6 +54,40 @@ fn the_default_micro_batch_is_the_largest_halving_that_fits() {
     // A micro-batch the recipe sets is kept, whatever the memory.
     let mut set = recipe.clone();
     set.algorithm.micro_batch = 3;
-    let (micro, _) = fit_micro_batch(&set, 1, "cpu", runtime, &data, 1, Some(1.0)).unwrap();
+    let (micro, _) = fit_micro_batch(&set, 1, "cpu", runtime, &data, Some(&Budget::host(1.0, 1))).unwrap();
     assert_eq!(micro, 3);
+}
+
+/// A GPU's budget: one rank per device, its CUDA context already counted as used. The micro-batch
+/// is chosen against the GPU's free bytes as against the host's, and a run that fits nowhere is
+/// refused naming the device and where its free memory was read; the host's budget multiplies
+/// the need by the ranks sharing it.
+#[test]
+fn a_gpu_budget_chooses_the_micro_batch_and_refuses_what_does_not_fit() {
+    let (recipe, data) = heavy();
+    let runtime = 512.0 * 1024.0 * 1024.0;
+    let whole = plan(&recipe, 1, "cuda", runtime, &data).unwrap();
+    let gpu = |available: f64| Budget {
+        available,
+        ranks: 1,
+        servers: false,
+        device: "CUDA device 1".into(),
+        source: "cudaMemGetInfo",
+    };
+    assert_eq!(gpu(0.0).needed(&whole), need(&whole));
+    let (micro, p) = fit_micro_batch(&recipe, 1, "cuda", runtime, &data, Some(&gpu(need(&whole) - 1.0))).unwrap();
+    assert!((1..512).contains(&micro) && need(&p) < need(&whole), "{micro}");
+    check_fits(&p, Some(&gpu(need(&whole) - 1.0))).unwrap();
+    check_fits(&whole, Some(&gpu(need(&whole)))).unwrap();
+    let err = check_fits(&whole, Some(&gpu(need(&whole) - 1.0))).unwrap_err().to_string();
+    assert!(err.contains("does not fit CUDA device 1") && err.contains("(cudaMemGetInfo)"), "{err}");
+    assert!(err.contains("peak"), "the plan's table follows: {err}");
+    // The host's memory is shared by every local rank.
+    let host = Budget::host(need(&whole) * 2.0 - 1.0, 2);
+    assert_eq!(host.needed(&whole), 2.0 * need(&whole));
+    let err = check_fits(&whole, Some(&host)).unwrap_err().to_string();
+    assert!(
+        err.contains("does not fit the host") && err.contains("× 2 rank(s)") && err.contains("(MemAvailable)"),
+        "{err}"
+    );
 }

@@ -342,7 +342,7 @@ pub struct Algorithm {
     /// Passes over each rollout batch.
     pub epochs: usize,
     /// Sequences per micro-batch for gradient accumulation (0: the whole minibatch, or the largest
-    /// halving of it whose memory plan fits the host: `plan::fit_micro_batch`).
+    /// halving of it whose memory plan fits the device: `plan::fit_micro_batch`).
     pub micro_batch: usize,
 }
 

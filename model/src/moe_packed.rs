@@ -28,6 +28,10 @@
 //! (CUTLASS's grouped GEMM there) for both products, so a MoE layer reads nothing back to the
 //! host and a decode step can be captured as a CUDA graph.
 //!
+//! In f32 on CUDA (no `_grouped_mm` kernel there) or on a GPU that refuses it, a decode step's
+//! few tokens run through every expert instead ([`PackedExperts::forward_dense`]: E/K times the
+//! arithmetic, no sort, no synchronisation); larger calls group on the host.
+//!
 //! Left out: one batched GEMM over all experts on the CPU. Padding the groups to the largest one
 //! for `bmm` was slower at batch 64 (the padding adds ~50 % FLOPs to GEMMs that are already
 //! compute-bound there), and libtorch's `_grouped_mm` on the CPU is a loop of GEMMs.
@@ -40,6 +44,11 @@ use tch::{Device, Kind, Tensor};
 /// Set once libtorch refused `_grouped_mm` in this process (see
 /// [`PackedExperts::forward_on_device`]).
 static GROUPED_MM_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Most token × expert rows [`PackedExperts::forward_dense`] computes on CUDA (64 tokens of 64
+/// experts, 16 of 256): beyond it the E/K-fold arithmetic costs more than the host grouping's
+/// synchronisation.
+const DENSE_ROWS: i64 = 4096;
 
 /// One MoE layer's routed experts stacked for grouped compute (see the module notes).
 #[derive(Debug)]
@@ -112,9 +121,14 @@ impl PackedExperts {
     /// On CUDA in bf16 the grouping stays on the device ([`Self::forward_on_device`]); elsewhere it
     /// is a counting sort on the host.
     pub fn forward(&self, x: &Tensor, experts: &Tensor, weights: &Tensor) -> Tensor {
-        if x.device().is_cuda() && x.kind() == Kind::BFloat16 && self.grouped_mm_fits() {
-            if let Some(y) = self.forward_on_device(x, experts, weights) {
-                return y;
+        if x.device().is_cuda() {
+            if x.kind() == Kind::BFloat16 && self.grouped_mm_fits() {
+                if let Some(y) = self.forward_on_device(x, experts, weights) {
+                    return y;
+                }
+            }
+            if x.size()[0] * self.down.size()[0] <= DENSE_ROWS {
+                return self.forward_dense(x, experts, weights);
             }
         }
         let (n, d) = (x.size()[0], x.size()[1]);
@@ -161,6 +175,21 @@ impl PackedExperts {
         let sorted = grouped(&act, &self.down)?; // (N·K, d)
         let y = sorted.zeros_like().index_copy(0, &order, &sorted).view([n, k, d]); // assignment order
         Some(weights.to_kind(x.kind()).unsqueeze(1).bmm(&y).squeeze_dim(1)) // (N, d)
+    }
+
+    /// [`Self::forward`] with every stacked expert run on every token and the outputs weighted by
+    /// the gates, zero for the experts a token did not choose: one batched GEMM per product over
+    /// the stack, no sort, no host synchronisation. E/K times the routed arithmetic, so
+    /// [`Self::forward`] takes it on CUDA only for at most [`DENSE_ROWS`] token × expert rows (a
+    /// decode step) where `_grouped_mm` does not serve (f32, or a GPU it refuses).
+    pub fn forward_dense(&self, x: &Tensor, experts: &Tensor, weights: &Tensor) -> Tensor {
+        let (n, d) = (x.size()[0], x.size()[1]);
+        let (e, inter) = (self.down.size()[0], self.down.size()[2]);
+        let gates = Tensor::zeros([n, e], (x.kind(), x.device())).scatter(1, experts, &weights.to_kind(x.kind())); // (N, E)
+        let h = x.unsqueeze(0).expand([e, n, d], false).bmm(&self.gate_up.transpose(1, 2)); // (E, N, 2I)
+        let act = h.narrow(-1, 0, inter).silu() * h.narrow(-1, inter, inter); // (E, N, I)
+        let y = act.bmm(&self.down.transpose(1, 2)); // (E, N, d)
+        gates.unsqueeze(1).bmm(&y.transpose(0, 1)).squeeze_dim(1) // (N, d)
     }
 
     /// Whether the stacked weights meet `_grouped_mm`'s layout rule: every row stride a multiple
@@ -377,6 +406,10 @@ mod tests {
             assert!(d < 1e-5, "device vs host grouping in f32: {d:e}");
             let d = (&device - reference(&experts, &x, &ids, &w, 2)).abs().max().double_value(&[]);
             assert!(d < 1e-5, "device grouping vs per-expert: {d:e}");
+            // Every expert on every token, the unchosen ones weighted zero (CUDA's f32 decode).
+            let dense = packed.forward_dense(&x, &routed, &w);
+            let d = (&dense - reference(&experts, &x, &ids, &w, 2)).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "dense vs per-expert: {d:e}");
             let bf = PackedExperts {
                 gate_up: packed.gate_up.to_kind(Kind::BFloat16),
                 down: packed.down.to_kind(Kind::BFloat16),

@@ -218,11 +218,7 @@ fn sum_of_squares(v: &[f32]) -> f32 {
         // SAFETY: the CPU has AVX2 and FMA; `v` holds v.len() floats.
         return unsafe { simd::sum_of_squares(v.as_ptr(), v.len()) };
     }
-    let mut lanes = [0f32; 16];
-    for (i, &x) in v.iter().enumerate() {
-        lanes[i % 16] += x * x;
-    }
-    sum_lanes(lanes)
+    lane_sum(v, |x| x * x)
 }
 
 /// `Σ f(v)` in sixteen lanes (lane `i` takes the elements at `i` mod 16), the lanes then added

@@ -74,13 +74,15 @@ pub struct Positions {
     /// The causal mask over the last key count asked for: every layer of one forward attends over
     /// the same keys, so it is built once per forward, not once per layer.
     causal: std::cell::OnceCell<(i64, Tensor)>,
+    /// [`Self::sees_every_key`] for the last key count asked for, read once per forward.
+    every_key: std::cell::OnceCell<(i64, bool)>,
 }
 
 impl Positions {
     /// Tables for positions `q_pos (B, T)`.
     pub fn new(rope: &RopeTables, q_pos: Tensor) -> Self {
         let (cos, sin) = rope.cos_sin(&q_pos);
-        Positions { q_pos, cos, sin, allowed: None, causal: Default::default() }
+        Positions { q_pos, cos, sin, allowed: None, causal: Default::default(), every_key: Default::default() }
     }
 
     /// Which of keys `0..s` each query sees: the tree mask of a packed forward, else causal by
@@ -100,6 +102,13 @@ impl Positions {
     /// always). Read only where the positions are on the CPU (on CUDA it would wait for the
     /// device), so there it is always `false` and the mask is applied.
     pub fn sees_every_key(&self, s: i64) -> bool {
+        match self.every_key.get_or_init(|| (s, self.read_every_key(s))) {
+            (n, every) if *n == s => *every,
+            _ => self.read_every_key(s),
+        }
+    }
+
+    fn read_every_key(&self, s: i64) -> bool {
         let q_pos = &self.q_pos;
         if self.allowed.is_some()
             || q_pos.device() != tch::Device::Cpu
